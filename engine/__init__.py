@@ -1,0 +1,1 @@
+"""IHVC engine: everything that is not Qt (codec, body model, analysis, motion, metrics)."""

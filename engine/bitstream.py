@@ -1,0 +1,116 @@
+"""The in-memory IHVC bitstream: what a .ihvc file holds, as dataclasses.
+
+Serialisation lives in engine/container.py (``to_bytes`` / ``from_bytes`` /
+``read`` / ``write``); this module is the object every other part uses.
+
+    Bitstream
+      width, height, fps, quant, body_model, has_camera
+      gops: [GroupOfPictures]
+        start          index of the key frame in the clip
+        key_picture    KeyPicture (codec id, qp, size, payload bytes)
+        key            KeySemantics (all 21 joints, shape, rot, trans, loc, focal)
+        frames         float (n, D): per-frame semantics of the GOP's frames,
+                       already on the quantization grid (row 0 is the key frame)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+
+import numpy as np
+
+from .semantics import FrameSemantics, KeySemantics, QuantSpec, semantic_names, snap
+
+# Fixed numeric ids: never renumber (old files must keep decoding).
+CODEC_IDS = {"vvc": 1, "hevc": 2, "av1": 3}
+CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
+BODY_MODEL_IDS = {"anny": 1, "smplx": 2, "synthetic": 255}
+BODY_MODEL_NAMES = {v: k for k, v in BODY_MODEL_IDS.items()}
+
+
+@dataclass
+class KeyPicture:
+    """An intra-coded picture: the bytes are opaque to everything but engine/keypicture.py."""
+    codec: int
+    qp: int
+    width: int
+    height: int
+    payload: bytes
+
+    @property
+    def codec_name(self) -> str:
+        return CODEC_NAMES.get(self.codec, f"codec#{self.codec}")
+
+
+@dataclass
+class GroupOfPictures:
+    start: int
+    key_picture: KeyPicture
+    key: KeySemantics
+    frames: np.ndarray          # (n, D) float on the quantization grid
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass
+class Bitstream:
+    width: int
+    height: int
+    fps: Fraction
+    quant: QuantSpec
+    body_model: int
+    has_camera: bool
+    gops: list[GroupOfPictures] = field(default_factory=list)
+    # Filled by container.from_bytes: section name -> byte size, for inspect.
+    sizes: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def n_frames(self) -> int:
+        return sum(g.n_frames for g in self.gops)
+
+    @property
+    def dims(self) -> int:
+        return 34 if self.has_camera else 31
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return semantic_names(self.has_camera)
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.quant.steps(self.has_camera)
+
+    @property
+    def key_frames(self) -> list[int]:
+        return [g.start for g in self.gops]
+
+    def semantics(self) -> np.ndarray:
+        """All per-frame semantics, (N, D)."""
+        return np.concatenate([g.frames for g in self.gops], 0)
+
+    def gop_of(self, frame: int) -> tuple[GroupOfPictures, int]:
+        """The GOP holding ``frame`` and the frame's index inside it."""
+        if not 0 <= frame < self.n_frames:
+            raise IndexError(f"frame {frame} out of range 0..{self.n_frames - 1}")
+        for g in self.gops:
+            if frame < g.start + g.n_frames:
+                return g, frame - g.start
+        raise AssertionError("unreachable")
+
+    def frame(self, i: int) -> FrameSemantics:
+        g, j = self.gop_of(i)
+        return FrameSemantics.from_array(g.frames[j])
+
+    def with_semantics(self, values: np.ndarray) -> "Bitstream":
+        """Rewrite primitive: same key pictures (the very same bytes objects), new per-frame semantics.
+
+        values: (N, D) float; snapped to the quantization grid (what the file can carry).
+        """
+        values = np.asarray(values, float)
+        if values.shape != (self.n_frames, self.dims):
+            raise ValueError(f"semantics must have shape {(self.n_frames, self.dims)}, got {values.shape}")
+        values = snap(values, self.steps)
+        gops = [replace(g, frames=values[g.start:g.start + g.n_frames].copy()) for g in self.gops]
+        return replace(self, gops=gops, sizes={})

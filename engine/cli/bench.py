@@ -1,0 +1,33 @@
+"""``python main.py bench``: benchmarks, one flag per area; each prints a table for docs/BENCHMARKS.md."""
+from __future__ import annotations
+
+import importlib
+
+# flag -> (module with run(args), help)
+BENCHES = {
+    "quant": ("engine.benchmarks.codec", "run_quant", "semantic rate vs joint-position error per quantization step"),
+    "entropy": ("engine.benchmarks.codec", "run_entropy", "arithmetic-coder length vs adaptive empirical entropy"),
+    "keypicture": ("engine.benchmarks.codec", "run_keypicture", "key-picture bytes and PSNR per codec and QP"),
+    "encode": ("engine.benchmarks.encode", "run", "fit error, semantic rate, camera alignment, encode speed"),
+    "decode": ("engine.benchmarks.decode", "run", "decode frames per second and peak memory"),
+    "preview": ("app.bench_preview", "run", "studio edit-to-preview latency and scrubbing memory"),
+}
+
+
+def add_arguments(p):
+    for flag, (_, _, help_text) in BENCHES.items():
+        p.add_argument(f"--{flag}", action="store_true", help=help_text)
+    p.add_argument("--data", default="../shared/data", help="folder of real clips (default ../shared/data)")
+    p.add_argument("--max-frames", type=int, default=None, help="limit frames per clip")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def run(args) -> int:
+    chosen = [f for f in BENCHES if getattr(args, f)]
+    if not chosen:
+        print("choose at least one of: " + ", ".join(f"--{f}" for f in BENCHES))
+        return 2
+    for flag in chosen:
+        module, func, _ = BENCHES[flag]
+        getattr(importlib.import_module(module), func)(args)
+    return 0

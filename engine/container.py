@@ -1,0 +1,264 @@
+"""The .ihvc file format (version 1): serialise and parse a Bitstream.
+
+    file     = "IHVC" version:u8 section*
+    section  = tag:4s length:u32 payload crc32(tag + payload):u32
+    sections = SEQH, then per group of pictures KPIC KSEM FSEM, then END_
+
+    SEQH  width:u16 height:u16 fps_num:u32 fps_den:u32 frames:u32 gops:u16
+          body_model:u8 flags:u8 (bit 0: camera group present)
+          steps: 5 x f64 (pose, rot, trans, loc, camera)   key_frames: gops x u32
+    KPIC  codec:u8 qp:u8 width:u16 height:u16 payload (the intra codec's elementary stream)
+    KSEM  n_betas:u8 betas:n_betas x f32 focal:2 x f32 coded:... (arithmetic-coded integers
+          of body_pose 21x3, rot, trans, loc on the quantization grid, predicted from 0)
+    FSEM  frames:u32 coded:... (residuals from the previous decoded frame; the first
+          frame is predicted from the key frame's own semantics)
+
+All integers are little-endian. Every length is checked against what is left
+before anything is allocated, and every failure of a malformed file becomes
+one BitstreamError naming the section and the byte offset.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .bitstream import BODY_MODEL_NAMES, CODEC_NAMES, Bitstream, GroupOfPictures, KeyPicture
+from .entropy import EntropyError, decode_residuals, encode_residuals, predict_residuals, reconstruct
+from .errors import BitstreamError, InputError
+from .fileio import atomic_write_bytes
+from .semantics import GROUPS, N_BODY_JOINTS, KeySemantics, QuantSpec, quantize
+
+MAGIC = b"IHVC"
+VERSION = 1
+MAX_FRAMES = 360_000       # four hours at 25 fps
+MAX_GOPS = 65_535
+MAX_SIDE = 8192
+MAX_BETAS = 64
+MAX_FILE = 1 << 31           # 2 GiB: anything larger is not an IHVC file
+_KEY_DIMS = N_BODY_JOINTS * 3 + 3 + 3 + 4
+
+
+# ---------------------------------------------------------------- writing
+
+def _section(tag: bytes, payload: bytes) -> bytes:
+    return tag + struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(tag + payload))
+
+
+def _key_steps(quant: QuantSpec) -> np.ndarray:
+    return np.r_[np.full(N_BODY_JOINTS * 3, quant.pose), np.full(3, quant.rot),
+                 np.full(3, quant.trans), np.full(4, quant.loc)]
+
+
+def _key_ints(key: KeySemantics, quant: QuantSpec) -> np.ndarray:
+    flat = np.r_[np.asarray(key.body_pose, float).reshape(-1), key.rot, key.trans, key.loc]
+    return quantize(flat, _key_steps(quant))
+
+
+def _first_prediction(key_ints: np.ndarray, dims: int) -> np.ndarray:
+    """The key frame's own per-frame semantics as integers: the first frame's predictor."""
+    pred = np.zeros(dims, np.int64)
+    # pose: joints 14..20 at pose step; rot/trans/loc at their own steps (same grids).
+    pred[GROUPS["pose"]] = key_ints[14 * 3:N_BODY_JOINTS * 3]
+    pred[GROUPS["rot"]] = key_ints[63:66]
+    pred[GROUPS["trans"]] = key_ints[66:69]
+    pred[GROUPS["loc"]] = key_ints[69:73]
+    return pred
+
+
+def to_bytes(bs: Bitstream) -> bytes:
+    if not bs.gops:
+        raise InputError("bitstream has no frames")
+    if not all(np.all(np.isfinite(g.frames)) for g in bs.gops):
+        raise InputError("semantics contain NaN or infinite values")
+    try:
+        return _to_bytes(bs)
+    except (ValueError, struct.error) as exc:
+        raise InputError(f"cannot code these semantics: {exc}") from None
+
+
+def _to_bytes(bs: Bitstream) -> bytes:
+    steps = bs.steps
+    head = struct.pack("<HHIIIHBB", bs.width, bs.height, bs.fps.numerator, bs.fps.denominator,
+                       bs.n_frames, len(bs.gops), bs.body_model, int(bs.has_camera))
+    head += struct.pack("<5d", *bs.quant.as_tuple())
+    head += struct.pack(f"<{len(bs.gops)}I", *bs.key_frames)
+    out = [MAGIC, bytes([VERSION]), _section(b"SEQH", head)]
+    for g in bs.gops:
+        kp = g.key_picture
+        out.append(_section(b"KPIC", struct.pack("<BBHH", kp.codec, kp.qp, kp.width, kp.height) + kp.payload))
+        betas = np.asarray(g.key.betas, np.float32).reshape(-1)
+        key_ints = _key_ints(g.key, bs.quant)
+        ksem = (struct.pack("<B", betas.size) + betas.tobytes()
+                + np.asarray(g.key.focal, np.float32).reshape(2).tobytes()
+                + encode_residuals(key_ints[None]))
+        out.append(_section(b"KSEM", ksem))
+        q = quantize(g.frames, steps)
+        res = predict_residuals(q, _first_prediction(key_ints, bs.dims))
+        out.append(_section(b"FSEM", struct.pack("<I", g.n_frames) + encode_residuals(res)))
+    out.append(_section(b"END_", b""))
+    return b"".join(out)
+
+
+def write(bs: Bitstream, path) -> int:
+    """Write atomically (temporary name, then rename). Returns the byte count."""
+    data = to_bytes(bs)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+# ---------------------------------------------------------------- reading
+
+class _Reader:
+    """Bounded reads over one section's payload; every overrun is a BitstreamError."""
+
+    def __init__(self, data: bytes, section: str, offset: int):
+        self.data, self.section, self.base, self.pos = data, section, offset, 0
+
+    def fail(self, msg: str):
+        raise BitstreamError(msg, self.section, self.base + self.pos)
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            self.fail(f"needs {n} more bytes, {len(self.data) - self.pos} left")
+        b = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def unpack(self, fmt: str):
+        return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt)))
+
+    def rest(self) -> bytes:
+        return self.take(len(self.data) - self.pos)
+
+
+def _sections(data: bytes):
+    """Yield (tag, payload, offset of payload) after checking framing and checksums."""
+    pos = 5
+    while pos < len(data):
+        if pos + 8 > len(data):
+            raise BitstreamError("truncated section header", "file", pos)
+        tag = data[pos:pos + 4]
+        (length,) = struct.unpack_from("<I", data, pos + 4)
+        name = tag.decode("ascii", "replace")
+        if length > len(data) - pos - 12:
+            raise BitstreamError(f"length {length} exceeds the {max(len(data) - pos - 12, 0)} bytes left",
+                                 name, pos + 4)
+        payload = data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack_from("<I", data, pos + 8 + length)
+        if zlib.crc32(tag + payload) != crc:
+            raise BitstreamError("checksum mismatch", name, pos)
+        yield name, payload, pos + 8
+        pos += 12 + length
+
+
+def from_bytes(data: bytes) -> Bitstream:
+    if len(data) > MAX_FILE:
+        raise BitstreamError("file too large to be an IHVC bitstream", "file", 0)
+    if len(data) < 5 or data[:4] != MAGIC:
+        raise BitstreamError("not an IHVC file (bad magic)", "file", 0)
+    if data[4] != VERSION:
+        raise BitstreamError(f"unsupported format version {data[4]} (this program reads {VERSION})", "file", 4)
+    sections = _sections(data)
+    sizes: dict[str, int] = {"header": 5}
+
+    def expect(tag: str):
+        try:
+            name, payload, off = next(sections)
+        except StopIteration:
+            raise BitstreamError(f"missing {tag} section (file truncated)", tag, len(data)) from None
+        if name != tag:
+            raise BitstreamError(f"expected section {tag}, found {name!r}", name, off - 8)
+        sizes[tag] = sizes.get(tag, 0) + len(payload) + 12
+        return _Reader(payload, tag, off)
+
+    r = expect("SEQH")
+    w, h, fnum, fden, n_frames, n_gops, body_model, flags = r.unpack("HHIIIHBB")
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        r.fail(f"frame size {w}x{h} out of range")
+    if fnum == 0 or fden == 0:
+        r.fail("frame rate is zero")
+    if not 1 <= n_frames <= MAX_FRAMES or not 1 <= n_gops <= min(MAX_GOPS, n_frames):
+        r.fail(f"{n_frames} frames in {n_gops} groups is not a valid count")
+    if flags > 1:
+        r.fail(f"unknown flags {flags:#x}")
+    steps = r.unpack("5d")
+    if not all(np.isfinite(s) and 1e-9 < s < 1e3 for s in steps):
+        r.fail(f"invalid quantization steps {steps}")
+    quant = QuantSpec.from_tuple(steps)
+    key_frames = list(r.unpack(f"{n_gops}I"))
+    if key_frames[0] != 0 or any(b <= a for a, b in zip(key_frames, key_frames[1:])) or key_frames[-1] >= n_frames:
+        r.fail(f"key-frame positions {key_frames[:8]} are not increasing within 0..{n_frames - 1}")
+    if r.pos != len(r.data):
+        r.fail("trailing bytes")
+    bs = Bitstream(width=w, height=h, fps=Fraction(fnum, fden), quant=quant, body_model=body_model,
+                   has_camera=bool(flags & 1), sizes=sizes)
+    frame_steps = bs.steps
+    key_steps = _key_steps(quant)
+    ends = key_frames[1:] + [n_frames]
+    for start, end in zip(key_frames, ends):
+        r = expect("KPIC")
+        codec, qp, kw, kh = r.unpack("BBHH")
+        if codec not in CODEC_NAMES:
+            r.fail(f"unknown key-picture codec id {codec}")
+        if (kw, kh) != (w, h):
+            r.fail(f"key picture is {kw}x{kh}, sequence is {w}x{h}")
+        payload = r.rest()
+        if not payload:
+            r.fail("empty key picture")
+        kp = KeyPicture(codec=codec, qp=qp, width=kw, height=kh, payload=payload)
+
+        r = expect("KSEM")
+        (n_betas,) = r.unpack("B")
+        if n_betas > MAX_BETAS:
+            r.fail(f"{n_betas} shape parameters (at most {MAX_BETAS})")
+        with np.errstate(all="ignore"):
+            betas = np.frombuffer(r.take(4 * n_betas), np.float32).astype(float)
+            focal = np.frombuffer(r.take(8), np.float32).astype(float)
+        if not (np.all(np.isfinite(betas)) and np.all(np.isfinite(focal)) and np.all(focal > 0)):
+            r.fail("non-finite shape or focal length")
+        coded_at = r.pos
+        try:
+            key_ints = decode_residuals(r.rest(), 1, _KEY_DIMS)[0]
+        except EntropyError as exc:
+            raise BitstreamError(str(exc), "KSEM", r.base + coded_at) from None
+        kv = key_ints * key_steps
+        key = KeySemantics(body_pose=kv[:63].reshape(21, 3), betas=betas, rot=kv[63:66], trans=kv[66:69],
+                           loc=kv[69:73], focal=focal, body_model=body_model)
+
+        r = expect("FSEM")
+        (n,) = r.unpack("I")
+        if n != end - start:
+            r.fail(f"group holds {n} frames, header says {end - start}")
+        coded_at = r.pos
+        try:
+            res = decode_residuals(r.rest(), n, bs.dims)
+        except EntropyError as exc:
+            raise BitstreamError(str(exc), "FSEM", r.base + coded_at) from None
+        q = reconstruct(res, _first_prediction(key_ints, bs.dims))
+        bs.gops.append(GroupOfPictures(start=start, key_picture=kp, key=key, frames=q * frame_steps))
+    r = expect("END_")
+    try:
+        name, _, off = next(sections)
+        raise BitstreamError(f"data after the end section ({name!r})", name, off - 8)
+    except StopIteration:
+        pass
+    return bs
+
+
+def read(path) -> Bitstream:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file: {path}")
+    if path.is_dir():
+        raise InputError(f"is a folder, not a bitstream: {path}")
+    if path.stat().st_size > MAX_FILE:
+        raise BitstreamError("file too large to be an IHVC bitstream", "file", 0)
+    return from_bytes(path.read_bytes())
+
+
+def body_model_name(bs: Bitstream) -> str:
+    return BODY_MODEL_NAMES.get(bs.body_model, f"model#{bs.body_model}")

@@ -1,0 +1,116 @@
+"""Intra coding of the key-reference picture: VVC (as in the paper), HEVC or AV1.
+
+VVC is encoded by libvvenc inside the static FFmpeg binary that imageio-ffmpeg
+ships (PyAV's FFmpeg has no VVC encoder), driven as a subprocess with raw
+frames through pipes; it is decoded in-process by PyAV's native VVC decoder.
+HEVC (libx265) and AV1 (SVT-AV1) are encoded and decoded through PyAV.
+
+All three code 4:2:0 (VVC at 10 bit, vvenc's only input format) with a fixed
+QP, a single intra picture, and produce a raw elementary stream that is stored
+in the bitstream byte for byte.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from .bitstream import CODEC_IDS, KeyPicture
+from .errors import IHVCError, InputError
+
+# QP range per codec (the user-facing scale of each codec).
+QP_RANGE = {"vvc": (0, 63), "hevc": (0, 51), "av1": (0, 63)}
+_MAX_SIDE = 4096
+os.environ.setdefault("SVT_LOG", "1")   # SVT-AV1 prints its whole config on stderr otherwise
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """The imageio-ffmpeg static binary (libvvenc, libx265, SVT-AV1, libvmaf)."""
+    import imageio_ffmpeg
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _check(rgb: np.ndarray, codec: str, qp: int) -> np.ndarray:
+    if codec not in CODEC_IDS:
+        raise InputError(f"unknown key-picture codec {codec!r}: choose vvc, hevc or av1")
+    lo, hi = QP_RANGE[codec]
+    if not lo <= qp <= hi:
+        raise InputError(f"QP {qp} out of range {lo}..{hi} for {codec}")
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise InputError(f"key picture must be uint8 H x W x 3, got {rgb.dtype} {rgb.shape}")
+    h, w = rgb.shape[:2]
+    if not (16 <= h <= _MAX_SIDE and 16 <= w <= _MAX_SIDE) or h % 2 or w % 2:
+        raise InputError(f"key picture size {w}x{h} unsupported (even sides, 16..{_MAX_SIDE})")
+    return np.ascontiguousarray(rgb)
+
+
+def _encode_vvc(rgb: np.ndarray, qp: int) -> bytes:
+    h, w = rgb.shape[:2]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "-s", f"{w}x{h}", "-i", "-", "-frames:v", "1", "-c:v", "libvvenc", "-qp", str(qp),
+           "-preset", "medium", "-qpa", "0", "-pix_fmt", "yuv420p10le", "-f", "vvc", "-"]
+    res = subprocess.run(cmd, input=rgb.tobytes(), capture_output=True)
+    if res.returncode != 0 or not res.stdout:
+        raise IHVCError(f"VVC encoder failed: {res.stderr.decode(errors='replace').strip()[-200:]}")
+    return res.stdout
+
+
+def _encode_pyav(rgb: np.ndarray, codec: str, qp: int) -> bytes:
+    h, w = rgb.shape[:2]
+    if codec == "hevc":
+        ctx = av.CodecContext.create("libx265", "w")
+        ctx.options = {"x265-params": f"qp={qp}:keyint=1:log-level=error", "preset": "medium"}
+    else:
+        ctx = av.CodecContext.create("libsvtav1", "w")
+        ctx.options = {"qp": str(qp), "preset": "6", "svtav1-params": "rc=0"}
+    ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"
+    ctx.time_base = Fraction(1, 25)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    frame.pts = 0
+    packets = list(ctx.encode(frame)) + list(ctx.encode(None))
+    data = b"".join(bytes(p) for p in packets)
+    if not data:
+        raise IHVCError(f"{codec} encoder produced no data")
+    if codec == "hevc" and ctx.extradata:   # parameter sets may travel out of band
+        if not data.startswith(bytes(ctx.extradata)):
+            data = bytes(ctx.extradata) + data
+    return data
+
+
+def encode_key_picture(rgb: np.ndarray, codec: str = "vvc", qp: int = 37) -> KeyPicture:
+    """Intra-code one RGB picture (uint8 H x W x 3, even sides) at a fixed QP."""
+    rgb = _check(rgb, codec, qp)
+    data = _encode_vvc(rgb, qp) if codec == "vvc" else _encode_pyav(rgb, codec, qp)
+    h, w = rgb.shape[:2]
+    return KeyPicture(codec=CODEC_IDS[codec], qp=qp, width=w, height=h, payload=data)
+
+
+_DECODERS = {"vvc": "vvc", "hevc": "hevc", "av1": "libdav1d"}
+
+
+def decode_key_picture(kp: KeyPicture) -> np.ndarray:
+    """KeyPicture -> RGB uint8 H x W x 3. Raises IHVCError if the payload does not decode."""
+    name = kp.codec_name
+    if name not in _DECODERS:
+        raise IHVCError(f"unknown key-picture codec id {kp.codec}")
+    ctx = av.CodecContext.create(_DECODERS[name], "r")
+    frames = []
+    try:
+        # parse(None) flushes the parser: a single picture is otherwise held back.
+        for packet in ctx.parse(kp.payload) + ctx.parse(None):
+            frames.extend(ctx.decode(packet))
+        frames.extend(ctx.decode(None))
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise IHVCError(f"key picture ({name}) does not decode: {exc}") from None
+    if not frames:
+        raise IHVCError(f"key picture ({name}) does not decode: no picture in payload")
+    rgb = frames[0].to_ndarray(format="rgb24")
+    if rgb.shape[:2] != (kp.height, kp.width):
+        raise IHVCError(f"key picture decodes to {rgb.shape[1]}x{rgb.shape[0]}, header says {kp.width}x{kp.height}")
+    return rgb

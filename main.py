@@ -1,0 +1,67 @@
+"""IHVC Studio entry point.
+
+    python main.py                 open the studio on assets/sample.ihvc
+    python main.py COMMAND ...     command-line tools (python main.py -h lists them)
+
+Each command lives in its own module with ``add_arguments(parser)`` and
+``run(args) -> int``; errors the user should see (engine.errors.IHVCError and
+missing files) become one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# name -> (module, one-line help). Modules are imported only when their command runs.
+COMMANDS = {
+    "studio": ("app.cli_studio", "open the studio (the default with no command)"),
+    "encode": ("engine.cli.encode", "encode a video of one person into an .ihvc bitstream"),
+    "decode": ("engine.cli.decode", "decode an .ihvc bitstream into a video"),
+    "inspect": ("engine.cli.inspect", "print what an .ihvc bitstream holds"),
+    "overlay": ("engine.cli.overlay", "draw the fitted body mesh over a video"),
+    "eval": ("engine.cli.evaluate", "rate-distortion evaluation against VVC, x265 and SVT-AV1"),
+    "edit": ("engine.cli.edit", "apply a JSON edit list to a bitstream without the GUI"),
+    "bench": ("engine.cli.bench", "benchmarks (results go to docs/BENCHMARKS.md)"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; only the chosen command's module is imported (fast start, small deps)."""
+    parser = argparse.ArgumentParser(prog="main.py", description="IHVC Studio: interactive human video coding")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["studio"]
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    if not getattr(args, "_module", None):
+        build_parser().print_help()
+        return 2
+    from engine.errors import IHVCError
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except IHVCError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Codec foundation: semantics, arithmetic coding, container, key picture, inspect, rewrite."""
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from engine import container
+from engine.entropy import (adaptive_entropy_bits, decode_residuals, encode_residuals, predict_residuals,
+                            reconstruct)
+from engine.errors import BitstreamError, InputError
+from engine.keypicture import decode_key_picture, encode_key_picture
+from engine.semantics import CORE_NAMES, FrameSemantics, QuantSpec, quantize, semantic_names, snap
+from tests.factories import make_bitstream, smooth_semantics, real_picture
+
+
+def test_semantic_names_and_flat_round_trip():
+    assert len(CORE_NAMES) == 31 and len(semantic_names(True)) == 34
+    assert CORE_NAMES[0] == "head.x" and CORE_NAMES[-1] == "loc.h"
+    a = np.arange(34, dtype=float)
+    f = FrameSemantics.from_array(a)
+    assert f.pose.shape == (7, 3) and f.camera is not None
+    np.testing.assert_array_equal(f.to_array(), a)
+    with pytest.raises(ValueError):
+        FrameSemantics.from_array(np.zeros(30))
+
+
+def test_snap_is_idempotent_and_bounded():
+    steps = QuantSpec().steps(True)
+    x = smooth_semantics(50, True)
+    s = snap(x, steps)
+    np.testing.assert_array_equal(snap(s, steps), s)
+    assert np.all(np.abs(s - x) <= steps / 2 + 1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_arithmetic_coder_round_trip_and_efficiency(seed):
+    steps = QuantSpec().steps(True)
+    q = quantize(smooth_semantics(150, True, seed), steps)
+    r = predict_residuals(q, q[0])
+    data = encode_residuals(r)
+    back = decode_residuals(data, *r.shape)
+    np.testing.assert_array_equal(back, r)
+    np.testing.assert_array_equal(reconstruct(back, q[0]), q)
+    ratio = 8 * len(data) / adaptive_entropy_bits(r)
+    assert ratio < 1.05, f"code length {ratio:.3f} x the adaptive empirical entropy"
+
+
+def test_arithmetic_coder_extremes():
+    rng = np.random.default_rng(3)
+    r = np.concatenate([np.zeros((20, 5), int), rng.integers(-100000, 100000, (20, 5)),
+                        np.full((3, 5), 2**38), np.full((3, 5), -(2**38))])
+    np.testing.assert_array_equal(decode_residuals(encode_residuals(r), *r.shape), r)
+
+
+def test_container_round_trip_several_gops():
+    bs = make_bitstream(45, gop=20)
+    back = container.from_bytes(container.to_bytes(bs))
+    assert back.key_frames == [0, 20, 40] and back.n_frames == 45 and back.has_camera
+    np.testing.assert_allclose(back.semantics(), bs.semantics(), atol=1e-9)
+    for g, h in zip(bs.gops, back.gops):
+        assert h.key_picture.payload == g.key_picture.payload
+        np.testing.assert_allclose(h.key.body_pose, g.key.body_pose, atol=QuantSpec().pose / 2 + 1e-9)
+        np.testing.assert_allclose(h.key.betas, g.key.betas, atol=1e-6)
+    # Serialising the parsed stream again gives the very same bytes.
+    assert container.to_bytes(back) == container.to_bytes(bs)
+
+
+def test_semantics_cost_is_small():
+    bs = make_bitstream(100, camera=True)
+    back = container.from_bytes(container.to_bytes(bs))
+    assert back.sizes["FSEM"] * 8 / 100 < 120   # bits per frame of smooth synthetic motion
+
+
+@pytest.mark.parametrize("codec,qp,min_psnr", [("vvc", 32, 30), ("hevc", 32, 30), ("av1", 32, 30)])
+def test_key_picture_codecs(codec, qp, min_psnr):
+    img = real_picture(128)
+    kp = encode_key_picture(img, codec, qp)
+    dec = decode_key_picture(kp)
+    assert dec.shape == img.shape
+    psnr = 10 * np.log10(255**2 / np.mean((dec.astype(float) - img) ** 2))
+    assert psnr > min_psnr
+    assert len(kp.payload) < img.nbytes / 10
+    # Higher QP, fewer bytes.
+    assert len(encode_key_picture(img, codec, qp + 10).payload) < len(kp.payload)
+
+
+def test_key_picture_bad_input():
+    with pytest.raises(InputError):
+        encode_key_picture(np.zeros((15, 16, 3), np.uint8))
+    with pytest.raises(InputError):
+        encode_key_picture(real_picture(32), "mpeg2")
+    with pytest.raises(InputError):
+        encode_key_picture(real_picture(32), "hevc", 70)
+
+
+def test_rewrite_keeps_key_picture_bytes(tmp_path):
+    bs = make_bitstream(30, gop=12, codec="vvc")
+    src = tmp_path / "in.ihvc"
+    container.write(bs, src)
+    original = container.read(src)
+    edited_values = original.semantics()
+    edited_values[5:9, 0] += 0.3           # turn the head in frames 5..8
+    edited_values[:, 27] = 0.4              # move the box
+    dst = tmp_path / "out.ihvc"
+    container.write(original.with_semantics(edited_values), dst)
+    out = container.read(dst)
+    np.testing.assert_allclose(out.semantics(), snap(edited_values, out.steps), atol=1e-9)
+    src_bytes, dst_bytes = src.read_bytes(), dst.read_bytes()
+    for g in out.gops:      # every payload is in both files, byte for byte
+        assert g.key_picture.payload in src_bytes and g.key_picture.payload in dst_bytes
+    assert [g.key_picture.payload for g in out.gops] == [g.key_picture.payload for g in original.gops]
+    with pytest.raises(ValueError):
+        original.with_semantics(edited_values[:-1])
+
+
+def test_malformed_headers():
+    data = container.to_bytes(make_bitstream(10))
+    for bad, what in [(b"NOPE" + data[4:], "magic"), (data[:4] + b"\x09" + data[5:], "version"),
+                      (data[:3], "magic"), (data[:-1], "END_")]:
+        with pytest.raises(BitstreamError, match=what):
+            container.from_bytes(bad)
+    with pytest.raises(BitstreamError, match="at byte"):
+        container.from_bytes(data[:40])
+
+
+def test_read_missing_and_folder(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        container.read(tmp_path / "missing.ihvc")
+    with pytest.raises(InputError, match="folder"):
+        container.read(tmp_path)
+
+
+def _fix_crcs(data: bytes) -> bytes:
+    """Recompute every section checksum so mutations reach the parsers behind the CRC."""
+    out, pos = bytearray(data[:5]), 5
+    while pos + 8 <= len(data):
+        tag = data[pos:pos + 4]
+        (n,) = struct.unpack_from("<I", data, pos + 4)
+        if pos + 12 + n > len(data):
+            out += data[pos:]
+            return bytes(out)
+        payload = data[pos + 8:pos + 8 + n]
+        out += data[pos:pos + 8 + n] + struct.pack("<I", zlib.crc32(tag + payload))
+        pos += 12 + n
+    out += data[pos:]
+    return bytes(out)
+
+
+def _parse_or_error(blob: bytes) -> str:
+    try:
+        container.from_bytes(blob)
+        return "ok"
+    except BitstreamError as exc:
+        assert "at byte" in str(exc) or "(file" in str(exc)
+        return "error"
+
+
+@pytest.mark.timeout(240)
+def test_fuzz_truncation_and_mutation():
+    """Truncate a real bitstream at every byte, then 10,000+ random flips, insertions, deletions."""
+    data = container.to_bytes(make_bitstream(12, gop=6, codec="hevc", size=64))
+    for cut in range(len(data)):
+        assert _parse_or_error(data[:cut]) == "error"
+    rng = np.random.default_rng(1234)
+    outcomes = {"ok": 0, "error": 0}
+    for i in range(12000):
+        blob = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            kind = rng.integers(3)
+            pos = int(rng.integers(len(blob)))
+            if kind == 0:
+                blob[pos] ^= 1 << int(rng.integers(8))
+            elif kind == 1:
+                blob[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
+            else:
+                del blob[pos:pos + int(rng.integers(1, 9))]
+        blob = bytes(blob)
+        if i % 2:            # half the cases get valid checksums, to reach the section parsers
+            blob = _fix_crcs(blob)
+        outcomes[_parse_or_error(blob)] += 1
+    assert outcomes["error"] > 1000      # the corruptions are caught, not silently accepted...
+    assert sum(outcomes.values()) == 12000
+
+
+def test_inspect_cli(tmp_path, capsys):
+    import main
+    path = tmp_path / "still.ihvc"
+    container.write(make_bitstream(25, codec="vvc", size=128), path)
+    assert main.main(["inspect", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["frames"] == 25 and info["fps"] == 25
+    b = info["bits_per_frame"]
+    assert set(b) >= {"key_picture", "semantics", "total"}
+    assert b["total"] == pytest.approx(b["key_picture"] + b["semantics"])
+    assert b["total"] * 25 == pytest.approx(path.stat().st_size * 8)
+    assert info["kbps_at_25fps"] == pytest.approx(b["total"] * 25 / 1000)
+    assert main.main(["inspect", str(path)]) == 0
+    assert "kbps at 25 fps" in capsys.readouterr().out
+    bad = tmp_path / "bad.ihvc"
+    bad.write_bytes(path.read_bytes()[:100])
+    assert main.main(["inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: corrupt bitstream") and err.count("\n") == 1
