@@ -22,6 +22,7 @@ COMMANDS = {
     "inspect": ("engine.cli.inspect", "print what an .ihvc bitstream holds"),
     "overlay": ("engine.cli.overlay", "draw the fitted body mesh over a video"),
     "eval": ("engine.cli.evaluate", "rate-distortion evaluation against VVC, x265 and SVT-AV1"),
+    "train": ("engine.cli.train", "train the learned motion refinement and generator"),
     "edit": ("engine.cli.edit", "apply a JSON edit list to a bitstream without the GUI"),
     "bench": ("engine.cli.bench", "benchmarks (results go to docs/BENCHMARKS.md)"),
 }

@@ -65,7 +65,7 @@ def _encode_pyav(rgb: np.ndarray, codec: str, qp: int) -> bytes:
     h, w = rgb.shape[:2]
     if codec == "hevc":
         ctx = av.CodecContext.create("libx265", "w")
-        ctx.options = {"x265-params": f"qp={qp}:keyint=1:log-level=error", "preset": "medium"}
+        ctx.options = {"x265-params": f"qp={qp}:keyint=1:info=0:log-level=error", "preset": "medium"}
     else:
         ctx = av.CodecContext.create("libsvtav1", "w")
         ctx.options = {"qp": str(qp), "preset": "6", "svtav1-params": "rc=0"}
