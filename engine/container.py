@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .bitstream import BODY_MODEL_NAMES, CODEC_NAMES, Bitstream, GroupOfPictures, KeyPicture
-from .entropy import EntropyError, decode_residuals, encode_residuals, predict_residuals, reconstruct
+from .entropy import EntropyError, bits_per_dimension, decode_residuals, encode_residuals, predict_residuals, reconstruct
 from .errors import BitstreamError, InputError
 from .fileio import atomic_write_bytes
 from .semantics import GROUPS, N_BODY_JOINTS, KeySemantics, QuantSpec, quantize
@@ -101,6 +101,21 @@ def _to_bytes(bs: Bitstream) -> bytes:
         out.append(_section(b"FSEM", struct.pack("<I", g.n_frames) + encode_residuals(res)))
     out.append(_section(b"END_", b""))
     return b"".join(out)
+
+
+def semantic_bits_by_group(bs: Bitstream) -> dict[str, float]:
+    """Bits of the coded per-frame semantics attributed to each group (whole file).
+
+    From the coder's ideal code length per dimension; the key semantics are not included.
+    """
+    out = {name: 0.0 for name in GROUPS if GROUPS[name].stop <= bs.dims}
+    for g in bs.gops:
+        key_ints = _key_ints(g.key, bs.quant)
+        res = predict_residuals(quantize(g.frames, bs.steps), _first_prediction(key_ints, bs.dims))
+        bits = bits_per_dimension(res)
+        for name in out:
+            out[name] += float(bits[GROUPS[name]].sum())
+    return out
 
 
 def write(bs: Bitstream, path) -> int:

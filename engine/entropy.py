@@ -202,6 +202,35 @@ def encode_residuals(res: np.ndarray) -> bytes:
     return enc.finish()
 
 
+class _CostMeter:
+    """Stands in for RangeEncoder: adds up the ideal code length (bits) per dimension."""
+
+    def __init__(self, d: int):
+        self.bits = np.zeros(d)
+        self.dim = 0
+
+    def encode(self, bit: int, p0: int):
+        p = p0 if bit == 0 else PROB_ONE - p0
+        self.bits[self.dim] += PROB_BITS - math.log2(p)
+
+
+def bits_per_dimension(res: np.ndarray) -> np.ndarray:
+    """Ideal code length (bits) each dimension costs under the coder's own adaptive model, (D,).
+
+    Sums to the coded size within the range coder's few bytes of overhead; used to
+    split a file's semantic bits into groups (core semantics, camera).
+    """
+    res = np.asarray(res, dtype=np.int64)
+    n, d = res.shape
+    ctx = _Contexts(d * CTX_PER_DIM)
+    meter = _CostMeter(d)
+    for row in res.tolist():
+        for j, v in enumerate(row):
+            meter.dim = j
+            _encode_value(meter, ctx, j * CTX_PER_DIM, v)
+    return meter.bits
+
+
 def decode_residuals(data: bytes, n: int, d: int) -> np.ndarray:
     """bytes -> integer residuals N x D (raises EntropyError on malformed data)."""
     ctx = _Contexts(d * CTX_PER_DIM)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..container import body_model_name, read
+from ..container import body_model_name, read, semantic_bits_by_group
 
 
 def add_arguments(p):
@@ -18,6 +18,9 @@ def summarize(bs) -> dict:
     total_bytes = sum(bs.sizes.values())
     sem_bytes = total_bytes - key_bytes   # headers, checksums, key and per-frame semantics
     bpf = {"key_picture": 8 * key_bytes / n, "semantics": 8 * sem_bytes / n, "total": 8 * total_bytes / n}
+    groups = semantic_bits_by_group(bs)
+    bpf["camera"] = groups.get("camera", 0.0) / n      # part of "semantics"
+    bpf["per_group"] = {k: v / n for k, v in groups.items()}
     fps = float(bs.fps)
     return {
         "format_version": 1, "width": bs.width, "height": bs.height, "frames": n,
@@ -45,6 +48,9 @@ def run(args) -> int:
     for kp in info["key_pictures"]:
         print(f"key picture at frame {kp['frame']}: {kp['codec']} QP {kp['qp']}, {kp['bytes']} bytes")
     print("sections: " + ", ".join(f"{k} {v} B" for k, v in info["sections"].items()) + f"; total {info['bytes']} B")
-    print(f"bits per frame: key picture {b['key_picture']:.1f}, semantics {b['semantics']:.1f}, total {b['total']:.1f}")
+    print(f"bits per frame: key picture {b['key_picture']:.1f}, semantics {b['semantics']:.1f} "
+          f"(of which camera {b['camera']:.1f}; headers and key semantics included), total {b['total']:.1f}")
+    print("coded per-frame semantics by group, bits per frame: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in b["per_group"].items()))
     print(f"rate: {info['kbps_at_25fps']:.2f} kbps at 25 fps, {info['kbps_at_file_fps']:.2f} kbps at {info['fps']:.3g} fps")
     return 0
