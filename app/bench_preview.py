@@ -1,0 +1,166 @@
+"""Studio benchmark (``python main.py bench --preview`` or ``python -m app.bench_preview``).
+
+1. Edit-to-preview latency: a slider release on the current frame until the edited preview of
+   that exact edit is shown (the real MainWindow, the real analytic decoder, 384 x 384 sample),
+   median over ~30 edits on different frames.
+2. Memory while scrubbing: RSS at the start and end of (default) one minute of scrubbing through
+   the sample at 25 frames per second (every frame requests a decode; newest wins).
+
+Prints a markdown table. Environment: IHVC_BENCH_EDITS (30), IHVC_BENCH_SCRUB_S (60),
+IHVC_BENCH_FILE (assets/sample.ihvc).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _wait(app, cond, timeout: float) -> bool:
+    t0 = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - t0 > timeout:
+            return False
+        app.processEvents()
+        time.sleep(0.001)
+    return True
+
+
+def measure(path, device=None, edits: int = 30, scrub_s: float = 60.0, preview_size: int = 384) -> dict:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen" if not os.environ.get("DISPLAY") else "")
+    from .cli_studio import create_app
+    app = create_app()
+    from .main_window import MainWindow
+    from .preferences import Preferences
+    prefs = Preferences(device=device or "auto", decoder="analytic", preview_size=preview_size)
+    win = MainWindow(prefs)
+    win.show()
+    t0 = time.perf_counter()
+    if not win.open_path(path):
+        raise SystemExit(f"cannot open {path}: {win.errors}")
+    ad, pane = win.adapter, win.preview_pane
+    shown = {"serial": -1, "count": 0}
+
+    def on_shown(serial, frame):
+        shown["serial"] = serial
+        shown["count"] += 1
+    pane.shown.connect(on_shown)
+    if not _wait(app, lambda: pane.frame == 0, 600):
+        raise SystemExit(f"no preview: {win.errors}")
+    first = time.perf_counter() - t0
+    doc = ad.doc
+    n = doc.n_frames
+    name = "left_shoulder.z"
+    row = win.panel.row(name)
+    lat = []
+    for k in range(edits):
+        f = (k * 37 + 5) % n
+        ad.set_frame(f)
+        _wait(app, lambda: pane.frame == f and shown["serial"] == win.preview.serial, 120)
+        _wait(app, lambda: not win.mesh.worker.busy, 30)
+        t_settle = time.perf_counter() + 0.4                           # a user's pause before the drag:
+        _wait(app, lambda: time.perf_counter() > t_settle, 5)          # lets the 3D view finish drawing
+        delta = 8 if k % 2 == 0 else -8
+        t = time.perf_counter()
+        row.slider.setValue(row.slider.value() + delta)              # slider released at a new value
+        target = win.preview.serial
+        ok = _wait(app, lambda: shown["serial"] >= target, 120)
+        if ok:
+            lat.append((time.perf_counter() - t) * 1000.0)
+    # the decoder alone on the same kind of edit (what the studio adds is the difference)
+    _wait(app, lambda: not win.preview.worker.busy and not win.mesh.worker.busy, 60)
+    dec, alone = win.preview._decoder, []
+    for k in range(min(10, edits)):
+        f = (k * 37 + 5) % n
+        row_values = doc.edited[f].copy()
+        row_values[doc.index(name)] += 0.16 * (1 + k % 3)
+        t = time.perf_counter()
+        dec.decode_frame(f, row_values)
+        alone.append((time.perf_counter() - t) * 1000.0)
+    # scrubbing
+    rss0 = rss_mb()
+    peak = rss0
+    t_end = time.perf_counter() + scrub_s
+    f = 0
+    t_start = time.perf_counter()
+    marks, samples = [0.25, 0.5, 0.75], []
+    frames_shown_before = shown["count"]
+    requests_before = win.preview.serial
+    dropped_before = win.preview.worker.dropped
+    while time.perf_counter() < t_end:
+        f = (f + 1) % n
+        ad.set_frame(f)
+        t_next = time.perf_counter() + 0.04
+        while time.perf_counter() < t_next:
+            app.processEvents()
+            time.sleep(0.002)
+        now = rss_mb()
+        peak = max(peak, now)
+        if marks and time.perf_counter() - t_start >= marks[0] * scrub_s:
+            samples.append(now)
+            marks.pop(0)
+    _wait(app, lambda: shown["serial"] == win.preview.serial, 60)
+    rss1 = rss_mb()
+    result = {
+        "first_preview_s": first, "edits": len(lat), "latency_median_ms": statistics.median(lat) if lat else float("nan"),
+        "latency_p90_ms": sorted(lat)[int(0.9 * (len(lat) - 1))] if lat else float("nan"),
+        "latency_min_ms": min(lat) if lat else float("nan"),
+        "decoder_alone_ms": statistics.median(alone) if alone else float("nan"),
+        "scrub_s": scrub_s, "scrub_requests": win.preview.serial - requests_before,
+        "previews_shown": shown["count"] - frames_shown_before,
+        "stale_dropped": win.preview.worker.dropped - dropped_before, "rss_start_mb": rss0, "rss_end_mb": rss1, "rss_peak_mb": peak, "rss_quarters": samples,
+        "cache_items": len(win.preview.cache), "device": str(getattr(win.preview._decoder, "device", device)),
+        "size": f"{doc.bitstream.width}x{doc.bitstream.height}", "frames": n,
+    }
+    doc.mark_saved(doc.path)
+    win.close()
+    return result
+
+
+def table(r: dict) -> str:
+    rows = [
+        ("clip", f"{r['frames']} frames, {r['size']}, analytic decoder on {r['device']}"),
+        ("first preview after open (decoder + body model start)", f"{r['first_preview_s']:.1f} s"),
+        (f"edit-to-preview latency, median of {r['edits']} (target <= 150 ms)", f"{r['latency_median_ms']:.0f} ms"),
+        ("Decoder.decode_frame of an edited frame alone, median", f"{r['decoder_alone_ms']:.0f} ms"),
+        ("edit-to-preview latency, min / p90", f"{r['latency_min_ms']:.0f} / {r['latency_p90_ms']:.0f} ms"),
+        (f"scrubbing {r['scrub_s']:.0f} s at 25 fps: requests / previews shown / stale dropped unseen",
+         f"{r['scrub_requests']} / {r['previews_shown']} / {r['stale_dropped']}"),
+        ("RSS start -> end of scrubbing (peak)", f"{r['rss_start_mb']:.0f} -> {r['rss_end_mb']:.0f} MB ({r['rss_peak_mb']:.0f})"),
+        ("RSS at 25 / 50 / 75 % of the scrub", " / ".join(f"{x:.0f}" for x in r["rss_quarters"]) + " MB"),
+        ("frame cache entries at end", f"{r['cache_items']}"),
+    ]
+    out = ["| measure | value |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows]
+    return "\n".join(out)
+
+
+def run(args) -> int:
+    root = Path(__file__).resolve().parent.parent
+    path = os.environ.get("IHVC_BENCH_FILE", str(root / "assets" / "sample.ihvc"))
+    r = measure(path, getattr(args, "device", None), int(os.environ.get("IHVC_BENCH_EDITS", 30)),
+                float(os.environ.get("IHVC_BENCH_SCRUB_S", 60)))
+    print(table(r))
+    return 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(prog="python -m app.bench_preview")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--edits", type=int, default=None)
+    ap.add_argument("--scrub-seconds", type=float, default=None)
+    a = ap.parse_args()
+    if a.edits is not None:
+        os.environ["IHVC_BENCH_EDITS"] = str(a.edits)
+    if a.scrub_seconds is not None:
+        os.environ["IHVC_BENCH_SCRUB_S"] = str(a.scrub_seconds)
+    raise SystemExit(run(a))

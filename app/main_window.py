@@ -1,0 +1,366 @@
+"""The studio's main window: wires widgets to the document adapter and to the engine services.
+
+    SemanticPanel --valueEdited--> DocumentAdapter --(QUndoStack: ChangeCommand)--> engine Document
+    Timeline      --frameChanged / rangeChanged--> DocumentAdapter (view state)
+    Document events --> adapter signals --> panel (echo-free), timeline markers,
+                                            PreviewService (decode off-thread) --> PreviewPane
+                                            MeshService (body model off-thread) --> MeshViewport
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressDialog, QSplitter, QVBoxLayout, QWidget,
+)
+
+from editor_widgets.binding import Connections
+from editor_widgets.mesh_viewport import MeshViewport
+from editor_widgets.preview import PreviewPane
+from editor_widgets.semantic_panel import SemanticPanel, panel_groups
+from editor_widgets.timeline import Timeline
+from engine.document import Document
+from engine.errors import IHVCError
+
+from . import file_ops
+from .actions import make_actions, undo_redo_actions
+from .document_adapter import DocumentAdapter
+from .preferences import Preferences, PreferencesDialog
+from .services import MeshService, PreviewService
+
+USER_ERRORS = (IHVCError, OSError, ValueError)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+        msg = f"{msg}: {exc.filename}"
+    return msg
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, prefs: Preferences | None = None, decoder_factory=None, body_model_factory=None):
+        super().__init__()
+        self.prefs = prefs or Preferences.load()
+        self.adapter = DocumentAdapter(self)
+        self.preview = PreviewService(self.prefs, decoder_factory, self)
+        self.mesh = MeshService(self.prefs, body_model_factory, self)
+        self.errors: list[str] = []          # every error message shown (tests, logs)
+        self._task = None
+        self._mesh_wanted = None
+        self._build_ui()
+        self._wire()
+        self._update_title()
+        self._update_enabled()
+
+    # --- construction --------------------------------------------------------------------------
+    def _build_ui(self):
+        self.resize(1560, 940)
+        self.panel = SemanticPanel()
+        self.preview_pane = PreviewPane()
+        self.viewport = MeshViewport()
+        self.timeline = Timeline()
+        vp = QWidget()
+        vl = QVBoxLayout(vp)
+        vl.setContentsMargins(0, 0, 0, 0)
+        t = QLabel("3D body (ghost: decoded original)")
+        t.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        t.setStyleSheet("font-weight: bold;")
+        vl.addWidget(t)
+        vl.addWidget(self.viewport, 1)
+        views = QSplitter(Qt.Orientation.Horizontal)
+        views.addWidget(self.preview_pane)
+        views.addWidget(vp)
+        views.setStretchFactor(0, 3)
+        views.setStretchFactor(1, 1)
+        views.setSizes([860, 330])
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(views, 1)
+        rl.addWidget(self.timeline)
+        central = QSplitter(Qt.Orientation.Horizontal)
+        central.addWidget(self.panel)
+        central.addWidget(right)
+        central.setStretchFactor(0, 0)
+        central.setStretchFactor(1, 1)
+        central.setSizes([390, 1190])
+        central.setContentsMargins(4, 4, 4, 4)
+        self.setCentralWidget(central)
+        self.status_label = QLabel("")
+        self.statusBar().addPermanentWidget(self.status_label)
+
+        a = self.actions = make_actions(self)
+        a["undo"], a["redo"] = undo_redo_actions(self.adapter.undo_stack, self)
+        menus = {
+            "&File": ["open", "open_video", None, "save", "save_as", None, "export_video", "export_json",
+                      "export_csv", "export_mesh", None, "apply_edits", None, "quit"],
+            "&Edit": ["undo", "redo", None, "revert_frame", "range_edit", "mirror", "copy_pose", "paste_pose",
+                      None, "preferences"],
+            "&View": ["play", "prev_frame", "next_frame", None, "toggle_ghost"],
+        }
+        for title, names in menus.items():
+            m = self.menuBar().addMenu(title)
+            for n in names:
+                m.addSeparator() if n is None else m.addAction(a[n])
+        tb = self.addToolBar("Main")
+        tb.setObjectName("main_toolbar")
+        tb.setMovable(False)
+        for n in ["open", "open_video", "save", None, "undo", "redo", "revert_frame", "range_edit", "mirror",
+                  None, "export_video", "export_mesh", None, "preferences"]:
+            tb.addSeparator() if n is None else tb.addAction(a[n])
+
+    def _wire(self):
+        a, ad = self.actions, self.adapter
+        a["open"].triggered.connect(lambda: self.open_dialog())
+        a["open_video"].triggered.connect(lambda: file_ops.open_video(self))
+        a["save"].triggered.connect(lambda: self.save())
+        a["save_as"].triggered.connect(lambda: self.save_as())
+        a["export_video"].triggered.connect(lambda: file_ops.export_video(self))
+        a["export_json"].triggered.connect(lambda: file_ops.export_semantics(self, "json"))
+        a["export_csv"].triggered.connect(lambda: file_ops.export_semantics(self, "csv"))
+        a["export_mesh"].triggered.connect(lambda: file_ops.export_mesh(self))
+        a["apply_edits"].triggered.connect(lambda: file_ops.apply_edit_list_dialog(self))
+        a["quit"].triggered.connect(self.close)
+        a["revert_frame"].triggered.connect(ad.revert_frame)
+        a["range_edit"].triggered.connect(lambda: file_ops.range_edit_dialog(self))
+        a["mirror"].triggered.connect(ad.mirror)
+        a["copy_pose"].triggered.connect(lambda: (ad.copy_pose(), self._update_enabled()))
+        a["paste_pose"].triggered.connect(lambda: ad.paste_pose("pose"))
+        a["preferences"].triggered.connect(self.preferences_dialog)
+        a["play"].triggered.connect(self.timeline.toggle_play)
+        a["prev_frame"].triggered.connect(lambda: ad.set_frame(ad.frame - 1))
+        a["next_frame"].triggered.connect(lambda: ad.set_frame(ad.frame + 1))
+        a["toggle_ghost"].toggled.connect(self._toggle_ghost)
+
+        # widgets <-> model: one Connections record, disconnected on close (napari's teardown)
+        c = self.bindings = Connections()
+        c.connect(self.panel.valueEdited, self._on_value_edited)
+        c.connect(self.panel.groupResetRequested, lambda key: ad.revert_group(panel_groups(ad.doc.names)[key]))
+        c.connect(self.timeline.frameChanged, ad.set_frame)
+        c.connect(self.timeline.rangeChanged, ad.set_selection)
+        c.connect(ad.documentReplaced, self._on_document)
+        c.connect(ad.frameChanged, self._on_frame)
+        c.connect(ad.valuesChanged, self._on_values)
+        c.connect(ad.dirtyChanged, lambda _d: self._update_title())
+        c.connect(ad.pathChanged, lambda _p: self._update_title())
+        self.preview.ready.connect(self._on_preview)
+        self.preview.failed.connect(lambda exc: (self.report(exc, "Preview failed", modal=False),
+                                                 self._request_mesh()))
+        self.mesh.ready.connect(self._on_mesh)
+        self.mesh.status.connect(self.viewport.set_message)
+        self.mesh.failed.connect(self._on_mesh_failed)
+
+    # --- errors: the one notifier ----------------------------------------------------------------
+    def report(self, exc, title: str = "Error", modal: bool = True):
+        msg = one_line(exc) if isinstance(exc, BaseException) else str(exc)
+        self.errors.append(msg)
+        self.statusBar().showMessage(f"{title}: {msg}", 10000)
+        if modal:
+            QMessageBox.critical(self, title, msg)
+        else:
+            self.preview_pane.set_message(f"{title}: {msg}")
+
+    def _on_mesh_failed(self, exc):
+        self.viewport.set_message(f"no 3D body: {one_line(exc)}")
+        self.errors.append(one_line(exc))
+
+    # --- documents -------------------------------------------------------------------------------
+    def maybe_save(self) -> bool:
+        """True when it is fine to drop the current document (saved, discarded, or nothing to save)."""
+        if not self.adapter.needs_save:
+            return True
+        name = self.adapter.doc.path.name if self.adapter.doc.path else "the new bitstream"
+        answer = QMessageBox.question(
+            self, "Unsaved changes", f"Save the changes to {name}?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+            | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save)
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save()
+        return answer == QMessageBox.StandardButton.Discard
+
+    def open_dialog(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Open bitstream", str(self._dir()), "IHVC bitstream (*.ihvc)")
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path) -> bool:
+        """Open a bitstream; on any error show one line and keep the current document."""
+        if not self.maybe_save():
+            return False
+        try:
+            from engine import container
+            bs = container.read(Path(path))
+        except USER_ERRORS as exc:
+            self.report(exc, "Cannot open bitstream")
+            return False
+        self.set_document(Document(bs, path))
+        return True
+
+    def set_document(self, doc: Document, untitled: bool = False):
+        self.adapter.set_document(doc, untitled)
+
+    def save(self) -> bool:
+        doc = self.adapter.doc
+        if doc is None:
+            return False
+        if doc.path is None or self.adapter.untitled:
+            return self.save_as()
+        return self._save_to(doc.path)
+
+    def save_as(self) -> bool:
+        if self.adapter.doc is None:
+            return False
+        path, _ = QFileDialog.getSaveFileName(self, "Save bitstream as", str(self._dir() / "edited.ihvc"),
+                                              "IHVC bitstream (*.ihvc)")
+        return bool(path) and self._save_to(Path(path).with_suffix(".ihvc"))
+
+    def _save_to(self, path) -> bool:
+        try:
+            self.adapter.save(path)
+        except USER_ERRORS as exc:
+            self.report(exc, "Cannot save")
+            return False
+        self.statusBar().showMessage(f"saved {path}", 5000)
+        return True
+
+    def _dir(self) -> Path:
+        doc = self.adapter.doc
+        return doc.path.parent if doc is not None and doc.path else Path.cwd()
+
+    # --- reactions to the model ---------------------------------------------------------------------
+    def _on_document(self):
+        doc = self.adapter.doc
+        self.preview.set_bitstream(doc.bitstream)
+        self.panel.set_semantics(doc.names, doc.steps, doc.original.min(0), doc.original.max(0))
+        self.timeline.set_clip(doc.n_frames, doc.fps, doc.bitstream.key_frames)
+        self.timeline.set_markers(doc.edited_frames())
+        self.viewport.vertices = None
+        self.mesh.last = None
+        self._update_title()
+        self._update_enabled()
+        self._refresh_frame()
+
+    def _on_frame(self, frame: int):
+        self.timeline.set_frame(frame)
+        self._refresh_frame()
+
+    def _on_values(self, frames):
+        self.preview.invalidate(frames)
+        self.timeline.set_markers(self.adapter.doc.edited_frames())
+        if self.adapter.frame in set(int(f) for f in frames):
+            self._refresh_frame()
+
+    def _refresh_frame(self):
+        ad = self.adapter
+        doc = ad.doc
+        if doc is None:
+            return
+        f = ad.frame
+        self.panel.set_frame_values(doc.edited[f], doc.original[f])
+        self.preview.request(f, doc.original[f], doc.edited[f])
+        # The 3D body follows the preview (both use the CPU; the decoded frame matters most).
+        self._mesh_wanted = (f, doc.original[f].copy(), doc.edited[f].copy())
+        if self.mesh.last is None and not self.mesh.worker.busy:
+            self._request_mesh()
+        self.status_label.setText(f"frame {f + 1}/{doc.n_frames} · {doc.fps:g} fps · "
+                                  f"{len(doc.edited_frames())} edited frames")
+
+    def _on_value_edited(self, index: int, value: float, final: bool):
+        self.adapter.set_value(index, value, final)
+        doc, f = self.adapter.doc, self.adapter.frame
+        self.panel.row(index).set_values(float(doc.edited[f, index]), float(doc.original[f, index]))  # show the snap
+
+    def _on_preview(self, serial, frame, original, edited):
+        if frame == self.adapter.frame:
+            edited_here = not np.array_equal(self.adapter.doc.original[frame], self.adapter.doc.edited[frame])
+            note = "edited" if edited_here else "unedited"
+            self.preview_pane.set_frames(serial, frame, original, edited,
+                                         note + (f" · {self.preview.note}" if self.preview.note else ""))
+        self._request_mesh()
+
+    def _request_mesh(self):
+        wanted, self._mesh_wanted = self._mesh_wanted, None
+        if wanted is not None and self.adapter.doc is not None:
+            self.mesh.request(self.adapter.doc.bitstream, *wanted)
+
+    def _on_mesh(self, frame, faces, verts, ghost):
+        if frame == self.adapter.frame:
+            self.viewport.set_meshes(faces, verts, ghost)
+
+    def _toggle_ghost(self, on: bool):
+        self.viewport.show_ghost = on
+        self.viewport.schedule()
+
+    def _update_title(self):
+        doc = self.adapter.doc
+        name = (doc.path.name if doc and doc.path else "untitled") if doc else "no bitstream"
+        self.setWindowTitle(f"{name}[*] — IHVC Studio")
+        self.setWindowModified(self.adapter.needs_save)
+
+    def _update_enabled(self):
+        has = self.adapter.doc is not None
+        for n in ("save", "save_as", "export_video", "export_json", "export_csv", "export_mesh", "apply_edits",
+                  "revert_frame", "range_edit", "mirror", "copy_pose", "play", "prev_frame", "next_frame"):
+            self.actions[n].setEnabled(has)
+        self.actions["paste_pose"].setEnabled(has and self.adapter.can_paste)
+
+    def preferences_dialog(self):
+        dlg = PreferencesDialog(self.prefs, self)
+        if dlg.exec():
+            new = dlg.preferences()
+            for k in ("device", "decoder", "preview_size"):
+                setattr(self.prefs, k, getattr(new, k))
+            self.prefs.save()
+            self.preview.reset_decoder()
+            self._refresh_frame()
+
+    # --- closing ------------------------------------------------------------------------------------
+    def closeEvent(self, event):
+        if not self.maybe_save():
+            event.ignore()
+            return
+        if self._task is not None and self._task.isRunning():
+            self._task.cancel()
+            self._task.wait(10000)
+        self.timeline.set_playing(False)
+        self.bindings.disconnect_all()
+        self.preview.stop()
+        self.mesh.stop()
+        event.accept()
+
+    def current_edited(self) -> np.ndarray:
+        return self.adapter.doc.edited[self.adapter.frame]
+
+    # --- long tasks with progress --------------------------------------------------------------
+    def run_task(self, title: str, fn, on_success):
+        """Run fn(progress) on a TaskThread with a cancellable progress dialog."""
+        from .workers import TaskThread
+        dlg = QProgressDialog(title, "Cancel", 0, 1000, self)
+        dlg.setWindowTitle(title)
+        dlg.setWindowModality(Qt.WindowModality.WindowModal)
+        dlg.setMinimumDuration(0)
+        dlg.setValue(0)
+        task = TaskThread(fn, self)
+        self._task = task
+
+        def progressed(done, total):
+            dlg.setMaximum(total)
+            dlg.setValue(min(done, total - 1) if total > 1 else 0)
+
+        def finish():
+            dlg.reset()
+            dlg.close()
+            self._task = None
+
+        task.progressed.connect(progressed)
+        task.stage.connect(lambda stage: dlg.setLabelText(f"{title}: {stage}"))
+        task.succeeded.connect(lambda r: (finish(), on_success(r)))
+        task.failed.connect(lambda exc: (finish(), self.report(exc, title + " failed")))
+        task.cancelled.connect(lambda: (finish(), self.statusBar().showMessage(f"{title}: cancelled", 5000)))
+        dlg.canceled.connect(task.cancel)
+        task.start()
+        return task

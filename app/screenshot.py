@@ -1,0 +1,53 @@
+"""``python -m app.screenshot [OUT.png]``: open the sample, make an edit, wait for the preview and the
+3D view, and save a picture of the whole window (docs/screenshot.png). Run under a display or Xvfb:
+
+    xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python -m app.screenshot docs/screenshot.png
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = Path(argv[0] if argv else "docs/screenshot.png")
+    from .cli_studio import DEFAULT_FILE, create_app
+    app = create_app()
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import MainWindow
+    from .preferences import Preferences
+    win = MainWindow(Preferences(device="cpu"))
+    win.resize(1580, 960)
+    win.show()
+    if not win.open_path(DEFAULT_FILE):
+        return 1
+    ad = win.adapter
+    ad.set_frame(20)
+    win.timeline.set_selection(0, 60)
+    ad.set_range(ad.doc.index("head.y"), 0, 60, offset=-0.45, ease_in=10, ease_out=10)
+    ad.set_range(ad.doc.index("right_shoulder.z"), 0, 60, offset=-0.35, ease_in=10, ease_out=10)
+    ad.set_frame(22)
+    f = 22
+
+    def wait(cond, seconds):
+        t = time.time()
+        while not cond() and time.time() - t < seconds:
+            QApplication.processEvents()
+            time.sleep(0.02)
+    wait(lambda: win.preview_pane.frame == f and win.viewport.image is not None
+         and win.mesh.last is not None and win.mesh.last[0] == f, 180)
+    wait(lambda: False, 1.0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    win.grab().save(str(out))
+    print(f"wrote {out}")
+    ad.doc.mark_saved(ad.doc.path)   # no unsaved-changes prompt on exit
+    ad.untitled = False
+    win.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

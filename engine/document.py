@@ -1,0 +1,250 @@
+"""The studio's document: a bitstream's decoded semantics and the user's edits, Qt-free.
+
+    Document
+      bitstream   the opened Bitstream (key pictures untouched by any edit)
+      original    (N, D) decoded per-frame semantics, read-only
+      edited      (N, D) current semantics, always on the quantization grid
+      events      values_changed(frames), dirty_changed(bool), path_changed(path)
+
+Every operation is split in two: ``plan_*`` computes a :class:`Change` (frames,
+before, after) without touching the document, and :meth:`Document.apply` /
+:meth:`Document.unapply` write it. The app wraps a Change in a QUndoCommand;
+scripts call the convenience methods (``set_value``, ``set_range``, ...).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import edits as E
+from .fileio import atomic_path
+from .semantics import GROUPS, snap
+
+
+class EventEmitter:
+    """Minimal callback list (the napari ``EventEmitter`` idea without the machinery)."""
+
+    def __init__(self):
+        self._callbacks: list = []
+
+    def connect(self, callback):
+        self._callbacks.append(callback)
+        return callback
+
+    def disconnect(self, callback=None):
+        if callback is None:
+            self._callbacks.clear()
+        elif callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def __call__(self, *args):
+        for cb in list(self._callbacks):
+            cb(*args)
+
+
+class Events:
+    def __init__(self):
+        self.values_changed = EventEmitter()   # (frames: np.ndarray of int)
+        self.dirty_changed = EventEmitter()    # (dirty: bool)
+        self.path_changed = EventEmitter()     # (path: Path | None)
+
+
+@dataclass
+class Change:
+    """Rows ``frames`` go from ``before`` (n, D) to ``after`` (n, D)."""
+    frames: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    text: str = "edit"
+
+    @property
+    def empty(self) -> bool:
+        return self.frames.size == 0
+
+
+class Document:
+    def __init__(self, bitstream, path=None):
+        self.bitstream = bitstream
+        self.path = Path(path) if path is not None else None
+        self.original = bitstream.semantics().astype(float)
+        self.original.setflags(write=False)
+        self.steps = bitstream.steps
+        self.names = tuple(bitstream.names)
+        self._edited = self.original.copy()
+        self._saved = self.original.copy()
+        self._dirty = False
+        self.events = Events()
+
+    # --- read ------------------------------------------------------------------------------
+    @property
+    def n_frames(self) -> int:
+        return self.original.shape[0]
+
+    @property
+    def dims(self) -> int:
+        return self.original.shape[1]
+
+    @property
+    def fps(self) -> float:
+        return float(self.bitstream.fps)
+
+    @property
+    def edited(self) -> np.ndarray:
+        """Current semantics (N, D), a read-only view."""
+        v = self._edited.view()
+        v.setflags(write=False)
+        return v
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def edited_mask(self) -> np.ndarray:
+        """(N, D) bool: values that differ from the decoded original."""
+        return self._edited != self.original
+
+    def edited_frames(self) -> np.ndarray:
+        return np.flatnonzero(self.edited_mask().any(1))
+
+    # --- write -----------------------------------------------------------------------------
+    def apply(self, change: Change) -> None:
+        self._write(change.frames, change.after)
+
+    def unapply(self, change: Change) -> None:
+        self._write(change.frames, change.before)
+
+    def _write(self, frames, rows) -> None:
+        frames = np.asarray(frames, int)
+        if frames.size == 0:
+            return
+        self._edited[frames] = rows
+        self.events.values_changed(frames)
+        self._update_dirty()
+
+    def _update_dirty(self):
+        dirty = not np.array_equal(self._edited, self._saved)
+        if dirty != self._dirty:
+            self._dirty = dirty
+            self.events.dirty_changed(dirty)
+
+    def _change(self, new: np.ndarray, text: str) -> Change:
+        """Diff the full (N, D) ``new`` against the current values."""
+        frames = np.flatnonzero((new != self._edited).any(1))
+        return Change(frames, self._edited[frames].copy(), new[frames].copy(), text)
+
+    # --- plans (pure: nothing changes until apply) -------------------------------------------
+    def plan_set_value(self, frame: int, index: int, value: float) -> Change:
+        new = self._edited.copy()
+        new[frame, index] = snap(np.array([value]), self.steps[index:index + 1])[0]
+        return self._change(new, f"set {self.names[index]}")
+
+    def plan_set_frame(self, frame: int, row: np.ndarray, text: str = "set frame") -> Change:
+        new = self._edited.copy()
+        new[frame] = snap(np.asarray(row, float), self.steps)
+        return self._change(new, text)
+
+    def plan_edit(self, edit: E.Edit) -> Change:
+        new = E.apply_edit(self._edited, self.original, self.names, self.steps, edit)
+        return self._change(new, edit.op if edit.semantic is None else f"{edit.op} {edit.semantic}")
+
+    def plan_edits(self, edit_list, text: str = "apply edit list") -> Change:
+        new = E.apply_edits(self._edited, self.original, self.names, self.steps, list(edit_list))
+        return self._change(new, text)
+
+    def plan_range(self, index: int, first: int, last: int, *, offset=None, value=None,
+                   ease_in: int = 0, ease_out: int = 0) -> Change:
+        if (offset is None) == (value is None):
+            raise ValueError("give exactly one of offset or value")
+        op, amount = ("offset", offset) if offset is not None else ("set", value)
+        return self.plan_edit(E.Edit(op, first, last, self.names[index], float(amount), ease_in, ease_out))
+
+    def plan_revert(self, first: int, last: int | None = None, group: str | None = None,
+                    columns=None) -> Change:
+        """Restore the decoded original on frames first..last (all values, a group, or some columns)."""
+        last = first if last is None else last
+        new = self._edited.copy()
+        cols = GROUPS[group] if group else (list(columns) if columns is not None else slice(None))
+        new[first:last + 1, cols] = self.original[first:last + 1, cols]
+        what = group or ("values" if columns is not None else ("frame" if first == last else "range"))
+        return self._change(new, f"revert {what}")
+
+    def plan_paste_pose(self, frames, row: np.ndarray, group: str | None = None) -> Change:
+        """Paste a frame's values (all, or one group) onto frames (ints or a range)."""
+        new = self._edited.copy()
+        cols = GROUPS[group] if group else slice(None)
+        row = snap(np.asarray(row, float), self.steps)
+        new[np.asarray(list(frames), int), cols] = row[cols]
+        return self._change(new, "paste " + (group or "pose"))
+
+    def plan_mirror(self, first: int, last: int | None = None) -> Change:
+        last = first if last is None else last
+        return self.plan_edit(E.Edit("mirror", first, last))
+
+    # --- convenience (apply at once) -----------------------------------------------------------
+    def _do(self, change: Change) -> Change:
+        self.apply(change)
+        return change
+
+    def set_value(self, frame, index, value):
+        return self._do(self.plan_set_value(frame, index, value))
+
+    def set_range(self, index, first, last, **kw):
+        return self._do(self.plan_range(index, first, last, **kw))
+
+    def revert(self, first, last=None, group=None):
+        return self._do(self.plan_revert(first, last, group))
+
+    def paste_pose(self, frames, row, group=None):
+        return self._do(self.plan_paste_pose(frames, row, group))
+
+    def mirror(self, first, last=None):
+        return self._do(self.plan_mirror(first, last))
+
+    def apply_edits(self, edit_list):
+        return self._do(self.plan_edits(edit_list))
+
+    # --- files -----------------------------------------------------------------------------
+    def edited_bitstream(self):
+        """The bitstream to write: same key-picture bytes, edited semantics."""
+        return self.bitstream.with_semantics(self._edited)
+
+    def save(self, path=None) -> Path:
+        from . import container
+        path = Path(path) if path is not None else self.path
+        if path is None:
+            raise ValueError("no path to save to")
+        container.write(self.edited_bitstream(), path)
+        self.mark_saved(path)
+        return path
+
+    def mark_saved(self, path) -> None:
+        self._saved = self._edited.copy()
+        if Path(path) != self.path:
+            self.path = Path(path)
+            self.events.path_changed(self.path)
+        self._update_dirty()
+
+
+def export_semantics_json(path, names, values: np.ndarray, fps: float, key_frames=()) -> None:
+    """Per-frame semantics as {"names": [...], "fps": f, "frames": [[...], ...]} (radians, metres)."""
+    data = {"names": list(names), "fps": float(fps), "key_frames": [int(k) for k in key_frames],
+            "frames": np.asarray(values, float).round(9).tolist()}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+
+
+def export_semantics_csv(path, names, values: np.ndarray) -> None:
+    """One row per frame: frame, then one column per semantic (radians, metres, fractions)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["frame", *names])
+            for i, row in enumerate(np.asarray(values, float)):
+                w.writerow([i, *(f"{x:.9g}" for x in row)])
