@@ -6,12 +6,11 @@
 2. Memory while scrubbing: RSS at the start and end of (default) one minute of scrubbing through
    the sample at 25 frames per second (every frame requests a decode; newest wins).
 
-Prints a markdown table. Environment: IHVC_BENCH_EDITS (30), IHVC_BENCH_SCRUB_S (60),
-IHVC_BENCH_FILE (assets/sample.ihvc).
+Prints a markdown table. Options (python main.py bench --preview): --edits (30),
+--scrub-seconds (60), --file (assets/sample.ihvc).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -146,21 +145,8 @@ def table(r: dict) -> str:
 
 def run(args) -> int:
     root = Path(__file__).resolve().parent.parent
-    path = os.environ.get("IHVC_BENCH_FILE", str(root / "assets" / "sample.ihvc"))
-    r = measure(path, getattr(args, "device", None), int(os.environ.get("IHVC_BENCH_EDITS", 30)),
-                float(os.environ.get("IHVC_BENCH_SCRUB_S", 60)))
+    path = getattr(args, "file", None) or str(root / "assets" / "sample.ihvc")
+    r = measure(path, getattr(args, "device", None), getattr(args, "edits", None) or 30,
+                getattr(args, "scrub_seconds", None) or 60.0)
     print(table(r))
     return 0
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m app.bench_preview")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--edits", type=int, default=None)
-    ap.add_argument("--scrub-seconds", type=float, default=None)
-    a = ap.parse_args()
-    if a.edits is not None:
-        os.environ["IHVC_BENCH_EDITS"] = str(a.edits)
-    if a.scrub_seconds is not None:
-        os.environ["IHVC_BENCH_SCRUB_S"] = str(a.scrub_seconds)
-    raise SystemExit(run(a))

@@ -20,6 +20,9 @@ def add_arguments(p):
     p.add_argument("--data", default="../shared/data", help="folder of real clips (default ../shared/data)")
     p.add_argument("--max-frames", type=int, default=None, help="limit frames per clip")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--file", default=None, help="--preview: bitstream to open (default assets/sample.ihvc)")
+    p.add_argument("--edits", type=int, default=None, help="--preview: number of slider edits (default 30)")
+    p.add_argument("--scrub-seconds", type=float, default=None, help="--preview: scrubbing time (default 60)")
 
 
 def run(args) -> int:
