@@ -1,0 +1,151 @@
+"""MediaPipe Holistic landmarks per frame (``mediapipe==0.10.14``, legacy ``mp.solutions``).
+
+Only the pose model of ``model_complexity=1`` ("full") ships inside that wheel;
+0 ("lite") and 2 ("heavy") would be downloaded at run time, which cannot work
+offline, so 1 is the only choice here (measured: ~30-40 ms per 384x384 frame on
+one CPU core with the face mesh, both hands and the segmentation mask; the mask
+is nearly free and is used by the camera-motion estimate).
+
+Coordinates: pixels of the analysed frame (x right, y down). ``pose3d`` is
+MediaPipe's metric "world" pose turned into the engine's camera axes
+(x right, y up, z towards the camera), origin between the hips.
+Hands are the person's own left / right (index 0 / 1).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..errors import IHVCError
+
+# MediaPipe pose landmark index -> engine.body_model.LANDMARK_NAMES entry.
+POSE_LANDMARKS = {
+    0: "nose", 2: "left_eye", 5: "right_eye", 7: "left_ear", 8: "right_ear",
+    11: "left_shoulder", 12: "right_shoulder", 13: "left_elbow", 14: "right_elbow",
+    15: "left_wrist", 16: "right_wrist", 23: "left_hip", 24: "right_hip",
+    25: "left_knee", 26: "right_knee", 27: "left_ankle", 28: "right_ankle",
+    31: "left_big_toe", 32: "right_big_toe", 29: "left_heel", 30: "right_heel",
+    19: "left_index_mcp", 20: "right_index_mcp", 17: "left_pinky_mcp", 18: "right_pinky_mcp",
+}
+# MediaPipe hand landmark index -> knuckle name suffix (the hand model's wrist point, 0, sits
+# ~7-10 px from the pose wrist at 384 px and is not the same anatomical point: not used)
+HAND_LANDMARKS = {5: "index_mcp", 9: "middle_mcp", 17: "pinky_mcp"}
+# Face-mesh points used for the head: nose tip and the two eye centres (ring means).
+FACE_NOSE = 1
+FACE_LEFT_EYE = (263, 362, 386, 374)      # person's left eye (image right)
+FACE_RIGHT_EYE = (33, 133, 159, 145)
+
+
+@dataclass
+class Landmarks:
+    width: int
+    height: int
+    pose2d: np.ndarray        # N x 33 x 2 px (NaN where no detection)
+    pose_vis: np.ndarray      # N x 33 visibility in [0, 1] (0 where no detection)
+    pose3d: np.ndarray        # N x 33 x 3 metric, engine camera axes
+    face: np.ndarray          # N x 468 x 2 px (NaN where absent)
+    hands: np.ndarray         # N x 2 x 21 x 2 px (NaN where absent), [left, right]
+    detected: np.ndarray      # N bool: a pose was found
+    masks: np.ndarray | None  # N x H x W uint8 person probability x 255, or None
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.detected.shape[0])
+
+    def subset(self, idx) -> "Landmarks":
+        return Landmarks(self.width, self.height, self.pose2d[idx], self.pose_vis[idx], self.pose3d[idx],
+                         self.face[idx], self.hands[idx], self.detected[idx],
+                         None if self.masks is None else self.masks[idx])
+
+
+def _quiet_mediapipe():
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
+
+
+def _check_model_available(model_complexity: int):
+    import mediapipe as mp
+    name = {0: "pose_landmark_lite.tflite", 1: "pose_landmark_full.tflite",
+            2: "pose_landmark_heavy.tflite"}.get(model_complexity)
+    if name is None:
+        raise IHVCError(f"model_complexity must be 0, 1 or 2, got {model_complexity}")
+    path = Path(mp.__file__).parent / "modules" / "pose_landmark" / name
+    if not path.exists():
+        raise IHVCError(f"MediaPipe pose model {name} is not installed (only complexity 1 ships offline)")
+
+
+class HolisticDetector:
+    """One MediaPipe Holistic graph in video (tracking) mode; ``process`` one RGB frame at a time."""
+
+    def __init__(self, model_complexity: int = 1, segmentation: bool = True, static: bool = False):
+        _quiet_mediapipe()
+        _check_model_available(model_complexity)
+        import mediapipe as mp
+        self._h = mp.solutions.holistic.Holistic(
+            static_image_mode=static, model_complexity=model_complexity, smooth_landmarks=True,
+            enable_segmentation=segmentation, smooth_segmentation=True, refine_face_landmarks=False,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        self.segmentation = segmentation
+
+    def close(self):
+        self._h.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def process(self, rgb: np.ndarray) -> dict:
+        h, w = rgb.shape[:2]
+        r = self._h.process(np.ascontiguousarray(rgb))
+        out = {"detected": r.pose_landmarks is not None}
+        if r.pose_landmarks is not None:
+            lm = r.pose_landmarks.landmark
+            out["pose2d"] = np.array([[p.x * w, p.y * h] for p in lm], np.float32)
+            out["pose_vis"] = np.array([p.visibility for p in lm], np.float32)
+        if r.pose_world_landmarks is not None:
+            out["pose3d"] = np.array([[p.x, -p.y, -p.z] for p in r.pose_world_landmarks.landmark], np.float32)
+        if r.face_landmarks is not None:
+            out["face"] = np.array([[p.x * w, p.y * h] for p in r.face_landmarks.landmark], np.float32)
+        for k, attr in ((0, "left_hand_landmarks"), (1, "right_hand_landmarks")):
+            hl = getattr(r, attr)
+            if hl is not None:
+                out[f"hand{k}"] = np.array([[p.x * w, p.y * h] for p in hl.landmark], np.float32)
+        if self.segmentation and r.segmentation_mask is not None:
+            out["mask"] = np.clip(r.segmentation_mask * 255.0, 0, 255).astype(np.uint8)
+        return out
+
+
+def detect_landmarks(frames: Iterable[np.ndarray], n_frames: int | None = None,
+                     progress: Callable[[int], None] | None = None, segmentation: bool = True,
+                     model_complexity: int = 1) -> Landmarks:
+    """Run Holistic over RGB frames (any iterable); ``progress(1)`` after each frame."""
+    pose2d, vis, pose3d, face, hands, det, masks = [], [], [], [], [], [], []
+    width = height = None
+    with HolisticDetector(model_complexity, segmentation) as d:
+        for rgb in frames:
+            if width is None:
+                height, width = rgb.shape[:2]
+            r = d.process(rgb)
+            det.append(r["detected"])
+            pose2d.append(r.get("pose2d", np.full((33, 2), np.nan, np.float32)))
+            vis.append(r.get("pose_vis", np.zeros(33, np.float32)))
+            pose3d.append(r.get("pose3d", np.full((33, 3), np.nan, np.float32)))
+            face.append(r.get("face", np.full((468, 2), np.nan, np.float32)))
+            hands.append(np.stack([r.get(f"hand{k}", np.full((21, 2), np.nan, np.float32)) for k in (0, 1)]))
+            if segmentation:
+                masks.append(r.get("mask", np.zeros((height, width), np.uint8)))
+            if progress is not None:
+                progress(1)
+    if width is None:
+        return Landmarks(0, 0, np.zeros((0, 33, 2)), np.zeros((0, 33)), np.zeros((0, 33, 3)),
+                         np.zeros((0, 468, 2)), np.zeros((0, 2, 21, 2)), np.zeros(0, bool), None)
+    return Landmarks(width, height, np.stack(pose2d), np.stack(vis), np.stack(pose3d), np.stack(face),
+                     np.stack(hands), np.array(det, bool), np.stack(masks) if segmentation else None)

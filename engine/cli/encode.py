@@ -1,0 +1,66 @@
+"""``python main.py encode INPUT -o OUT.ihvc``: encode a video of one person.
+
+    python main.py encode INPUT -o OUT.ihvc [--key-codec vvc|hevc|av1] [--key-qp 37] [--gop N]
+        [--size 384] [--max-frames N] [--region x,y,w,h] [--no-camera]
+        [--body-model anny|smplx] [--body-model-path DIR] [--device cpu|cuda] [--quiet]
+
+The output is written atomically (a failed or interrupted encode leaves nothing);
+a summary (frames, bits per frame by part, kbps at 25 fps, fit error, speed) is
+printed at the end. Taichi clips: ``--region 0,0,256,256`` keeps their real top half.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engine.errors import InputError
+
+
+def add_arguments(p):
+    p.add_argument("input", help="input video (anything FFmpeg reads)")
+    p.add_argument("-o", "--output", required=True, help="output bitstream (.ihvc)")
+    p.add_argument("--key-codec", default="vvc", choices=("vvc", "hevc", "av1"), help="key-picture codec (default vvc)")
+    p.add_argument("--key-qp", type=int, default=37, help="key-picture QP (default 37)")
+    p.add_argument("--gop", type=int, default=None, help="a key frame every N frames (default: one for the clip)")
+    p.add_argument("--size", type=int, default=384, help="working frame size, square (default 384)")
+    p.add_argument("--max-frames", type=int, default=None, help="encode at most N frames")
+    p.add_argument("--region", default=None, help="crop x,y,w,h of the input first (e.g. 0,0,256,256)")
+    p.add_argument("--no-camera", action="store_true", help="do not code the background camera motion")
+    p.add_argument("--body-model", default="anny", choices=("anny", "smplx"), help="body model (default anny)")
+    p.add_argument("--body-model-path", default=None, help="SMPL-X model folder (with SMPLX_NEUTRAL.npz)")
+    p.add_argument("--device", default=None, help="fit on cpu or cuda (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+def run(args) -> int:
+    from engine.container import write
+    from engine.encoder import encode_video
+    out = Path(args.output)
+    if out.suffix.lower() != ".ihvc":
+        raise InputError(f"output must be an .ihvc file, got {out.name}")
+    if out.exists() and out.is_dir():
+        raise InputError(f"output is a folder: {out}")
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+        bars = {}
+
+        def progress(stage, done, total):
+            b = bars.get(stage)
+            if b is None:
+                b = bars[stage] = tqdm(total=total, desc=stage, unit={"landmarks": "frame", "fit": "%"}.get(stage, "gop"),
+                                       leave=False, file=sys.stderr)
+            b.n = done
+            b.refresh()
+            if done >= total:
+                b.close()
+    bs, summary = encode_video(
+        args.input, key_codec=args.key_codec, key_qp=args.key_qp, gop=args.gop, size=args.size,
+        max_frames=args.max_frames, region=args.region, camera=not args.no_camera, progress=progress,
+        body_model=args.body_model, body_model_path=args.body_model_path, device=args.device)
+    n = write(bs, out)
+    if not args.quiet:
+        print(f"wrote {out} ({n} bytes)")
+        for line in summary.lines():
+            print(line)
+    return 0

@@ -1,0 +1,250 @@
+"""Encode a video of one person into an IHVC Bitstream.
+
+    encode_video(path, ...) -> (Bitstream, EncodeSummary)
+
+Pipeline: read_video (square working frames) -> MediaPipe Holistic landmarks
+(engine.analysis.landmarks) -> body-model fit per group of pictures
+(engine.analysis.fit) -> background camera motion per group
+(engine.camera_motion) -> key picture per group (engine.keypicture) ->
+semantics snapped to the bitstream's quantization grid.
+
+Nothing is written here; engine.container.write does that (atomically).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .bitstream import Bitstream, GroupOfPictures
+from .errors import InputError
+from .semantics import KeySemantics, QuantSpec, snap
+
+# progress(stage, done, total): stage is "landmarks" (frames), "fit" (percent x groups of
+# pictures) or "key picture" (groups of pictures); it may raise to cancel the encode.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class EncodeSummary:
+    frames: int
+    width: int
+    height: int
+    gops: int
+    bits_per_frame: dict            # key_picture, key_semantics, semantics, camera, header, total
+    kbps_25: float                  # total bits per frame x 25 / 1000
+    encode_fps: float
+    seconds: float
+    undetected: int                 # frames without a detected person (semantics carried)
+    fit_error_px: tuple = (float("nan"), float("nan"))    # mean, p90 (fused landmarks, snapped semantics)
+    timings: dict = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        b = self.bits_per_frame
+        return [
+            f"frames: {self.frames} ({self.width}x{self.height}), groups of pictures: {self.gops}",
+            f"bits per frame: total {b['total']:.1f} = key picture {b['key_picture']:.1f} + semantics "
+            f"{b['semantics']:.1f} + camera {b['camera']:.1f} + key semantics {b['key_semantics']:.1f} "
+            f"+ header {b['header']:.1f}",
+            f"rate: {self.kbps_25:.2f} kbps at 25 fps",
+            f"fit error: mean {self.fit_error_px[0]:.2f} px, p90 {self.fit_error_px[1]:.2f} px",
+            f"frames without a detected person: {self.undetected}",
+            f"encode speed: {self.encode_fps:.1f} frames/s ({self.seconds:.1f} s)",
+        ]
+
+
+def sticky_snap(values: np.ndarray, steps: np.ndarray, hold: float = 0.3) -> np.ndarray:
+    """Snap per-frame semantics (N x D) to the quantization grid, rate-aware.
+
+    A dimension keeps the previous frame's integer while the new value lies within
+    0.5 + ``hold`` steps of it (a zero residual is the cheapest symbol); otherwise it
+    rounds as usual. The error stays below (0.5 + hold) steps; hold=0 is plain
+    ``engine.semantics.snap``. Row 0 (the key frame) is always plain rounding.
+    """
+    x = np.asarray(values, float) / steps
+    q = np.rint(x)
+    for t in range(1, len(q)):
+        q[t] = np.where(np.abs(x[t] - q[t - 1]) <= 0.5 + hold, q[t - 1], q[t])
+    return snap(q * steps, steps)
+
+
+class _torch_threads:
+    """Run the fit single-threaded: its ops are small, and 2+ threads were measured
+    2x slower on a shared 2-core CPU (fit of 160 TED frames 8.0 s -> 3.8 s)."""
+
+    def __init__(self, n: int = 1):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+        self.prev = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+        torch.set_num_threads(self.prev)
+
+
+def _parse_region(region):
+    if region is None:
+        return None
+    if isinstance(region, str):
+        try:
+            region = tuple(int(v) for v in region.split(","))
+        except ValueError:
+            raise InputError(f"region must be x,y,w,h integers, got {region!r}") from None
+    region = tuple(int(v) for v in region)
+    if len(region) != 4 or region[0] < 0 or region[1] < 0 or region[2] < 16 or region[3] < 16:
+        raise InputError(f"region must be x,y,w,h with x,y >= 0 and w,h >= 16, got {region}")
+    return region
+
+
+def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None = None, size: int = 384,
+                 max_frames: int | None = None, region=None, camera: bool = True,
+                 progress: Progress | None = None, body_model: str = "anny", body_model_path: str | None = None,
+                 device: str | None = None, quant: QuantSpec | None = None, hold: float = 0.3,
+                 fit_options: dict | None = None, return_analysis: bool = False):
+    """Encode ``path``; returns (Bitstream, EncodeSummary) (plus the analysis dict if
+    ``return_analysis``: landmarks, fits, frames, camera — for benchmarks and overlays).
+    ``hold``: rate-aware snapping (see ``sticky_snap``); ``fit_options``: keyword
+    arguments for engine.analysis.fit.fit_sequence (iterations, weights).
+
+    Raises InputError for unreadable input, bad options or a video with no person.
+    """
+    from .analysis.fit import fit_errors, fit_sequence
+    from .analysis.landmarks import detect_landmarks
+    from .body_model import load_body_model
+    from .camera_motion import estimate_camera_motion
+    from .container import from_bytes, semantic_bits_by_group, to_bytes
+    from .keypicture import QP_RANGE, encode_key_picture
+    from .video import read_video
+
+    if key_codec not in QP_RANGE:
+        raise InputError(f"unknown key-picture codec {key_codec!r}: choose vvc, hevc or av1")
+    lo, hi = QP_RANGE[key_codec]
+    if not lo <= int(key_qp) <= hi:
+        raise InputError(f"--key-qp {key_qp} out of range {lo}..{hi} for {key_codec}")
+    if gop is not None and gop < 1:
+        raise InputError(f"--gop must be at least 1, got {gop}")
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, got {max_frames}")
+    region = _parse_region(region)
+    quant = quant or QuantSpec()
+    t0 = time.perf_counter()
+    timings = {}
+    clip = read_video(path, size=size, max_frames=max_frames, region=region)
+    frames = clip.frames
+    N, H, W = frames.shape[:3]
+    timings["read"] = time.perf_counter() - t0
+    model = load_body_model(body_model, body_model_path, device)     # validates the model first
+
+    t = time.perf_counter()
+    done = [0]
+
+    def lm_progress(k):
+        done[0] += k
+        if progress is not None:
+            progress("landmarks", done[0], N)
+    lm = detect_landmarks(frames, n_frames=N, progress=lm_progress, segmentation=camera)
+    timings["landmarks"] = time.perf_counter() - t
+    if not lm.detected.any():
+        raise InputError(f"no person detected in {path}")
+
+    gop = gop or N
+    starts = list(range(0, N, gop))
+    gops, fits, cams = [], [], []
+    betas = None
+    has_cam = bool(camera)
+    steps = quant.steps(has_cam)
+    t_fit = t_cam = t_key = 0.0
+    errs = []
+    for gi, s in enumerate(starts):
+        e = min(N, s + gop)
+        sub = lm.subset(slice(s, e))
+        t = time.perf_counter()
+        with _torch_threads(1):
+            if sub.detected.any():
+                def fit_progress(done, total, gi=gi):
+                    if progress is not None:
+                        progress("fit", int(100 * gi + 100 * done / max(total, 1)), 100 * len(starts))
+                fit = fit_sequence(sub, model, 0, device=device, source=str(path), init_betas=betas,
+                                   progress=fit_progress, **(fit_options or {}))
+                betas = fit.betas
+            else:
+                fit = _carry_fit(fits[-1] if fits else None, sub, lm, model, device, str(path))
+        fits.append(fit)
+        t_fit += time.perf_counter() - t
+        if progress is not None:
+            progress("fit", 100 * (gi + 1), 100 * len(starts))
+        sem = fit.semantics()
+        if has_cam:
+            t = time.perf_counter()
+            cam = estimate_camera_motion(frames[s:e], sub.masks, key_index=0)
+            t_cam += time.perf_counter() - t
+            sem = np.concatenate([sem, cam], 1)
+            cams.append(cam)
+        sem = sticky_snap(sem, steps, hold)
+        if not sub.detected.any() and gops:
+            sem[:, :31] = gops[-1].frames[-1, :31]        # nobody in this group: hold the last coded state
+        errs.append(fit_errors(model, fit, sub, semantics=sem))
+        key_pose = fit.body_pose[0].copy()
+        key_pose[14:] = sem[0, :21].reshape(7, 3)
+        key_pose[:14] = snap(key_pose[:14], quant.pose)
+        key = KeySemantics(body_pose=key_pose, betas=np.asarray(fit.betas, np.float32).astype(np.float64),
+                           rot=sem[0, 21:24].copy(), trans=sem[0, 24:27].copy(), loc=sem[0, 27:31].copy(),
+                           focal=np.asarray(fit.focal, np.float32).astype(np.float64), body_model=model.model_id)
+        t = time.perf_counter()
+        kp = encode_key_picture(frames[s], key_codec, key_qp)
+        t_key += time.perf_counter() - t
+        if progress is not None:
+            progress("key picture", gi + 1, len(starts))
+        gops.append(GroupOfPictures(start=s, key_picture=kp, key=key, frames=sem))
+    timings.update(fit=t_fit, camera=t_cam, key_picture=t_key)
+
+    bs = Bitstream(width=W, height=H, fps=clip.fps, quant=quant, body_model=model.model_id,
+                   has_camera=has_cam, gops=gops)
+    data = to_bytes(bs)
+    sizes = from_bytes(data).sizes
+    bs.sizes = sizes
+    seconds = time.perf_counter() - t0
+    fsem_bits = 8.0 * sizes.get("FSEM", 0)
+    by_group = semantic_bits_by_group(bs)
+    ideal = sum(by_group.values()) or 1.0
+    cam_bits = fsem_bits * by_group.get("camera", 0.0) / ideal
+    bpf = {
+        "key_picture": 8.0 * sizes.get("KPIC", 0) / N,
+        "key_semantics": 8.0 * sizes.get("KSEM", 0) / N,
+        "semantics": (fsem_bits - cam_bits) / N,
+        "camera": cam_bits / N,
+        "header": 8.0 * (sizes.get("header", 0) + sizes.get("SEQH", 0) + sizes.get("END_", 0)) / N,
+    }
+    bpf["total"] = 8.0 * len(data) / N
+    e = np.concatenate(errs) if errs else np.zeros(0)
+    summary = EncodeSummary(
+        frames=N, width=W, height=H, gops=len(gops), bits_per_frame=bpf, kbps_25=bpf["total"] * 25 / 1000,
+        encode_fps=N / seconds if seconds > 0 else float("inf"), seconds=seconds,
+        undetected=int((~lm.detected).sum()),
+        fit_error_px=(float(e.mean()) if e.size else float("nan"),
+                      float(np.percentile(e, 90)) if e.size else float("nan")),
+        timings=timings)
+    if return_analysis:
+        return bs, summary, {"landmarks": lm, "fits": fits, "frames": frames, "camera": cams,
+                             "starts": starts, "model": model}
+    return bs, summary
+
+
+def _carry_fit(prev, sub, lm, model, device, source):
+    """A GOP with no person: hold the previous GOP's last state (or the first GOP's that has one)."""
+    from dataclasses import replace
+
+    from .analysis.fit import fit_sequence
+    if prev is None:
+        first = int(np.flatnonzero(lm.detected)[0])
+        prev = fit_sequence(lm.subset(slice(first, first + 1)), model, 0, device=device, source=source)
+    n = sub.n_frames
+    last = -1 if prev.n_frames else 0
+    return replace(prev, body_pose=np.repeat(prev.body_pose[last:][:1], n, 0),
+                   rot=np.repeat(prev.rot[last:][:1], n, 0), trans=np.repeat(prev.trans[last:][:1], n, 0),
+                   loc=np.repeat(prev.loc[last:][:1], n, 0), detected=np.zeros(n, bool), key_index=0)

@@ -1,0 +1,153 @@
+"""Offscreen mesh rendering (pyrender, EGL) in the projection convention of engine/camera.py.
+
+    render_mesh(vertices, faces, rot, trans, loc, focal, width, height) -> H x W x 4 uint8 RGBA
+    overlay(frame_rgb, rgba) -> H x W x 3 uint8
+
+The crop camera and the box collapse into one pinhole camera in frame pixels:
+x_px = cx W + fx w W X / d and y_px = cy H - fy h H Y / d (d = tz - Z), i.e.
+intrinsics (fx w W, fy h H, cx W, cy H) with the camera at (0, 0, tz) looking
+down -z. ``render_mesh`` draws exactly where ``engine.camera.project`` puts
+the vertices (checked by tests/test_encoder.py).
+
+Nothing here imports Qt; the studio's 3D viewport and the decoder can call it
+from any thread, one renderer per thread (pyrender contexts are not shared).
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+import numpy as np
+
+from .errors import IHVCError
+
+DEFAULT_COLOR = (0.55, 0.75, 1.0)
+_local = threading.local()
+
+
+def _as_np(a) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def _rotmat(aa: np.ndarray) -> np.ndarray:
+    aa = np.asarray(aa, float).reshape(3)
+    th = np.linalg.norm(aa)
+    if th < 1e-12:
+        return np.eye(3)
+    k = aa / th
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(th) * K + (1 - np.cos(th)) * K @ K
+
+
+class MeshRenderer:
+    """A reusable offscreen renderer of one output size."""
+
+    def __init__(self, width: int, height: int):
+        try:
+            import pyrender
+        except Exception as exc:  # pragma: no cover - environment problem
+            raise IHVCError(f"mesh rendering unavailable (pyrender/EGL: {exc.__class__.__name__}: {exc})") from None
+        self._pr = pyrender
+        self.width, self.height = int(width), int(height)
+        try:
+            self._r = pyrender.OffscreenRenderer(self.width, self.height)
+        except Exception as exc:  # pragma: no cover - no EGL device
+            raise IHVCError(f"cannot create an offscreen OpenGL context ({exc.__class__.__name__}: {exc})") from None
+
+    def close(self):
+        r, self._r = getattr(self, "_r", None), None
+        if r is not None:
+            r.delete()
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def render(self, vertices, faces, rot, trans, loc, focal, color=DEFAULT_COLOR, alpha: float = 1.0,
+               vertex_colors=None) -> np.ndarray:
+        """RGBA uint8 (H x W x 4): the shaded mesh, alpha = ``alpha`` where it covers, else 0."""
+        import trimesh
+        pr = self._pr
+        v = _as_np(vertices).reshape(-1, 3)
+        rot, trans, loc = _as_np(rot).reshape(3), _as_np(trans).reshape(3), _as_np(loc).reshape(4)
+        focal = np.broadcast_to(_as_np(focal).reshape(-1), (2,))
+        world = v @ _rotmat(rot).T + np.array([trans[0], trans[1], 0.0])
+        cam = world - np.array([0.0, 0.0, trans[2]])          # camera at (0, 0, tz), looking down -z
+        W, H = self.width, self.height
+        fx, fy = focal[0] * loc[2] * W, focal[1] * loc[3] * H
+        cx, cy = loc[0] * W, loc[1] * H
+        depth = -cam[:, 2]
+        near = max(1e-3, float(depth.min()) * 0.5) if depth.size else 0.05
+        far = max(near * 2, float(depth.max()) * 2 + 1.0) if depth.size else 100.0
+        tm = trimesh.Trimesh(cam, np.asarray(faces, np.int64), process=False)
+        if vertex_colors is not None:
+            tm.visual.vertex_colors = np.asarray(vertex_colors)
+            mesh = pr.Mesh.from_trimesh(tm, smooth=True)
+        else:
+            mat = pr.MetallicRoughnessMaterial(baseColorFactor=(*color, 1.0), metallicFactor=0.0,
+                                               roughnessFactor=0.7, alphaMode="OPAQUE")
+            mesh = pr.Mesh.from_trimesh(tm, material=mat, smooth=True)
+        scene = pr.Scene(bg_color=(0, 0, 0, 0), ambient_light=(0.35, 0.35, 0.35))
+        scene.add(mesh)
+        camera = pr.IntrinsicsCamera(fx=fx, fy=fy, cx=cx, cy=cy, znear=near, zfar=far)
+        scene.add(camera, pose=np.eye(4))
+        light_pose = np.eye(4)
+        light_pose[:3, :3] = _rotmat([-0.4, 0.3, 0.0])
+        scene.add(pr.DirectionalLight(color=np.ones(3), intensity=3.0), pose=light_pose)
+        rgba, d = self._r.render(scene, flags=pr.RenderFlags.RGBA)
+        out = np.array(rgba, dtype=np.uint8, copy=True)
+        out[..., 3] = np.where(d > 0, int(round(255 * float(alpha))), 0).astype(np.uint8)
+        return out
+
+
+def _renderer(width: int, height: int) -> MeshRenderer:
+    cache = getattr(_local, "renderers", None)
+    if cache is None:
+        cache = _local.renderers = {}
+    key = (int(width), int(height))
+    if key not in cache:
+        cache[key] = MeshRenderer(*key)
+    return cache[key]
+
+
+def render_mesh(vertices, faces, rot, trans, loc, focal, width: int, height: int,
+                color=DEFAULT_COLOR, alpha: float = 1.0, vertex_colors=None) -> np.ndarray:
+    """Render a body-frame mesh placed by (rot, trans, loc, focal): H x W x 4 uint8 RGBA.
+
+    vertices: V x 3 (numpy or torch) in the body frame (engine.body_model output);
+    faces: F x 3; rot, trans (3,), loc (4,), focal (2,) as in engine.camera.
+    """
+    return _renderer(width, height).render(vertices, faces, rot, trans, loc, focal, color, alpha, vertex_colors)
+
+
+def overlay(frame: np.ndarray, rgba: np.ndarray) -> np.ndarray:
+    """Alpha-composite an RGBA rendering over an RGB frame."""
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    out = frame.astype(np.float32) * (1 - a) + rgba[..., :3].astype(np.float32) * a
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def bitstream_overlay_frames(bs, frames, model, alpha: float = 0.6, color=DEFAULT_COLOR):
+    """Yield frames with the mesh of each frame's (decoded) semantics drawn over them.
+
+    bs: engine.bitstream.Bitstream; frames: iterable of H x W x 3 uint8 matching
+    bs.width x bs.height; model: the engine.body_model.BodyModel that coded it.
+    """
+    import torch
+    for i, rgb in enumerate(frames):
+        if i >= bs.n_frames:
+            break
+        g, j = bs.gop_of(i)
+        st = g.key.with_frame(bs.frame(i))
+        with torch.no_grad():
+            out = model.forward(torch.as_tensor(st.body_pose[None], dtype=torch.float32),
+                                torch.as_tensor(np.asarray(st.betas)[None], dtype=torch.float32))
+        rgba = render_mesh(out.vertices[0], model.faces, st.rot, st.trans, st.loc, st.focal,
+                           rgb.shape[1], rgb.shape[0], color=color, alpha=alpha)
+        yield overlay(rgb, rgba)

@@ -1,0 +1,371 @@
+"""Encoder: fitting on known semantics, a rendered synthetic video end to end, bad inputs.
+
+The synthetic video is the Anny mesh rendered with pyrender (known semantics)
+over a textured background that pans 1 px per frame; MediaPipe detects the
+rendered person, so the whole pipeline (landmarks, fit, camera, key picture,
+container) runs on it. The fit is also tested alone on landmarks synthesised
+by projecting the model's own keypoints (no detector in the loop).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.analysis.fit import fit_errors, fit_sequence, project_landmarks
+from engine.analysis.landmarks import HAND_LANDMARKS, POSE_LANDMARKS, Landmarks
+from engine.body_model import LANDMARK_NAMES, load_body_model
+from engine.camera import axis_angle_to_matrix, project
+from engine.encoder import encode_video, sticky_snap
+from engine.errors import IHVCError, InputError
+from engine.semantics import BODY_JOINTS, QuantSpec
+
+torch.set_num_threads(1)
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LI = {n: i for i, n in enumerate(LANDMARK_NAMES)}
+J = BODY_JOINTS.index
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_body_model("anny")
+
+
+def _truth(n):
+    """Known semantics: left arm rising, right elbow bending, head turning, slight body turn."""
+    pose = np.zeros((n, 21, 3))
+    rot = np.zeros((n, 3))
+    trans = np.zeros((n, 3))
+    loc = np.zeros((n, 4))
+    for t in range(n):
+        pose[t, J("left_shoulder")] = [0, 0, 0.3 + 0.08 * t]
+        pose[t, J("right_shoulder")] = [0, 0, -0.4]
+        pose[t, J("right_elbow")] = [0, 0.3 + 0.05 * t, 0]
+        pose[t, J("head")] = [0.1, 0.05 * t, 0]
+        rot[t] = [0.05, 0.1 + 0.02 * t, 0.0]
+        trans[t] = [0.01 * t, -0.1, 6.0]
+        loc[t] = [0.5, 0.55, 0.9, 0.9]
+    return pose, rot, trans, loc
+
+
+def _t(a):
+    return torch.as_tensor(np.asarray(a), dtype=torch.float32)
+
+
+def _bone_angles(model, pose_a, rot_a, pose_b, rot_b, betas_b):
+    """Angles (deg) between the camera-space upper-arm / forearm directions of two states."""
+    def dirs(pose, rot, betas):
+        with torch.no_grad():
+            j = model.joints(_t(pose), None if betas is None else _t(betas)[None])
+        w = j @ axis_angle_to_matrix(_t(rot)).transpose(-1, -2)
+        names = (("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+                 ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"))
+        d = torch.stack([w[:, J(b) + 1] - w[:, J(a) + 1] for a, b in names], 1)
+        return d / d.norm(dim=-1, keepdim=True)
+    da, db = dirs(pose_a, rot_a, None), dirs(pose_b, rot_b, betas_b)
+    return np.degrees(np.arccos(np.clip((da * db).sum(-1).numpy(), -1, 1)))
+
+
+def _synth_landmarks(model, pose, rot, trans, loc, size):
+    """Landmarks as MediaPipe would report them if it were exact: the model's own keypoints."""
+    n = len(pose)
+    px = project_landmarks(model, pose, np.zeros(model.n_betas), rot, trans, loc, (5.0, 5.0), size, size)
+    with torch.no_grad():
+        lmk = model.landmarks(_t(pose))
+        world = (lmk @ axis_angle_to_matrix(_t(rot)).transpose(-1, -2)).numpy()
+    pose2d = np.full((n, 33, 2), np.nan, np.float32)
+    pose3d = np.full((n, 33, 3), np.nan, np.float32)
+    vis = np.zeros((n, 33), np.float32)
+    for mp_i, name in POSE_LANDMARKS.items():
+        pose2d[:, mp_i] = px[:, LI[name]]
+        pose3d[:, mp_i] = world[:, LI[name]]
+        vis[:, mp_i] = 1.0
+    pose3d -= (pose3d[:, 23:24] + pose3d[:, 24:25]) / 2
+    hands = np.full((n, 2, 21, 2), np.nan, np.float32)
+    for side, prefix in ((0, "left"), (1, "right")):
+        for hi, suffix in HAND_LANDMARKS.items():
+            hands[:, side, hi] = px[:, LI[f"{prefix}_{suffix}"]]
+    return Landmarks(size, size, pose2d, vis, pose3d, np.full((n, 468, 2), np.nan, np.float32), hands,
+                     np.ones(n, bool), None)
+
+
+def test_fit_recovers_known_semantics_from_exact_landmarks(model):
+    n, size = 6, 384
+    pose, rot, trans, loc = _truth(n)
+    lm = _synth_landmarks(model, pose, rot, trans, loc, size)
+    lm.detected[3] = False                                     # one frame without a person
+    fit = fit_sequence(lm, model, 0, key_iters=120, iters=60)
+    assert fit.body_pose.shape == (n, 21, 3) and fit.semantics().shape == (n, 31)
+    assert fit.info["undetected"] == 1
+    assert np.array_equal(fit.semantics()[3], fit.semantics()[2])        # carried from the previous frame
+    good = np.flatnonzero(lm.detected)
+    err = fit_errors(model, fit, lm)
+    assert err.mean() < 2.0 and np.percentile(err, 90) < 4.0               # px at 384x384
+    ang = _bone_angles(model, pose[good], rot[good], fit.body_pose[good], fit.rot[good], fit.betas)
+    assert ang.mean() < 8.0 and ang.max() < 20.0
+    assert np.abs(fit.rot[good] - rot[good]).max() < 0.15
+    # inherited joints are the key frame's in every frame
+    assert np.allclose(fit.body_pose[:, :14], fit.body_pose[0, :14])
+
+
+def test_no_person_anywhere_is_input_error(model):
+    lm = _synth_landmarks(model, *_truth(2), 128)
+    lm.detected[:] = False
+    with pytest.raises(InputError, match="no person detected in clip.mp4"):
+        fit_sequence(lm, model, 0, source="clip.mp4")
+
+
+def test_sticky_snap_stays_on_grid_and_within_tolerance():
+    rng = np.random.default_rng(0)
+    steps = QuantSpec().steps(True)
+    x = np.cumsum(rng.normal(0, 0.3, (50, 34)), 0) * steps
+    for hold in (0.0, 0.3):
+        q = sticky_snap(x, steps, hold)
+        k = q / steps
+        assert np.allclose(k, np.rint(k))
+        assert np.abs(q - x).max() <= (0.5 + hold) * steps.max() + 1e-12
+        assert np.abs(q - x)[0].max() <= 0.5 * steps.max() + 1e-12
+    # holding makes more zero residuals (cheaper to code)
+    z0 = (np.diff(sticky_snap(x, steps, 0.0), axis=0) == 0).mean()
+    z1 = (np.diff(sticky_snap(x, steps, 0.3), axis=0) == 0).mean()
+    assert z1 > z0
+
+
+def test_render_mesh_lands_where_camera_projects(model):
+    from engine.render import render_mesh
+    pose, rot, trans, loc = _truth(1)
+    loc = np.array([[0.45, 0.6, 0.7, 0.7]])
+    with torch.no_grad():
+        v = model.forward(_t(pose)).vertices
+    size = 200
+    rgba = render_mesh(v[0], model.faces, rot[0], trans[0], loc[0], (5.0, 5.0), size, size)
+    assert rgba.shape == (size, size, 4) and rgba.dtype == np.uint8
+    ys, xs = np.nonzero(rgba[..., 3])
+    px, _ = project(v, _t(rot), _t(trans), _t(loc), _t([5.0, 5.0]), size, size)
+    px = px[0].numpy()
+    inside = (px[:, 0] >= 0) & (px[:, 0] < size) & (px[:, 1] >= 0) & (px[:, 1] < size)
+    px = px[inside]
+    assert abs(xs.min() - px[:, 0].min()) < 1.5 and abs(xs.max() + 1 - px[:, 0].max()) < 1.5
+    assert abs(ys.min() - px[:, 1].min()) < 1.5
+    # every projected vertex (inside the frame) falls on a covered pixel (or next to one)
+    cov = rgba[..., 3] > 0
+    import cv2
+    cov = cv2.dilate(cov.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert cov[px[:, 1].astype(int), px[:, 0].astype(int)].mean() > 0.99
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def _write(path, frames, fps=25):
+    from engine.video import write_video
+    write_video(path, frames, fps)
+
+
+@pytest.fixture(scope="module")
+def synthetic_video(model, tmp_path_factory):
+    import cv2
+
+    from engine.render import overlay, render_mesh
+    n, S = 8, 256
+    pose, rot, trans, loc = _truth(n)
+    rng = np.random.default_rng(0)
+    bg = cv2.resize(rng.integers(0, 255, (24, 24, 3)).astype(np.uint8), (S + 64, S + 64),
+                    interpolation=cv2.INTER_CUBIC)
+    bg = cv2.GaussianBlur(bg, (0, 0), 2)
+    frames = []
+    with torch.no_grad():
+        verts = model.forward(_t(pose)).vertices
+    for t in range(n):
+        rgba = render_mesh(verts[t], model.faces, rot[t], trans[t], loc[t], (5.0, 5.0), S, S, color=(0.85, 0.7, 0.6))
+        frames.append(overlay(bg[8:8 + S, 8 + t:8 + t + S], rgba))    # background moves 1 px left per frame
+    path = tmp_path_factory.mktemp("synth") / "synthetic.mkv"
+    _write(path, frames)
+    return path, (pose, rot, trans, loc), S
+
+
+def test_encode_synthetic_video_end_to_end(model, synthetic_video, tmp_path):
+    from engine.container import read, write
+    path, (pose, rot, trans, loc), S = synthetic_video
+    calls = []
+    bs, summary = encode_video(path, size=S, progress=lambda *a: calls.append(a), key_codec="hevc",
+                               fit_options=dict(key_iters=120, iters=60))
+    assert bs.n_frames == 8 and bs.width == S and bs.has_camera and bs.dims == 34
+    assert summary.frames == 8 and summary.undetected == 0 and summary.gops == 1
+    assert {c[0] for c in calls} == {"landmarks", "fit", "key picture"}
+    fit_done = [c[1] for c in calls if c[0] == "fit"]
+    assert len(fit_done) > 5 and fit_done == sorted(fit_done) and fit_done[-1] == calls[-2][2] == 100
+    assert [c[1] for c in calls if c[0] == "landmarks"] == list(range(1, 9))
+    b = summary.bits_per_frame
+    assert b["key_picture"] > 0 and b["semantics"] > 0
+    assert b["total"] == pytest.approx(sum(v for k, v in b.items() if k != "total"), rel=1e-6)
+    out = tmp_path / "s.ihvc"
+    write(bs, out)
+    dec = read(out)
+    sem = dec.semantics()
+    assert np.allclose(sem, bs.semantics())
+    key = dec.gops[0].key
+    assert np.allclose(key.body_pose[14:], sem[0, :21].reshape(7, 3))
+    # decoded semantics put the model where the truth is: keypoints within a few pixels
+    full = np.repeat(key.body_pose[None], 8, 0)
+    full[:, 14:] = sem[:, :21].reshape(8, 7, 3)
+    got = project_landmarks(model, full, key.betas, sem[:, 21:24], sem[:, 24:27], sem[:, 27:31], key.focal, S, S)
+    want = project_landmarks(model, pose, np.zeros(6), rot, trans, loc, (5.0, 5.0), S, S)
+    names = ["nose", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist"]
+    d = np.linalg.norm(got[:, [LI[n] for n in names]] - want[:, [LI[n] for n in names]], axis=-1)
+    assert d.mean() < 6.0 and d.max() < 15.0          # px at 256x256 (MediaPipe on a rendered mesh)
+    ang = _bone_angles(model, pose, rot, full, sem[:, 21:24], key.betas)
+    assert np.median(ang) < 15.0
+    # the background pans left 1 px per frame: the camera group says so
+    cam = sem[:, 31:34]
+    assert np.abs(cam[:, 0] * S - (-np.arange(8))).max() < 0.6
+    assert np.abs(cam[:, 1] * S).max() < 0.6 and np.abs(cam[:, 2]).max() < 0.005
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+def _cli(args):
+    import main
+    return main.main(args)
+
+
+def _assert_nothing_written(folder: Path, name: str):
+    assert not (folder / name).exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_missing_file(tmp_path, capsys):
+    with pytest.raises(InputError, match="no such file"):
+        encode_video(tmp_path / "nope.mp4")
+    assert _cli(["encode", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "o.ihvc")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    _assert_nothing_written(tmp_path, "o.ihvc")
+
+
+def test_not_a_video(tmp_path, capsys):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is not a video\n" * 20)
+    with pytest.raises(InputError):
+        encode_video(bad)
+    assert _cli(["encode", str(bad), "-o", str(tmp_path / "o.ihvc")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    _assert_nothing_written(tmp_path, "o.ihvc")
+
+
+def test_zero_frame_video(tmp_path):
+    import av
+    p = tmp_path / "empty.mkv"
+    with av.open(str(p), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width = s.height = 64
+    with pytest.raises(InputError):
+        encode_video(p)
+
+
+def test_video_with_no_person(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise.mkv"
+    _write(noise, [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(4)])
+    with pytest.raises(InputError, match="no person detected in"):
+        encode_video(noise, size=128)
+    out = tmp_path / "o.ihvc"
+    assert _cli(["encode", str(noise), "-o", str(out), "--size", "128"]) == 2
+    err = capsys.readouterr().err
+    assert "no person detected" in err and err.count("\n") == 1
+    _assert_nothing_written(tmp_path, "o.ihvc")
+
+
+def test_bad_options(tmp_path, synthetic_video):
+    path = synthetic_video[0]
+    for kw in (dict(gop=0), dict(max_frames=0), dict(region="1,2,3"), dict(key_codec="mpeg2"), dict(key_qp=99),
+               dict(body_model="nope")):
+        with pytest.raises(IHVCError):
+            encode_video(path, size=64, **kw)
+    assert _cli(["encode", str(path), "-o", str(tmp_path / "o.txt")]) == 2
+
+
+# ----------------------------------------------------------------------------- real data
+
+@pytest.mark.skipif(not (DATA / "ted" / "ted_a_384.mkv").exists(), reason=f"real clips not found under {DATA}")
+def test_real_ted_clip_short(tmp_path):
+    bs, s = encode_video(DATA / "ted" / "ted_a_384.mkv", max_frames=10, key_codec="hevc", key_qp=40,
+                         fit_options=dict(key_iters=100, iters=60))
+    assert bs.n_frames == 10 and s.undetected == 0
+    assert s.fit_error_px[0] < 8.0
+    assert s.bits_per_frame["semantics"] + s.bits_per_frame["camera"] < 200
+
+
+def test_encode_groups_of_pictures_and_no_camera(synthetic_video, tmp_path):
+    from engine.container import from_bytes, to_bytes
+    path, _, S = synthetic_video
+    bs, s = encode_video(path, size=S, gop=3, camera=False, key_codec="hevc", max_frames=7,
+                         fit_options=dict(key_iters=60, iters=30))
+    assert [g.start for g in bs.gops] == [0, 3, 6] and [g.n_frames for g in bs.gops] == [3, 3, 1]
+    assert not bs.has_camera and bs.dims == 31 and s.gops == 3 and s.bits_per_frame["camera"] == 0
+    back = from_bytes(to_bytes(bs))
+    for g, h in zip(bs.gops, back.gops):
+        assert np.allclose(g.frames, h.frames)
+        assert np.allclose(h.key.body_pose[14:], h.frames[0, :21].reshape(7, 3))   # key row = key semantics
+        assert h.key_picture.payload == g.key_picture.payload
+
+
+def test_overlay_cli_draws_the_coded_mesh(synthetic_video, tmp_path):
+    from engine.container import write
+    from engine.video import read_video
+    path, _, S = synthetic_video
+    bs, _ = encode_video(path, size=S, key_codec="hevc", max_frames=3, fit_options=dict(key_iters=60, iters=30))
+    write(bs, tmp_path / "s.ihvc")
+    out = tmp_path / "ov.mp4"
+    assert _cli(["overlay", str(path), "-o", str(out), "--bitstream", str(tmp_path / "s.ihvc"), "--quiet"]) == 0
+    ov = read_video(out).frames
+    src = read_video(path, size=S, max_frames=3).frames
+    assert ov.shape == (3, S, S, 3)
+    # the mesh (blue-grey) changes the pixels over the person; the corners differ only by
+    # the preview's x264 (CRF 18, 4:2:0) coding of a noisy background
+    diff = np.abs(ov.astype(int) - src.astype(int)).sum(-1)
+    centre, corner = diff[:, S // 3:2 * S // 3, S // 3:2 * S // 3].mean(), diff[:, :10, :10].mean()
+    assert centre > 40 and corner < 25 and centre > 2.5 * corner
+
+
+def test_person_leaving_carries_semantics(synthetic_video, tmp_path):
+    """Frames without a person (a whole group of pictures here) carry the last semantics."""
+    from engine.video import read_video
+    path, _, S = synthetic_video
+    frames = read_video(path).frames.copy()
+    bg = frames[0].copy()
+    frames[4:, :, :] = bg[:, :1].mean(axis=(0, 1)).astype(np.uint8)  # flat grey: nobody there
+    p = tmp_path / "leaving.mkv"
+    _write(p, frames)
+    bs, s = encode_video(p, size=S, gop=4, key_codec="hevc", fit_options=dict(key_iters=60, iters=30))
+    assert s.undetected == 4 and bs.n_frames == 8 and len(bs.gops) == 2
+    sem = bs.semantics()
+    assert np.array_equal(sem[4:, :31], np.repeat(sem[3:4, :31], 4, 0))   # held at the last coded state
+
+
+def test_encode_with_smplx_backend(synthetic_video, tmp_path):
+    """The SMPL-X backend runs through the whole encoder (a tiny synthetic model file:
+    the fit is meaningless, the plumbing and the signalled model id are what is checked)."""
+    from tests.test_body_model import _write_synthetic_smplx
+
+    from engine.bitstream import BODY_MODEL_IDS
+    from engine.container import from_bytes, to_bytes
+    path, _, S = synthetic_video
+    _write_synthetic_smplx(tmp_path / "SMPLX_NEUTRAL.npz", seed=2)
+    bs, s = encode_video(path, size=S, max_frames=3, key_codec="hevc", body_model="smplx",
+                         body_model_path=str(tmp_path), fit_options=dict(key_iters=20, iters=10))
+    assert bs.body_model == BODY_MODEL_IDS["smplx"] and bs.gops[0].key.betas.shape == (10,)
+    back = from_bytes(to_bytes(bs))
+    assert back.body_model == 2 and np.isfinite(back.semantics()).all()
+
+
+def test_progress_can_cancel_during_the_fit(synthetic_video):
+    class Stop(Exception):
+        pass
+
+    def progress(stage, done, total):
+        if stage == "fit" and done >= 30:
+            raise Stop()
+    with pytest.raises(Stop):
+        encode_video(synthetic_video[0], size=synthetic_video[2], max_frames=2, progress=progress)
