@@ -1,0 +1,346 @@
+"""``python main.py eval VIDEO``: rate-distortion of IHVC against VVC, x265 and SVT-AV1.
+
+Per clip (DESIGN.md "Evaluation", data README "Protocol"): IHVC at each key
+QP plus the three low-delay anchors of engine/anchors.py; every point is
+counted entirely (IHVC: ``container.to_bytes`` of the whole bitstream) and
+reported as bits per frame and kbps at 25 fps, with PSNR, SSIM, MS-SSIM and
+VMAF on the decoded RGB frames against the clip's frames. Then BD-rate of
+IHVC against each anchor per metric over the overlapping quality range (or
+"no overlap"), and the anchors' quality at IHVC's bitrates. Writes
+``<clip>_points.csv``, ``<clip>_bd.csv``, ``<clip>_matched.csv`` and
+``<clip>_rd.png`` (quality vs kbps, one panel per metric, in the manner of the
+paper's Fig. 2). ``--all DIR`` evaluates every clip in DIR and writes
+``all_bd.csv`` with BD-rates averaged over the clips.
+
+IHVC runs the encoder's analysis once per clip (at the first key QP); the
+other key QPs re-code only the key pictures, since the semantics do not
+depend on the key QP.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engine.errors import InputError
+
+METRICS = ("psnr", "ssim", "ms_ssim", "vmaf")
+RATE_FPS = 25
+VIDEO_EXT = (".mp4", ".mkv", ".mov", ".avi", ".webm")
+
+
+def add_arguments(p):
+    p.add_argument("video", nargs="?", help="clip to evaluate")
+    p.add_argument("--key-qps", default="27,32,37,42", help="IHVC key-picture QPs (default 27,32,37,42)")
+    p.add_argument("--max-frames", type=int, default=None, help="use the first N frames")
+    p.add_argument("--out", default="eval_out", help="output folder (default eval_out)")
+    p.add_argument("--all", dest="all_dir", default=None, help="evaluate every clip in this folder (recursively)")
+    p.add_argument("--anchors", default="vvc,x265,svtav1", help="anchors to run (default vvc,x265,svtav1; 'none')")
+    p.add_argument("--device", default=None, help="decoder device: cpu or cuda")
+    p.add_argument("--no-vmaf", action="store_true", help="skip VMAF")
+    p.add_argument("--threads", type=int, default=1,
+                   help="PyTorch threads for decoding and metrics (default 1: robust on a shared machine)")
+
+
+@dataclass
+class Point:
+    codec: str
+    qp: int
+    n_bytes: int
+    n_frames: int
+    quality: dict = field(default_factory=dict)
+
+    @property
+    def bits_per_frame(self) -> float:
+        return self.n_bytes * 8 / self.n_frames
+
+    @property
+    def kbps(self) -> float:
+        return self.bits_per_frame * RATE_FPS / 1000
+
+
+# ----------------------------------------------------------------------------- BD-rate
+
+def _curve(points: list[Point], metric: str):
+    """(quality ascending, log rate) with duplicates and NaNs removed."""
+    q = np.array([p.quality[metric] for p in points], float)
+    r = np.log(np.array([p.kbps for p in points], float))
+    ok = np.isfinite(q) & np.isfinite(r)
+    q, r = q[ok], r[ok]
+    order = np.argsort(q)
+    q, r = q[order], r[order]
+    keep = np.r_[True, np.diff(q) > 1e-9] if q.size else np.zeros(0, bool)
+    return q[keep], r[keep]
+
+
+def bd_rate(test: list[Point], anchor: list[Point], metric: str) -> tuple[float, float, float, str]:
+    """Bjøntegaard delta rate (%) of ``test`` vs ``anchor`` (negative = test saves bits).
+
+    Log-rate as a piecewise-cubic (PCHIP) function of quality, integrated over the
+    overlapping quality interval. Returns (bd %, lo, hi, note); bd is NaN when the
+    curves do not overlap or have fewer than two points.
+    """
+    from scipy.interpolate import PchipInterpolator
+    qa, ra = _curve(anchor, metric)
+    qt, rt = _curve(test, metric)
+    if qa.size < 2 or qt.size < 2:
+        return math.nan, math.nan, math.nan, "fewer than two points"
+    lo, hi = max(qa[0], qt[0]), min(qa[-1], qt[-1])
+    if hi <= lo:
+        return math.nan, lo, hi, (f"no overlap: {metric} {qt[0]:.3f}..{qt[-1]:.3f} (IHVC) vs "
+                                  f"{qa[0]:.3f}..{qa[-1]:.3f} (anchor)")
+    fa, ft = PchipInterpolator(qa, ra), PchipInterpolator(qt, rt)
+    diff = (ft.integrate(lo, hi) - fa.integrate(lo, hi)) / (hi - lo)
+    full = lo <= min(qa[0], qt[0]) + 1e-12 and hi >= max(qa[-1], qt[-1]) - 1e-12
+    note = "" if full else f"partial overlap {lo:.3f}..{hi:.3f}"
+    if (hi - lo) < 0.1 * max(qa[-1] - qa[0], qt[-1] - qt[0]):
+        note = f"small overlap {lo:.3f}..{hi:.3f} (under 10 % of the quality range): unreliable"
+    return float((math.exp(diff) - 1) * 100), float(lo), float(hi), note
+
+
+def quality_at_rate(points: list[Point], metric: str, kbps: float) -> float:
+    """Quality of a curve at a bitrate (linear in log rate); NaN outside its rate range."""
+    r = np.log(np.array([p.kbps for p in points], float))
+    q = np.array([p.quality[metric] for p in points], float)
+    order = np.argsort(r)
+    r, q = r[order], q[order]
+    x = math.log(kbps)
+    if r.size < 2 or x < r[0] - 1e-9 or x > r[-1] + 1e-9:
+        return math.nan
+    return float(np.interp(x, r, q))
+
+
+# ----------------------------------------------------------------------------- IHVC
+
+def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region=None):
+    """engine.encoder.encode_video of the clip at ``path`` at one key QP -> Bitstream.
+
+    The encoder reads the clip itself; it is asked for the same frames (count, size, region)
+    as ``frames``, and the result is checked against them.
+    """
+    from engine.encoder import encode_video
+    if path is None:
+        raise InputError("the IHVC encoder needs the clip's path")
+    bs, _ = encode_video(path, key_codec="vvc", key_qp=key_qp, size=int(frames.shape[1]),
+                         max_frames=len(frames), region=region)
+    if (bs.n_frames, bs.height, bs.width) != frames.shape[:3]:
+        raise InputError(f"encoder read {bs.n_frames} frames {bs.width}x{bs.height}, evaluation has "
+                         f"{len(frames)} frames {frames.shape[2]}x{frames.shape[1]}")
+    return bs
+
+
+def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable | None = None,
+                device=None, with_vmaf: bool = True, log=print, path=None,
+                region=None) -> list[tuple[Point, np.ndarray]]:
+    """IHVC at each key QP: (Point, decoded frames). The analysis runs once (first QP).
+
+    encoder(frames, fps, key_qp, path=..., region=...) -> Bitstream (default: engine.encoder).
+    """
+    from dataclasses import replace
+
+    from engine import container, metrics
+    from engine.decoder import Decoder
+    from engine.keypicture import encode_key_picture
+    encoder = encoder or default_ihvc_encoder
+    t = time.perf_counter()
+    base = encoder(frames, fps, key_qps[0], path=path, region=region)
+    log(f"  IHVC analysis + encode: {time.perf_counter() - t:.1f} s")
+    out = []
+    for qp in key_qps:
+        if qp == key_qps[0]:
+            bs = base
+        else:
+            gops = [replace(g, key_picture=encode_key_picture(frames[g.start], g.key_picture.codec_name, qp))
+                    for g in base.gops]
+            bs = replace(base, gops=gops, sizes={})
+        n_bytes = len(container.to_bytes(bs))
+        dec = Decoder(bs, device=device).decode_all()
+        if dec.shape != frames.shape:
+            raise InputError(f"decoded IHVC video {dec.shape} does not match the clip {frames.shape}")
+        p = Point("ihvc", qp, n_bytes, len(frames), metrics.evaluate(frames, dec, with_vmaf))
+        log(f"  ihvc   key QP {qp:2d}: {p.kbps:7.2f} kbps  " + _fmt(p.quality))
+        out.append((p, dec))
+    return out
+
+
+def _fmt(q: dict) -> str:
+    return "  ".join(f"{m} {q[m]:.4f}" for m in METRICS if m in q)
+
+
+# ----------------------------------------------------------------------------- one clip
+
+def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: list[int],
+                  anchor_names=("vvc", "x265", "svtav1"), anchor_qps: dict | None = None,
+                  encoder: Callable | None = None, device=None, with_vmaf: bool = True, log=print,
+                  path=None, region=None) -> dict:
+    """Evaluate one clip; writes the CSVs and the plot; returns {"points", "bd", "matched"}."""
+    from engine import anchors, metrics
+    points = [p for p, _ in ihvc_points(frames, fps, key_qps, encoder, device, with_vmaf, log, path, region)]
+    qps = {a: (anchor_qps or anchors.DEFAULT_QPS)[a] for a in anchor_names}
+    for res in anchors.run_anchors(frames, qps, RATE_FPS):
+        p = Point(res.codec, res.qp, res.n_bytes, len(frames), metrics.evaluate(frames, res.frames, with_vmaf))
+        log(f"  {res.codec:6s} QP {res.qp:2d}: {p.kbps:7.2f} kbps  " + _fmt(p.quality))
+        points.append(p)
+    ihvc = [p for p in points if p.codec == "ihvc"]
+    bd_rows, matched = [], []
+    for a in anchor_names:
+        ap = [p for p in points if p.codec == a]
+        for m in METRICS:
+            if not with_vmaf and m == "vmaf":
+                continue
+            bd, lo, hi, note = bd_rate(ihvc, ap, m)
+            bd_rows.append({"clip": name, "anchor": a, "metric": m, "bd_rate_percent": bd,
+                            "overlap_lo": lo, "overlap_hi": hi, "note": note})
+            for p in ihvc:
+                qa = quality_at_rate(ap, m, p.kbps)
+                matched.append({"clip": name, "ihvc_key_qp": p.qp, "kbps": p.kbps, "metric": m,
+                                "ihvc": p.quality[m], "anchor": a, "anchor_at_same_rate": qa,
+                                "delta": p.quality[m] - qa if math.isfinite(qa) else math.nan})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_csv(out_dir / f"{name}_points.csv",
+               [{"clip": name, "codec": p.codec, "qp": p.qp, "bytes": p.n_bytes, "frames": p.n_frames,
+                 "bits_per_frame": p.bits_per_frame, "kbps_at_25fps": p.kbps,
+                 **{m: p.quality.get(m, math.nan) for m in METRICS}} for p in points])
+    _write_csv(out_dir / f"{name}_bd.csv", bd_rows)
+    _write_csv(out_dir / f"{name}_matched.csv", matched)
+    plot_rd(points, out_dir / f"{name}_rd.png", title=name, metrics_=[m for m in METRICS if with_vmaf or m != "vmaf"])
+    for r in matched:
+        if math.isfinite(r["anchor_at_same_rate"]):
+            log(f"  at {r['kbps']:.2f} kbps ({r['metric']}): IHVC {r['ihvc']:.4f} vs {r['anchor']} "
+                f"{r['anchor_at_same_rate']:.4f}")
+    for r in bd_rows:
+        v = r["bd_rate_percent"]
+        log(f"  BD-rate vs {r['anchor']:6s} ({r['metric']:7s}): " + (f"{v:+.1f} %" if math.isfinite(v) else "n/a")
+            + (f"  [{r['note']}]" if r["note"] else ""))
+    return {"points": points, "bd": bd_rows, "matched": matched}
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    from engine.fileio import atomic_path
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            if rows:
+                w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+                w.writeheader()
+                w.writerows(rows)
+
+
+_STYLE = {"ihvc": ("IHVC (ours)", "tab:red", "o"), "vvc": ("VVC (vvenc LDB)", "tab:blue", "s"),
+          "x265": ("HEVC (x265 LDP)", "tab:green", "^"), "svtav1": ("AV1 (SVT-AV1 LD)", "tab:purple", "D")}
+_YLABEL = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "vmaf": "VMAF"}
+
+
+def plot_rd(points: list[Point], path: Path, title: str = "", metrics_=METRICS) -> None:
+    """Quality vs kbps at 25 fps, one panel per metric, one curve per codec (paper Fig. 2 style)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from engine.fileio import atomic_path
+    fig, axes = plt.subplots(1, len(metrics_), figsize=(4.2 * len(metrics_), 3.6))
+    axes = np.atleast_1d(axes)
+    for ax, m in zip(axes, metrics_):
+        for codec in dict.fromkeys(p.codec for p in points):
+            ps = sorted((p for p in points if p.codec == codec), key=lambda p: p.kbps)
+            label, color, marker = _STYLE.get(codec, (codec, None, "x"))
+            ax.plot([p.kbps for p in ps], [p.quality.get(m, math.nan) for p in ps], marker=marker,
+                    color=color, label=label, lw=1.5, ms=5)
+        ax.set_xlabel("kbps (25 fps)")
+        ax.set_ylabel(_YLABEL.get(m, m))
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _region(path: Path):
+    return (0, 0, 256, 256) if "256x512" in path.name else None   # taichi: the top half is the frame
+
+
+def _load(path: Path, max_frames):
+    from engine.video import read_video
+    return read_video(path, max_frames=max_frames, region=_region(path))
+
+
+def _parse_qps(text: str) -> list[int]:
+    try:
+        qps = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--key-qps must be comma-separated integers, got {text!r}") from None
+    if not qps:
+        raise InputError("--key-qps is empty")
+    return qps
+
+
+def run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) -> int:
+    import torch
+    if args.threads < 1:
+        raise InputError("--threads must be at least 1")
+    prev = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args, encoder, anchor_qps)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) -> int:
+    key_qps = _parse_qps(args.key_qps)
+    anchor_names = tuple(a for a in args.anchors.split(",") if a and a != "none")
+    from engine import anchors
+    for a in anchor_names:
+        if a not in anchors.ANCHORS:
+            raise InputError(f"unknown anchor {a!r}: choose from {', '.join(anchors.ANCHORS)}")
+    if args.max_frames is not None and args.max_frames < 2:
+        raise InputError("--max-frames must be at least 2")
+    out = Path(args.out)
+    if args.all_dir:
+        root = Path(args.all_dir)
+        if not root.is_dir():
+            raise InputError(f"--all needs a folder: {root}")
+        clips = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXT)
+        if not clips:
+            raise InputError(f"no video clips in {root}")
+    else:
+        if not args.video:
+            raise InputError("give a VIDEO or --all DIR")
+        clips = [Path(args.video)]
+    all_bd = []
+    t0 = time.perf_counter()
+    for clip in clips:
+        clip_t = time.perf_counter()
+        v = _load(clip, args.max_frames)
+        print(f"{clip.name}: {len(v.frames)} frames {v.frames.shape[2]}x{v.frames.shape[1]}", flush=True)
+        res = evaluate_clip(v.frames, v.fps, clip.stem, out, key_qps, anchor_names, anchor_qps, encoder,
+                            args.device, not args.no_vmaf, log=lambda s: print(s, flush=True), path=clip,
+                            region=_region(clip))
+        all_bd.extend(res["bd"])
+        print(f"  {clip.name} done in {time.perf_counter() - clip_t:.0f} s", flush=True)
+    if args.all_dir:
+        rows = []
+        for a in anchor_names:
+            for m in METRICS:
+                vals = [r["bd_rate_percent"] for r in all_bd if r["anchor"] == a and r["metric"] == m]
+                fin = [v for v in vals if math.isfinite(v)]
+                if not vals:
+                    continue
+                rows.append({"anchor": a, "metric": m, "mean_bd_rate_percent": float(np.mean(fin)) if fin else math.nan,
+                             "clips_with_overlap": len(fin), "clips": len(vals)})
+                print(f"mean BD-rate vs {a:6s} ({m:7s}): "
+                      + (f"{rows[-1]['mean_bd_rate_percent']:+.1f} %" if fin else "n/a")
+                      + f" over {len(fin)}/{len(vals)} clips")
+        _write_csv(out / "all_bd.csv", rows)
+    print(f"results in {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,304 @@
+"""Analytic dense motion from two body meshes: backward flow, occlusion, warping.
+
+DESIGN.md, "Decoder: mesh-based motion and generation", step 1 (the paper's
+mesh-image-guided motion, sec. 3.3, computed here in closed form instead of
+being regressed): every pixel of the frame covered by the frame mesh knows its
+surface point (triangle + barycentrics, engine/raster.py); the same surface
+point on the key mesh projects to a key-frame pixel, which is an exact
+backward flow key <- frame. The key frame's depth buffer says whether that
+point was visible in the key frame (occlusion, the paper's eq. 5 weight). Off
+the body (hair, loose clothes, background) the flow is extended smoothly and
+blends into the background motion of the camera group (identity when the
+bitstream has none). "The analytic flow alone is a complete, training-free
+decoder" (DESIGN.md): :func:`warp` applies it to the key picture.
+
+Pixel convention (engine/raster.py): pixel (row i, col j) has its centre at
+(j + 0.5, i + 0.5) in continuous frame coordinates; a *grid* is B x H x W x 2
+of (x, y) key-frame coordinates per frame pixel, i.e. the backward map;
+``flow = grid - identity``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as Fn
+
+from .camera import crop_to_frame, world_to_crop
+from .raster import Raster
+
+PERSON_MARGIN = 0.02      # hair, clothes and fit error around the mesh, fraction of the frame size
+
+
+@dataclass
+class Motion:
+    """Dense motion of B frames towards their key frame.
+
+    grid:      B x H x W x 2 float, key-frame pixel coordinates (x, y) sampled for each frame pixel
+    visible:   B x H x W bool, on the body: the surface point was visible in the key frame
+               (False = occluded there or off the key frame); True off the body
+    body:      B x H x W bool, pixels covered by the frame mesh
+    weight:    B x H x W float in [0, 1], how much of the body motion the pixel follows (1 on the
+               body, decaying to 0 = pure background motion away from it)
+    hole:      B x H x W bool or None, background disocclusion: pixels that are background in the
+               frame (outside the frame person's margin, weight < 0.5) but whose key-frame sample lands
+               on the person there, or pixels off the frame mesh sampling the key mesh's interior (the
+               key picture shows the person, not the background behind it); None without a key mask
+    """
+    grid: torch.Tensor
+    visible: torch.Tensor
+    body: torch.Tensor
+    weight: torch.Tensor
+    hole: torch.Tensor | None = None
+
+    @property
+    def flow(self) -> torch.Tensor:
+        """B x H x W x 2 backward flow in pixels (grid minus the pixel centres)."""
+        B, H, W, _ = self.grid.shape
+        return self.grid - identity_grid(H, W, self.grid.device, self.grid.dtype)
+
+
+def identity_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """1 x H x W x 2 pixel centres (x, y)."""
+    ys = torch.arange(height, device=device, dtype=dtype) + 0.5
+    xs = torch.arange(width, device=device, dtype=dtype) + 0.5
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], -1)[None]
+
+
+def background_grid(camera: torch.Tensor | None, height: int, width: int, batch: int = 1,
+                    device=None, dtype=torch.float32) -> torch.Tensor:
+    """Backward map of the background from the camera group, B x H x W x 2.
+
+    camera: B x 3 (pan_x, pan_y, zoom) or None (identity). The convention is
+    engine/camera_motion.py's (``camera_affine``): a background point at p_key in
+    the key frame is seen in frame t at p_t = exp(zoom) (p_key - c) + c + (pan_x W, pan_y H),
+    c the frame centre. Its pixel-index coordinates are ours minus 0.5, so c = (W/2, H/2)
+    here and the key pixel seen at p_t is p_key = c + (p_t - c - pan) / exp(zoom).
+    """
+    ident = identity_grid(height, width, device, dtype)
+    if camera is None:
+        return ident.expand(batch, -1, -1, -1)
+    cam = torch.as_tensor(camera, device=device, dtype=dtype).reshape(-1, 3)
+    c = torch.tensor([width / 2.0, height / 2.0], device=device, dtype=dtype)
+    pan = cam[:, :2] * torch.tensor([width, height], device=device, dtype=dtype)
+    s = torch.exp(cam[:, 2])
+    return c + (ident - c - pan[:, None, None, :]) / s[:, None, None, None]
+
+
+def surface_grid(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor, key_trans: torch.Tensor,
+                 key_loc: torch.Tensor, focal: torch.Tensor, width: int, height: int):
+    """Key-frame position and depth of the surface point seen at each covered frame pixel.
+
+    frame: Raster of B frame meshes (B x H x W); faces: F x 3; key_world: 1 x V x 3 or B x V x 3
+    world-space key vertices (engine.camera.to_world); key_trans 1|B x 3; key_loc 1|B x 4; focal 1|B x 2.
+    Returns (idx, xy, depth): idx N flat indices into B*H*W of the covered pixels, xy N x 2 key-frame
+    pixels, depth N key-camera depths (engine.camera.world_to_crop).
+    """
+    B, H, W = frame.tri.shape
+    idx = frame.mask.reshape(-1).nonzero().squeeze(1)
+    b = idx // (H * W)
+    tri = frame.tri.reshape(-1)[idx]
+    bary = frame.bary.reshape(-1, 3)[idx]
+    kb = b if key_world.shape[0] > 1 else torch.zeros_like(b)
+    vid = faces[tri]                                                    # N x 3
+    pts = (key_world[kb[:, None], vid] * bary[..., None]).sum(1)        # N x 3 world points
+    # Project every point with its own frame's key camera (B groups; usually one).
+    if key_trans.shape[0] == 1:
+        uv, d = world_to_crop(pts[None], key_trans, focal.expand(1, 2))
+        xy = crop_to_frame(uv, key_loc, width, height)[0]
+        return idx, xy, d[0]
+    kt, kl, kf = key_trans[b], key_loc[b], focal.expand(key_trans.shape[0], 2)[b]
+    uv, d = world_to_crop(pts[:, None], kt, kf)
+    xy = crop_to_frame(uv, kl, width, height)[:, 0]
+    return idx, xy, d[:, 0]
+
+
+def key_visibility(xy: torch.Tensor, depth: torch.Tensor, key_depth: torch.Tensor, tol: float,
+                   batch_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Was the surface point at key pixel ``xy`` (N x 2) with depth ``depth`` (N) visible in the key frame?
+
+    key_depth: K x H x W depth buffer of the key mesh (+inf off the mesh), K = 1 or one per point's batch.
+    A point is visible when at least one of the four pixel centres around it has no surface
+    nearer than ``depth - tol``; points outside the key frame are not visible.
+    """
+    K, H, W = key_depth.shape
+    x = xy[:, 0] - 0.5
+    y = xy[:, 1] - 0.5
+    x0 = torch.floor(x).long()
+    y0 = torch.floor(y).long()
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] <= W) & (xy[:, 1] >= 0) & (xy[:, 1] <= H)
+    base = (batch_index if (batch_index is not None and K > 1) else torch.zeros_like(x0)) * (H * W)
+    zflat = key_depth.reshape(-1)
+    zmax = torch.full_like(depth, -math.inf)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            xi = (x0 + dx).clamp(0, W - 1)
+            yi = (y0 + dy).clamp(0, H - 1)
+            zmax = torch.maximum(zmax, zflat[base + yi * W + xi])
+    return inside & (zmax >= depth - tol)
+
+
+def _gauss_kernel(sigma: float, device, dtype) -> torch.Tensor:
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, device=device, dtype=dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of B x C x H x W (zero padding)."""
+    k = _gauss_kernel(sigma, x.device, x.dtype)
+    C = x.shape[1]
+    r = (k.numel() - 1) // 2
+    x = Fn.conv2d(x, k.view(1, 1, 1, -1).expand(C, 1, 1, -1), padding=(0, r), groups=C)
+    return Fn.conv2d(x, k.view(1, 1, -1, 1).expand(C, 1, -1, 1), padding=(r, 0), groups=C)
+
+
+def push_pull(values: torch.Tensor, weight: torch.Tensor, min_size: int = 2) -> torch.Tensor:
+    """Smooth scattered-data fill (push-pull pyramid): B x C x H x W values known where weight > 0.
+
+    Known pixels keep their value; unknown ones get a smooth weighted average of
+    the known ones, coarser the farther away they are. Returns B x C x H x W.
+    """
+    levels = [(values * weight, weight)]
+    vw, w = levels[0]
+    while min(vw.shape[-2:]) > min_size:
+        vw = Fn.avg_pool2d(vw, 2, ceil_mode=True)
+        w = Fn.avg_pool2d(w, 2, ceil_mode=True)
+        levels.append((vw, w))
+    vw, w = levels[-1]
+    est = vw / w.clamp(min=1e-8)
+    for vw, w in reversed(levels[:-1]):
+        up = Fn.interpolate(est, size=vw.shape[-2:], mode="bilinear", align_corners=False)
+        a = (w * 4).clamp(max=1)            # how much this level knows by itself
+        est = a * (vw / w.clamp(min=1e-8)) + (1 - a) * up
+    return est
+
+
+def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor, key_trans: torch.Tensor,
+                    key_loc: torch.Tensor, focal: torch.Tensor, key_depth: torch.Tensor,
+                    camera: torch.Tensor | None = None, tol: float = 0.02, ramp: float = 0.06,
+                    key_mask: torch.Tensor | None = None) -> Motion:
+    """Backward motion of B frames towards the key frame.
+
+    frame:     Raster of the frame meshes (B x H x W)
+    faces:     F x 3 int64
+    key_world: 1 x V x 3 key-mesh vertices in world space (engine.camera.to_world)
+    key_trans, key_loc, focal: 1 x 3, 1 x 4, 1 x 2 key-frame camera (engine.camera conventions)
+    key_depth: 1 x H x W depth buffer of the key mesh (Raster.depth)
+    camera:    B x 3 camera group of the frames (pan_x, pan_y, zoom) or None
+    tol:       depth tolerance of the visibility test, in body-model units
+    ramp:      width of the transition from body motion to background motion, as a fraction of
+               the frame size
+    key_mask:  1 x H x W or 1 x 2 x H x W float, the person in the key frame (:func:`person_mask`:
+               channel 0 the key mesh's coverage dilated to take in hair and clothes, optional
+               channel 1 its interior, eroded); enables ``Motion.hole``
+    """
+    B, H, W = frame.tri.shape
+    device, dtype = frame.bary.device, frame.bary.dtype
+    bg = background_grid(camera, H, W, B, device, dtype)                      # B x H x W x 2
+    idx, xy, d = surface_grid(frame, faces, key_world, key_trans, key_loc, focal, W, H)
+    b = idx // (H * W)
+    vis_pts = key_visibility(xy, d, key_depth, tol, b)
+    grid = bg.reshape(-1, 2).clone()
+    grid[idx] = xy.to(dtype)
+    body = frame.mask
+    visible = torch.ones(B * H * W, dtype=torch.bool, device=device)
+    visible[idx] = vis_pts
+    visible = visible.reshape(B, H, W)
+    known = (body & visible).to(dtype)[:, None]                               # B x 1 x H x W
+    # Residual body motion relative to the background, filled smoothly where unknown.
+    resid = (grid.reshape(B, H, W, 2) - bg).permute(0, 3, 1, 2)               # B x 2 x H x W
+    s = 4 if min(H, W) >= 64 else 1                                           # work at 1/4 resolution
+    k_lo = Fn.avg_pool2d(known, s) if s > 1 else known
+    r_lo = Fn.avg_pool2d(resid * known, s) / k_lo.clamp(min=1e-8) if s > 1 else resid
+    fill_lo = push_pull(r_lo, k_lo)
+    sigma = max(1.0, ramp * min(H, W) / s)
+    wgt_lo = (_blur(Fn.avg_pool2d(body.to(dtype)[:, None], s) if s > 1 else body.to(dtype)[:, None], sigma) * 2).clamp(max=1)
+    if s > 1:
+        fill = Fn.interpolate(fill_lo, size=(H, W), mode="bilinear", align_corners=False)
+        wgt = Fn.interpolate(wgt_lo, size=(H, W), mode="bilinear", align_corners=False)
+    else:
+        fill, wgt = fill_lo, wgt_lo
+    wgt = torch.where(body[:, None], torch.ones_like(wgt), wgt)
+    resid = torch.where(known > 0, resid, fill * wgt)
+    grid = bg + resid.permute(0, 2, 3, 1)
+    hole = None
+    if key_mask is not None:
+        km = key_mask.to(dtype)
+        if km.dim() == 3:
+            km = km[:, None]
+        # Nearest lookup of the key masks at the sampled positions (B x 1|2 x H x W).
+        kh, kw = km.shape[-2:]
+        xi = grid[..., 0].floor().long().clamp(0, kw - 1)
+        yi = grid[..., 1].floor().long().clamp(0, kh - 1)
+        flat = (yi * kw + xi).reshape(B, 1, -1).expand(-1, km.shape[1], -1)
+        samp = torch.gather(km.reshape(km.shape[0], km.shape[1], -1).expand(B, -1, -1), 2, flat)
+        samp = samp.reshape(B, km.shape[1], H, W)
+        # Definitely background in the frame (outside the frame person's own margin), yet
+        # sampling where the key frame may show the person.
+        frame_person = dilate(body, max(1, int(round(PERSON_MARGIN * max(H, W)))))
+        hole = (samp[:, 0] > 0.5) & ~frame_person & (wgt[:, 0] < 0.5)
+        if km.shape[1] > 1:
+            # Off the frame mesh but sampling the key mesh's interior: that surface is elsewhere now.
+            hole |= (samp[:, 1] > 0.5) & ~body
+    return Motion(grid=grid, visible=visible, body=body, weight=wgt[:, 0], hole=hole)
+
+
+def dilate(mask: torch.Tensor, radius: int, step: int = 4) -> torch.Tensor:
+    """B x H x W bool -> B x H x W bool dilated by a square of ``radius`` px (computed at 1/step
+    resolution, so it may reach up to step - 1 px further)."""
+    H, W = mask.shape[-2:]
+    m = mask.to(torch.float32)[:, None]
+    if step > 1 and radius >= step and H % step == 0 and W % step == 0:
+        lo = Fn.max_pool2d(m, step)
+        r = -(-radius // step)
+        lo = Fn.max_pool2d(lo, 2 * r + 1, stride=1, padding=r)
+        return Fn.interpolate(lo, scale_factor=step, mode="nearest")[:, 0] > 0.5
+    return Fn.max_pool2d(m, 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0.5
+
+
+def person_mask(raster_mask: torch.Tensor, margin: float | None = None, core: float = 0.006) -> torch.Tensor:
+    """B x H x W bool mesh coverage -> B x 2 x H x W float: the person dilated by ``margin`` x frame
+    size (hair, loose clothes and fit error around the body) and the mesh interior eroded by ``core``."""
+    H, W = raster_mask.shape[-2:]
+    r = max(1, int(round((PERSON_MARGIN if margin is None else margin) * max(H, W))))
+    e = max(1, int(round(core * max(H, W))))
+    dil = dilate(raster_mask, r).to(torch.float32)[:, None]
+    ero = (~dilate(~raster_mask, e, step=1)).to(torch.float32)[:, None]
+    return torch.cat([dil, ero], 1)
+
+
+def fill_holes(image: torch.Tensor, hole: torch.Tensor, known: torch.Tensor, step: int = 4) -> torch.Tensor:
+    """Replace ``hole`` pixels of B x C x H x W ``image`` by a smooth fill (push-pull) of ``known`` pixels.
+
+    hole, known: B x H x W bool. Used for background disocclusions, where the key picture has no
+    background to show: the fill continues the surrounding background instead of ghosting the
+    person that stood there in the key frame. The fill is smooth, so it is computed at 1/step
+    resolution and upsampled.
+    """
+    w = known.to(image.dtype)[:, None]
+    H, W = image.shape[-2:]
+    if step > 1 and H >= 8 * step and W >= 8 * step:
+        wl = Fn.avg_pool2d(w, step, ceil_mode=True)
+        vl = Fn.avg_pool2d(image * w, step, ceil_mode=True) / wl.clamp(min=1e-8)
+        fill = Fn.interpolate(push_pull(vl, wl), size=(H, W), mode="bilinear", align_corners=False)
+    else:
+        fill = push_pull(image, w)
+    return torch.where(hole[:, None], fill, image)
+
+
+def warp(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Backward-warp key images: image 1|B x C x H x W float, grid B x H x W x 2 (pixel coords) -> B x C x H x W.
+
+    Bilinear, borders replicated (grid_sample, align_corners=False matches the pixel-centre convention).
+    """
+    B, H, W, _ = grid.shape
+    Hi, Wi = image.shape[-2:]
+    scale = torch.tensor([2.0 / Wi, 2.0 / Hi], device=grid.device, dtype=grid.dtype)
+    g = grid * scale - 1.0
+    if image.shape[0] != B:
+        image = image.expand(B, -1, -1, -1)
+    return Fn.grid_sample(image, g.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,0 +1,136 @@
+"""engine/metrics.py, engine/anchors.py and ``main.py eval`` on a 10-frame synthetic clip.
+
+The IHVC encoder (engine.encoder) is replaced by a stand-in that codes the first frame as the
+key picture and constant semantics for the synthetic box body of tests/test_decoder.py; the
+anchors, metrics, BD-rate, CSVs and plot are the real ones.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from engine import anchors, metrics
+from engine.cli import evaluate as ev
+from tests.test_decoder import BoxBody, make_stream
+
+
+def clip(n=10, size=64):
+    y, x = np.mgrid[0:size, 0:size] / size
+    out = []
+    for t in range(n):
+        img = np.stack([0.5 + 0.4 * np.sin(9 * x + 3 * y + 0.2 * t), 0.5 + 0.4 * np.cos(7 * y - 0.1 * t),
+                        0.3 + 0.5 * x * y], -1)
+        img[(x - 0.3 - 0.02 * t) ** 2 + (y - 0.5) ** 2 < 0.02] = (0.9, 0.8, 0.7)
+        out.append((img * 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def fake_encoder(frames, fps, key_qp, path=None, region=None):
+    from dataclasses import replace
+
+    from engine.keypicture import encode_key_picture
+    bs = make_stream(n=len(frames), size=frames.shape[1])
+    g = bs.gops[0]
+    return replace(bs, gops=[replace(g, key_picture=encode_key_picture(frames[0], "hevc", key_qp))])
+
+
+def test_metrics_basic():
+    a = clip(3)
+    assert metrics.psnr_frames(a, a).tolist() == [100.0] * 3
+    b = np.clip(a.astype(int) + 10, 0, 255).astype(np.uint8)
+    p = metrics.psnr_frames(a, b)
+    mse = ((a.astype(float) - b) ** 2).reshape(3, -1).mean(1)
+    assert np.allclose(p, 10 * np.log10(255 ** 2 / mse))
+    assert metrics.ssim_frames(a, a) == pytest.approx([1.0] * 3, abs=1e-5)
+    assert 0.5 < metrics.ms_ssim_frames(a, b).mean() < 1.0
+    v_same, v_bad = metrics.vmaf(a, a), metrics.vmaf(a, (a // 64) * 64)
+    assert v_same > 90 and v_bad < v_same
+    with pytest.raises(Exception):
+        metrics.psnr_frames(a, a[:2])
+    st = metrics.extra_metrics_status()
+    assert set(st) == {"lpips", "dists"} and all(s.startswith(("available", "unavailable")) for s in st.values())
+
+
+def test_bd_rate_math():
+    def pts(codec, rates, q):
+        return [ev.Point(codec, i, int(r * 1000 / 8 / 25 * 10), 10, {"psnr": v}) for i, (r, v) in enumerate(zip(rates, q))]
+    ref = pts("a", [10, 20, 40, 80], [30, 33, 36, 39])
+    half = pts("b", [5, 10, 20, 40], [30, 33, 36, 39])
+    bd, lo, hi, note = ev.bd_rate(half, ref, "psnr")
+    assert bd == pytest.approx(-50.0, abs=0.5) and (lo, hi) == (30, 39) and note == ""
+    assert ev.bd_rate(ref, ref, "psnr")[0] == pytest.approx(0.0, abs=1e-6)
+    far = pts("c", [1, 2, 3], [20, 21, 22])
+    bd, _, _, note = ev.bd_rate(far, ref, "psnr")
+    assert math.isnan(bd) and note.startswith("no overlap")
+    assert ev.quality_at_rate(ref, "psnr", 20) == pytest.approx(33.0, abs=0.01)
+    assert math.isnan(ev.quality_at_rate(ref, "psnr", 1000))
+
+
+def test_anchor_counts_every_byte_and_decodes():
+    a = clip(6)
+    r = anchors.encode_anchor(a, "x265", 40)
+    assert r.frames.shape == a.shape and r.n_bytes > 100
+    assert metrics.psnr_frames(a, r.frames).mean() > 20
+    with pytest.raises(Exception):
+        anchors.encode_anchor(a, "x265", 60)
+
+
+def test_eval_cli_writes_csv_and_plot(tmp_path, monkeypatch):
+    import engine.body_model as bm
+    from engine.video import write_video
+    from main import main
+    monkeypatch.setattr(bm, "load_body_model", lambda name="anny", path=None, device=None: BoxBody())
+    monkeypatch.setattr(ev, "default_ihvc_encoder", fake_encoder)
+    monkeypatch.setattr(anchors, "DEFAULT_QPS", {"vvc": (44, 58), "x265": (40, 51), "svtav1": (50, 63)})
+    video = tmp_path / "synthetic.mkv"
+    write_video(video, clip(10), Fraction(25))
+    out = tmp_path / "res"
+    assert main(["eval", str(video), "--key-qps", "22,32,42", "--out", str(out), "--device", "cpu"]) == 0
+    with open(out / "synthetic_points.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["codec"] for r in rows] == ["ihvc"] * 3 + ["vvc"] * 2 + ["x265"] * 2 + ["svtav1"] * 2
+    for r in rows:
+        assert int(r["frames"]) == 10 and int(r["bytes"]) > 0
+        assert float(r["kbps_at_25fps"]) == pytest.approx(int(r["bytes"]) * 8 / 10 * 25 / 1000)
+        for m in ("psnr", "ssim", "ms_ssim", "vmaf"):
+            assert math.isfinite(float(r[m]))
+    ihvc = [r for r in rows if r["codec"] == "ihvc"]
+    # Higher key QP: fewer bytes, lower PSNR.
+    assert int(ihvc[0]["bytes"]) > int(ihvc[2]["bytes"]) and float(ihvc[0]["psnr"]) > float(ihvc[2]["psnr"])
+    with open(out / "synthetic_bd.csv") as f:
+        bd = list(csv.DictReader(f))
+    assert len(bd) == 12 and {r["anchor"] for r in bd} == {"vvc", "x265", "svtav1"}
+    for r in bd:
+        v = float(r["bd_rate_percent"])
+        assert math.isfinite(v) or r["note"]
+    with open(out / "synthetic_matched.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3 * 3 * 4
+    png = (out / "synthetic_rd.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # --all over a folder: per-clip files plus the averaged BD-rates.
+    assert main(["eval", "--all", str(tmp_path), "--key-qps", "22,42", "--out", str(tmp_path / "all"),
+                 "--max-frames", "6", "--anchors", "x265", "--no-vmaf"]) == 0
+    with open(tmp_path / "all" / "synthetic_points.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    with open(tmp_path / "all" / "all_bd.csv") as f:
+        avg = list(csv.DictReader(f))
+    assert [r["metric"] for r in avg] == ["psnr", "ssim", "ms_ssim"] and all(r["clips"] == "1" for r in avg)
+    assert main(["eval", str(video), "--key-qps", "a,b"]) == 2
+
+
+SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ted" / "ted_a_384.mkv").exists(),
+                    reason=f"real clips not available at {SHARED_DATA}")
+def test_vvc_anchor_on_real_clip():
+    from engine.video import read_video
+    frames = read_video(SHARED_DATA / "ted" / "ted_a_384.mkv", max_frames=8).frames
+    hi, lo = anchors.encode_anchor(frames, "vvc", 40), anchors.encode_anchor(frames, "vvc", 55)
+    assert hi.frames.shape == frames.shape and hi.n_bytes > lo.n_bytes
+    p_hi, p_lo = metrics.psnr_frames(frames, hi.frames).mean(), metrics.psnr_frames(frames, lo.frames).mean()
+    assert 28 < p_hi < 45 and p_lo < p_hi

@@ -1,0 +1,186 @@
+"""engine/motion.py: analytic flow from rigid motions, identity, occlusion, off-body extension, warping."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import trimesh
+
+from engine.camera import project, to_world
+from engine.motion import analytic_motion, background_grid, identity_grid, warp
+from engine.raster import rasterize
+
+H = W = 64
+FOCAL = torch.tensor([[2.0, 2.0]])
+
+
+def _t(x):
+    return torch.tensor([x], dtype=torch.float32)
+
+
+def motion(verts_key, verts_frame, faces, key=((0, 0, 0), (0, 0, 5), (0.5, 0.5, 1, 1)),
+           frame=((0, 0, 0), (0, 0, 5), (0.5, 0.5, 1, 1)), camera=None, size=(H, W)):
+    h, w = size
+    Vk = torch.as_tensor(np.asarray(verts_key), dtype=torch.float32)[None]
+    Vf = torch.as_tensor(np.asarray(verts_frame), dtype=torch.float32)[None]
+    F = torch.as_tensor(np.asarray(faces), dtype=torch.int64)
+    kr, kt, kl = (_t(x) for x in key)
+    fr, ft, fl = (_t(x) for x in frame)
+    kxy, kd = project(Vk, kr, kt, kl, FOCAL, w, h)
+    fxy, fd = project(Vf, fr, ft, fl, FOCAL, w, h)
+    kras = rasterize(kxy, kd, F, h, w)
+    fras = rasterize(fxy, fd, F, h, w)
+    cam = None if camera is None else _t(camera)
+    return analytic_motion(fras, F, to_world(Vk, kr, kt), kt, kl, FOCAL, kras.depth, camera=cam, tol=0.02), kras, fras
+
+
+def box(ext=(0.6, 0.8, 0.3)):
+    return trimesh.creation.box(extents=ext)
+
+
+def test_rigid_shift_gives_uniform_flow():
+    m = box()
+    # Box moved in the frame by +0.1 of the frame width: backward flow -6.4 px on the body.
+    mo, _, _ = motion(m.vertices, m.vertices, m.faces, frame=((0, 0, 0), (0, 0, 5), (0.6, 0.5, 1, 1)))
+    fl = mo.flow[0][mo.body[0]]
+    assert mo.body.sum() > 200
+    assert torch.allclose(fl, torch.tensor([-6.4, 0.0]).expand_as(fl), atol=1e-3)
+    assert mo.visible[0][mo.body[0]].all()
+    # Far from the body the motion is the (identity) background.
+    assert mo.flow[0, 0, 0].abs().max() < 1e-3 and mo.flow[0, -1, -1].abs().max() < 1e-3
+    # Next to the body it follows the body, then decays monotonically.
+    row = mo.flow[0, 32, :, 0]
+    cols = torch.nonzero(mo.body[0, 32]).squeeze(1)
+    right = int(cols.max()) + 1
+    assert row[right] < -5.0
+    assert (row[right:].diff() >= -1e-4).all()
+
+
+def test_body_translation_in_depth_scales_about_the_projection():
+    # trans moves the body inside its box: frame farther away -> smaller -> backward flow points outward.
+    m = box()
+    mo, _, _ = motion(m.vertices, m.vertices, m.faces, frame=((0, 0, 0), (0, 0, 6), (0.5, 0.5, 1, 1)))
+    g = mo.grid[0][mo.body[0]]
+    p = identity_grid(H, W)[0][mo.body[0]]
+    c = torch.tensor([32.0, 32.0])
+    # Front face (z = +0.15) at depth 5.85 in the frame, 4.85 in the key: exact ratio.
+    expect = c + (p - c) * (5.85 / 4.85)
+    assert torch.allclose(g, expect, atol=1e-3)
+
+
+def test_rotation_about_camera_axis_is_image_rotation():
+    m = box()
+    theta = 0.3
+    mo, _, _ = motion(m.vertices, m.vertices, m.faces, frame=((0, 0, theta), (0, 0, 5), (0.5, 0.5, 1, 1)))
+    body = mo.body[0] & mo.visible[0]
+    assert body.sum() > 200
+    p = identity_grid(H, W)[0][body] - 32.0
+    # Frame = key rotated by theta (counter-clockwise in the world, clockwise on screen with y down):
+    # the key pixel of frame pixel p is p rotated back.
+    c, s = math.cos(theta), math.sin(theta)
+    expect = torch.stack([c * p[:, 0] - s * p[:, 1], s * p[:, 0] + c * p[:, 1]], -1) + 32.0
+    assert (mo.grid[0][body] - expect).abs().max() < 1e-3
+
+
+def test_identity_reproduces_key_picture():
+    m = box()
+    mo, _, _ = motion(m.vertices, m.vertices, m.faces, camera=(0.0, 0.0, 0.0))
+    assert mo.flow.abs().max() < 1e-4
+    assert mo.visible.all()
+    rng = np.random.default_rng(0)
+    img = torch.tensor(rng.integers(0, 256, (1, 3, H, W)), dtype=torch.float32)
+    out = warp(img, mo.grid)
+    assert (out - img).abs().max() < 1e-2
+
+
+def test_occlusion_box_in_front_of_box():
+    # Key: a small box in front of the middle of a big box. Frame: the small box moved aside,
+    # revealing the part of the big box it hid: those pixels are occluded in the key.
+    big = box((1.2, 1.2, 0.2))
+    small = box((0.4, 0.4, 0.2))
+    small.apply_translation([0.0, 0.0, 0.5])
+    key = trimesh.util.concatenate([big, small])
+    moved = small.copy()
+    moved.apply_translation([0.8, 0.0, 0.0])
+    frame = trimesh.util.concatenate([big, moved])
+    mo, kras, fras = motion(key.vertices, frame.vertices, key.faces)
+    nb = len(big.faces)
+    on_big = fras.tri[0].ge(0) & fras.tri[0].lt(nb)
+    hidden_in_key = kras.tri[0].ge(nb)                 # where the small box covered the key picture
+    occl = on_big & hidden_in_key & ~mo.visible[0]
+    # Every big-box pixel that the small box hid in the key is reported occluded...
+    inner = on_big & hidden_in_key
+    inner_core = inner & torch.roll(inner, 1, 0) & torch.roll(inner, -1, 0) & torch.roll(inner, 1, 1) & torch.roll(inner, -1, 1)
+    assert inner_core.sum() > 20
+    assert (~mo.visible[0][inner_core]).all()
+    # ...and big-box pixels that were in plain view are visible.
+    open_core = on_big & ~hidden_in_key
+    open_core = open_core & torch.roll(open_core, 2, 1) & torch.roll(open_core, -2, 1)
+    assert mo.visible[0][open_core].float().mean() > 0.99
+    # The moved small box is visible in the key (its front face was in view).
+    on_small = fras.tri[0].ge(nb)
+    assert mo.visible[0][on_small].float().mean() > 0.95
+    assert occl.sum() > 20
+
+
+def test_background_follows_camera_group():
+    m = box((0.3, 0.3, 0.3))
+    pan = (0.05, -0.1, 0.0)
+    mo, _, _ = motion(m.vertices, m.vertices, m.faces, frame=((0, 0, 0), (0, 0, 5), (0.5, 0.5, 1, 1)), camera=pan)
+    # Far corners: pure background motion (frame content = key shifted by pan -> backward flow -pan).
+    bg = background_grid(_t(pan), H, W) - identity_grid(H, W)
+    assert torch.allclose(bg[0, 0, 0], torch.tensor([-0.05 * W, 0.1 * H]), atol=1e-4)
+    assert torch.allclose(mo.flow[0, 0, 0], bg[0, 0, 0], atol=0.05)
+    # The body itself did not move: zero flow on it, a blend in between.
+    assert mo.flow[0][mo.body[0]].abs().max() < 1e-3
+    right = int(torch.nonzero(mo.body[0, 32]).max()) + 1
+    assert float(mo.weight[0, 32, right]) > 0.4 and float(mo.weight[0, 0, 0]) < 0.05
+    f_near = mo.flow[0, 32, right, 0]
+    assert bg[0, 32, right, 0] < f_near < 0.0             # between body (0) and background motion
+
+
+def test_warp_shift_moves_content():
+    img = torch.zeros(1, 1, 16, 16)
+    img[0, 0, 5, 7] = 1.0
+    g = identity_grid(16, 16) + torch.tensor([-2.0, 0.0])    # frame pixel samples key pixel 2 to its left
+    out = warp(img, g)
+    assert out[0, 0, 5, 9] == 1.0 and out.sum() == 1.0
+
+
+def test_background_grid_inverts_camera_motion_convention():
+    from engine.camera_motion import camera_affine
+    cam = (0.03, -0.05, 0.1)
+    g = background_grid(_t(cam), 40, 50)[0]                 # H x W x 2, our coords (centres at +0.5)
+    A = camera_affine(cam, 50, 40)                          # key pixel index -> frame pixel index
+    pk = g.reshape(-1, 2).double().numpy() - 0.5
+    pt = pk @ A[:, :2].T + A[:, 2]
+    assert np.allclose(pt + 0.5, identity_grid(40, 50)[0].reshape(-1, 2).numpy(), atol=1e-4)
+
+
+def test_background_disocclusion_is_a_hole_and_filled():
+    from engine.motion import fill_holes, person_mask
+    m = box((0.4, 0.6, 0.2))
+    key = ((0, 0, 0), (0, 0, 5), (0.3, 0.5, 1, 1))
+    frame = ((0, 0, 0), (0, 0, 5), (0.7, 0.5, 1, 1))        # the person walked 25 px right
+    Vk = torch.as_tensor(np.asarray(m.vertices), dtype=torch.float32)[None]
+    F = torch.as_tensor(np.asarray(m.faces))
+    kxy, kd = project(Vk, *(_t(x) for x in key), FOCAL, W, H)
+    kras = rasterize(kxy, kd, F, H, W)
+    fxy, fd = project(Vk, *(_t(x) for x in frame), FOCAL, W, H)
+    fras = rasterize(fxy, fd, F, H, W)
+    kw = to_world(Vk, _t(key[0]), _t(key[1]))
+    mo = analytic_motion(fras, F, kw, _t(key[1]), _t(key[2]), FOCAL, kras.depth, key_mask=person_mask(kras.mask))
+    old = kras.mask[0] & ~person_mask(fras.mask)[0, 0].bool()   # where the key person stood, now background
+    assert old.sum() > 50
+    assert mo.hole[0][old].float().mean() > 0.95
+    assert not (mo.hole[0] & fras.mask[0]).any()
+    assert not mo.hole[0, :, -8:].any() and not mo.hole[0, :4].any()
+    # Filled from the background, not the key's person: key = grey background, white person.
+    img = torch.full((1, 3, H, W), 80.0)
+    img[:, :, kras.mask[0]] = 250.0
+    out = warp(img, mo.grid)
+    assert out[0, 0][old].mean() > 200                         # the ghost, without the fill
+    out = fill_holes(out, mo.hole, ~mo.hole & (mo.weight < 0.5))
+    assert (out[0, 0][old] - 80).abs().max() < 1.0
+    assert (out[0, 0][fras.mask[0]] > 249).float().mean() > 0.85  # the person moved along (edges bilinear)
