@@ -1,0 +1,41 @@
+"""``python main.py train``: train the learned motion refinement and generator.
+
+    python main.py train --data ../shared/data                  # small config, CPU
+    python main.py train --data ../shared/data --config full --device cuda
+    torchrun --nproc_per_node 4 main.py train --data DATA --config full --device cuda   # DDP
+    python main.py train --data DATA --resume --out out/train    # continue from out/train/last.*
+
+Held out: ted_e (validation: the best checkpoint is chosen on it) and taichi_14, taichi_16 (never seen).
+``--export assets/generator.safetensors`` copies the best checkpoint there at the end, only if it
+beat the analytic decoder on validation; check it with ``python -m engine.benchmarks.learned`` first.
+"""
+from __future__ import annotations
+
+
+def add_arguments(p):
+    p.add_argument("--data", required=True, help="folder of training clips (../shared/data)")
+    p.add_argument("--config", choices=("small", "full"), default="small", help="network size (default small)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    p.add_argument("--out", default="out/train", help="output folder (default out/train)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 20000 small, 200000 full)")
+    p.add_argument("--batch", type=int, default=None, help="crops per batch and process")
+    p.add_argument("--crop", type=int, default=None, help="crop size in pixels (multiple of 8)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-4, betas 0.5, 0.999)")
+    p.add_argument("--adversarial", type=float, default=None, help="adversarial weight (small: 0, full: 1)")
+    p.add_argument("--val-every", type=int, default=None, help="validate on the held-out clip every N steps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per process")
+    p.add_argument("--taichi-frames", type=int, default=96, help="frames analysed per taichi clip (default 96)")
+    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--export", default=None, metavar="PATH", help="write the best checkpoint here when it beats analytic")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    from engine.generator.train import train
+    res = train(args.data, config=args.config, device=args.device, resume=args.resume, out_dir=args.out,
+                steps=args.steps, threads=args.threads, seed=args.seed, taichi_frames=args.taichi_frames,
+                export_to=args.export, time_limit=args.time_limit, batch=args.batch, crop=args.crop, lr=args.lr,
+                adversarial=args.adversarial, val_every=args.val_every)
+    print(f"trained {res['step']} steps in {res['seconds']:.0f} s; best validation gain {res['best_gain_db']:+.3f} dB")
+    return 0

@@ -1,0 +1,264 @@
+"""Decoder-side entry of the learned motion refinement and generator (DESIGN.md "Decoder", steps 2-3).
+
+The analytic decoder (engine/decoder.py) computes, per frame, the frame-mesh raster
+and the analytic motion (engine/motion.py). The learned refiner takes those, the
+decoded key picture and the mesh images of key and frame, and returns the frame:
+
+    refiner = load_refiner()            # assets/generator.{safetensors,json}; None when not shipped
+    ...
+    # in Decoder._synthesize, instead of ``out = warp(st.image, mo.grid)``:
+    out = refiner.refine_decoder(self, st, r, verts, rot, trans, mo)   # B x 3 x H x W float 0..255
+
+An untrained network reproduces ``warp(st.image, mo.grid)`` exactly (zero-initialised
+heads); the shipped weights are only shipped when they beat the analytic decoder on
+held-out clips (docs/BENCHMARKS.md, ``engine/benchmarks/learned.py``).
+
+:func:`analyse` is the same computation for training (engine/generator/dataset.py), so
+that training inputs and decoding inputs cannot drift apart.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .camera import crop_to_frame, to_world, world_to_crop
+from .errors import IHVCError
+from .generator.networks import N_PARTS, Generator, RefinerInputs
+from .raster import Raster, rasterize
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEFAULT_CHECKPOINT = ASSETS / "generator.safetensors"
+
+
+# ----------------------------------------------------------------------------- mesh images
+
+def vertex_normals(world: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """B x V x 3 world vertices, F x 3 faces (outward, counter-clockwise) -> B x V x 3 unit normals."""
+    v = world[:, faces]                                                   # B x F x 3 x 3
+    fn = torch.cross(v[:, :, 1] - v[:, :, 0], v[:, :, 2] - v[:, :, 0], dim=-1)
+    n = torch.zeros_like(world)
+    n.index_add_(1, faces.reshape(-1), fn[:, :, None, :].expand(-1, -1, 3, -1).reshape(world.shape[0], -1, 3))
+    return n / n.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def face_parts(part_labels, faces: torch.Tensor) -> torch.Tensor:
+    """Per-face part id (the label of the face's first vertex whose label two vertices share, else vertex 0)."""
+    lab = torch.as_tensor(np.asarray(part_labels), dtype=torch.int64, device=faces.device)[faces]   # F x 3
+    two = torch.where(lab[:, 1] == lab[:, 2], lab[:, 1], lab[:, 0])
+    return two.clamp(0, N_PARTS - 1)
+
+
+def mesh_image(raster: Raster, world: torch.Tensor, faces: torch.Tensor, fparts: torch.Tensor,
+               body_z: torch.Tensor) -> torch.Tensor:
+    """B x 6 x H x W mesh image (networks.MESH_CHANNELS): mask, normals, depth - body distance, part id.
+
+    world: B x V x 3 world vertices (engine.camera.to_world); body_z: B body distances (trans z).
+    """
+    mask = raster.mask
+    nrm = raster.interpolate(vertex_normals(world, faces), faces)             # B x H x W x 3
+    nrm = nrm / nrm.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    depth = torch.where(mask, raster.depth - body_z.reshape(-1, 1, 1).to(raster.depth.dtype),
+                        torch.zeros_like(raster.depth))
+    part = torch.where(mask, fparts[raster.tri.clamp(min=0)], torch.full_like(raster.tri, -1))
+    return torch.cat([mask[:, None].float(), nrm.permute(0, 3, 1, 2).float(), depth[:, None].float(),
+                      part[:, None].float()], 1)
+
+
+def key_mesh_image(dec, st, fparts: torch.Tensor) -> torch.Tensor:
+    """1 x 6 x H x W mesh image of a GOP's key frame from the decoder's cached KeyState ``st``."""
+    uv, d = world_to_crop(st.world, st.trans, st.focal)
+    xy = crop_to_frame(uv, st.loc, dec.width, dec.height)
+    faces = dec._faces_oriented
+    r = rasterize(xy, d, faces, dec.height, dec.width, cull_backfaces=dec.cull)
+    return mesh_image(r, st.world, faces, fparts, st.trans[:, 2])
+
+
+def analyse(dec, gop, rows: np.ndarray):
+    """The analytic decoder's per-frame computation for rows (B x D semantics of one GOP), kept.
+
+    Mirrors engine.decoder.Decoder._synthesize. Returns (st, raster, world vertices B x V x 3,
+    trans B x 3, Motion).
+    """
+    from .camera import project
+    from .motion import analytic_motion
+    from .semantics import FrameSemantics
+    st = dec.key_state(gop)
+    B = rows.shape[0]
+    sems = [gop.key.with_frame(FrameSemantics.from_array(r)) for r in rows]
+    pose = np.stack([s.body_pose for s in sems])
+    t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=dec.dtype, device=dec.device)  # noqa: E731
+    rot = t(np.stack([s.rot for s in sems]))
+    trans = t(np.stack([s.trans for s in sems]))
+    loc = t(np.stack([s.loc for s in sems]))
+    camera = t(rows[:, 31:34]) if rows.shape[1] == 34 else None
+    key_mask = getattr(st, "person", None) if getattr(dec, "fill_disocclusions", False) else None
+    with torch.no_grad():
+        verts = dec._vertices(pose, st.betas)
+        xy, d = project(verts, rot, trans, loc, st.focal.expand(B, 2), dec.width, dec.height)
+        r = rasterize(xy, d, dec._faces_oriented, dec.height, dec.width, cull_backfaces=dec.cull)
+        kw = {"key_mask": key_mask} if key_mask is not None else {}
+        mo = analytic_motion(r, dec._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
+                             camera=camera, tol=st.tol, **kw)
+    return st, r, verts, rot, trans, mo
+
+
+def hole_of(mo) -> torch.Tensor | None:
+    hole = getattr(mo, "hole", None)
+    return hole if hole is not None and bool(hole.any()) else None
+
+
+def analytic_frame(st, mo) -> torch.Tensor:
+    """The analytic decoder's frames (engine.decoder.Decoder._synthesize without a refiner), float 0..255."""
+    from .motion import warp
+    out = warp(st.image, mo.grid)
+    hole = hole_of(mo)
+    if hole is not None:
+        from .motion import fill_holes
+        out = fill_holes(out, hole, ~hole & (mo.weight < 0.5))
+    return out
+
+
+# ----------------------------------------------------------------------------- the refiner
+
+class LearnedRefiner:
+    """A trained :class:`~engine.generator.networks.Generator` ready to decode (eval mode, no grad).
+
+    meta: the checkpoint's JSON (config, code version, body model, training figures).
+    """
+
+    def __init__(self, net: Generator, meta: dict | None = None, device=None, cache_gops: int = 4):
+        self.device = torch.device(device or "cpu")
+        self.net = net.to(self.device).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.meta = meta or {}
+        self._keys: OrderedDict[int, tuple] = OrderedDict()
+        self._cache_size = cache_gops
+        self._fparts = None
+
+    @property
+    def body_model(self) -> str | None:
+        return self.meta.get("body_model")
+
+    def key_context(self, key_image: torch.Tensor, key_mesh: torch.Tensor) -> dict:
+        """Per-key-frame features (key picture 1 x 3 x H x W float 0..255, key mesh image 1 x 6 x H x W)."""
+        with torch.no_grad():
+            return self.net.encode_key(key_image.to(self.device).float(), key_mesh.to(self.device).float())
+
+    def refine(self, key_image: torch.Tensor, grid: torch.Tensor, visible: torch.Tensor, body: torch.Tensor,
+               weight: torch.Tensor, mesh: torch.Tensor, key_mesh: torch.Tensor,
+               key_ctx: dict | None = None, hole: torch.Tensor | None = None,
+               base: torch.Tensor | None = None) -> torch.Tensor:
+        """The frame(s), B x 3 x H x W float clamped to 0..255.
+
+        key_image 1 x 3 x H x W (0..255); grid B x H x W x 2 analytic backward map (engine.motion.Motion.grid);
+        visible, body B x H x W bool; weight B x H x W (Motion fields); mesh B x 6 x H x W frame mesh image and
+        key_mesh 1 x 6 x H x W key mesh image (:func:`mesh_image`); key_ctx: :meth:`key_context` to reuse;
+        hole B x H x W bool (Motion.hole) with base B x 3 x H x W, the analytic frame with the holes filled.
+        """
+        d = self.device
+        if hole is None or base is None:
+            hole = base = None
+        inp = RefinerInputs(key=key_image.to(d).float(), key_mesh=key_mesh.to(d).float(), grid=grid.to(d).float(),
+                            visible=visible.to(d), body=body.to(d), weight=weight.to(d).float(), mesh=mesh.to(d).float(),
+                            hole=None if hole is None else hole.to(d), base=None if base is None else base.to(d).float())
+        with torch.no_grad():
+            rgb, _ = self.net(inp, key_ctx)
+        return rgb.clamp_(0, 255)
+
+    # -- engine.decoder integration ---------------------------------------------------------
+    def _face_parts(self, dec) -> torch.Tensor:
+        if self._fparts is None or self._fparts[0] is not dec:
+            try:
+                labels = dec.body.part_labels()
+            except (NotImplementedError, AttributeError):
+                labels = np.zeros(int(dec.faces.max()) + 1, np.int64)
+            self._fparts = (dec, face_parts(labels, dec._faces_oriented))
+        return self._fparts[1]
+
+    def _key(self, dec, st) -> tuple[torch.Tensor, dict]:
+        hit = self._keys.get(id(st))
+        if hit is not None and hit[0] is st:
+            self._keys.move_to_end(id(st))
+            return hit[1], hit[2]
+        km = key_mesh_image(dec, st, self._face_parts(dec))
+        ctx = self.key_context(st.image, km)
+        self._keys[id(st)] = (st, km, ctx)
+        while len(self._keys) > self._cache_size:
+            self._keys.popitem(last=False)
+        return km, ctx
+
+    def refine_decoder(self, dec, st, raster: Raster, verts: torch.Tensor, rot: torch.Tensor,
+                       trans: torch.Tensor, mo) -> torch.Tensor:
+        """Drop-in for ``warp(st.image, mo.grid)`` inside engine.decoder.Decoder._synthesize.
+
+        dec: the Decoder; st: its KeyState for the GOP; raster: the frame-mesh Raster (``r``); verts: B x V x 3
+        body-frame vertices; rot, trans: B x 3; mo: engine.motion.Motion. Returns B x 3 x H x W float 0..255.
+        """
+        if self.device != dec.device:
+            self.net.to(dec.device)
+            self.device = dec.device
+            self._keys.clear()
+        km, ctx = self._key(dec, st)
+        fparts = self._face_parts(dec)
+        with torch.no_grad():
+            world = to_world(verts, rot, trans)
+            mesh = mesh_image(raster, world, dec._faces_oriented, fparts, trans[:, 2])
+            hole = hole_of(mo)
+            base = analytic_frame(st, mo) if hole is not None else None
+        return self.refine(st.image, mo.grid, mo.visible, mo.body, mo.weight, mesh, km, ctx, hole, base)
+
+
+def load_refiner(path=None, device=None, body_model: str | None = None) -> LearnedRefiner | None:
+    """Load a trained refiner.
+
+    path: a ``.safetensors`` checkpoint with its ``.json`` beside it; None: the shipped
+    assets/generator.safetensors, or None when the program ships none (the analytic decoder is used).
+    body_model: the bitstream's body-model name; a checkpoint trained on another model raises IHVCError.
+    Missing, corrupt or mismatched files raise :class:`~engine.errors.IHVCError` (one line).
+    """
+    from .generator.checkpoint import load_generator
+    if path is None:
+        if not DEFAULT_CHECKPOINT.exists() or not DEFAULT_CHECKPOINT.with_suffix(".json").exists():
+            return None
+        path = DEFAULT_CHECKPOINT
+    net, meta = load_generator(path, device="cpu")
+    if body_model is not None and meta.get("body_model") not in (None, body_model):
+        raise IHVCError(f"generator {Path(path).name} was trained for body model {meta.get('body_model')!r}, "
+                        f"the bitstream uses {body_model!r}")
+    return LearnedRefiner(net, meta, device=device)
+
+
+def decode_all(dec, refiner: LearnedRefiner | None, frames=None, batch: int = 4) -> np.ndarray:
+    """Decode frames (default all) of ``dec``'s bitstream with the refiner (the analytic path when None).
+
+    The reference use of :meth:`LearnedRefiner.refine_decoder` until engine/decoder.py calls it itself;
+    uint8 N x H x W x 3, key frames returned as decoded key pictures like the decoder does.
+    """
+    bs = dec.bs
+    idx = list(range(bs.n_frames)) if frames is None else [int(i) for i in frames]
+    out = np.empty((len(idx), dec.height, dec.width, 3), np.uint8)
+    pos = {i: n for n, i in enumerate(idx)}
+    by_gop: dict[int, list[int]] = {}
+    for i in idx:
+        g, j = bs.gop_of(i)
+        by_gop.setdefault(g.start, []).append(i)
+    for g in bs.gops:
+        todo = by_gop.get(g.start, [])
+        inter = [i for i in todo if i != g.start]
+        if g.start in todo:
+            out[pos[g.start]] = dec.key_state(g).rgb
+        for c in range(0, len(inter), batch):
+            chunk = inter[c:c + batch]
+            rows = np.stack([g.frames[i - g.start] for i in chunk])
+            st, r, verts, rot, trans, mo = analyse(dec, g, rows)
+            with torch.no_grad():
+                img = (refiner.refine_decoder(dec, st, r, verts, rot, trans, mo) if refiner is not None
+                       else analytic_frame(st, mo))
+            rgb = img.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            for i, fr in zip(chunk, rgb):
+                out[pos[i]] = fr
+    return out
