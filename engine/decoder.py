@@ -94,10 +94,15 @@ class Decoder:
                 instead of the plain analytic warp; None = the training-free analytic decoder
     fill_disocclusions: background that the person hid in the key frame (``Motion.hole``) is filled
                 smoothly from the surrounding background instead of showing the key frame's person
+    size:       output (H, W); None = the coded size. A smaller size decodes a draft (the studio's
+                preview while a slider is dragged, :meth:`scaled`): the key picture is downscaled once
+                per GOP and the mesh is rasterized at the small size; the camera maps normalised
+                boxes, so the semantics need no change
     """
 
     def __init__(self, bitstream: Bitstream, device=None, body_model=None, cull_backfaces: bool = True,
-                 batch: int | None = None, cache_gops: int = 4, refiner=None, fill_disocclusions: bool = True):
+                 batch: int | None = None, cache_gops: int = 4, refiner=None, fill_disocclusions: bool = True,
+                 size: tuple[int, int] | None = None):
         self.bs = bitstream
         self.device = default_device(device)
         self.dtype = torch.float32
@@ -118,8 +123,22 @@ class Decoder:
         self._lock = threading.RLock()
         self._cache_size = max(1, cache_gops)
         self.width, self.height = int(bitstream.width), int(bitstream.height)
+        if size is not None:
+            self.height, self.width = max(1, int(size[0])), max(1, int(size[1]))
         self.refiner = refiner
         self.fill_disocclusions = fill_disocclusions
+
+    def scaled(self, max_side: int) -> "Decoder":
+        """A decoder of the same bitstream whose frames fit in ``max_side`` x ``max_side`` px.
+
+        For fast drafts (the studio's preview while a slider moves). It shares this decoder's body
+        model and device, and is analytic: a learned refiner is trained at the coded size.
+        """
+        s = min(1.0, float(max_side) / max(self.bs.width, self.bs.height))
+        size = (max(1, round(self.bs.height * s)), max(1, round(self.bs.width * s)))
+        return Decoder(self.bs, device=self.device, body_model=self.body, cull_backfaces=self.cull,
+                       batch=self.batch, cache_gops=self._cache_size, fill_disocclusions=self.fill_disocclusions,
+                       size=size)
 
     # -- body model -----------------------------------------------------------------------
     def _vertices(self, body_pose: np.ndarray, betas: torch.Tensor | None) -> torch.Tensor:
@@ -145,9 +164,14 @@ class Decoder:
     def _key_state(self, gop: GroupOfPictures) -> KeyState:
         from .keypicture import decode_key_picture
         rgb = decode_key_picture(gop.key_picture)
-        if rgb.shape[:2] != (self.height, self.width):
+        if rgb.shape[:2] != (self.bs.height, self.bs.width):
             raise IHVCError(f"key picture of GOP at frame {gop.start} is {rgb.shape[1]}x{rgb.shape[0]}, "
-                            f"the bitstream says {self.width}x{self.height}")
+                            f"the bitstream says {self.bs.width}x{self.bs.height}")
+        if rgb.shape[:2] != (self.height, self.width):
+            # Area averaging: the draft's key picture is what the full decode would show, blurred.
+            small = torch.nn.functional.interpolate(
+                torch.as_tensor(rgb).permute(2, 0, 1)[None].float(), size=(self.height, self.width), mode="area")
+            rgb = small[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
         key = gop.key
         t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=self.dtype, device=self.device)[None]  # noqa: E731
         betas = None
@@ -255,3 +279,37 @@ class Decoder:
             if progress is not None:
                 progress(n + 1, len(idx))
         return out
+
+
+def open_decoder(bitstream: Bitstream, device=None, analytic: bool = False, checkpoint=None,
+                 body_model_path=None, say: Callable[[str], None] | None = None) -> Decoder:
+    """The decoder a user gets: the learned path when a checkpoint is there, else the analytic one.
+
+    analytic:   force the training-free analytic path
+    checkpoint: a generator .safetensors (default: the shipped assets/generator.safetensors)
+    body_model_path: folder of licensed SMPL-X files, for bitstreams coded with SMPL-X
+    say:        called with one line whenever the learned path is not used although it was not
+                refused (missing, corrupt or mismatched checkpoint): the fallback is never silent.
+                The line is also kept in ``decoder.note`` ("" when the learned path runs).
+    """
+    body = None
+    name = BODY_MODEL_NAMES.get(bitstream.body_model)
+    if body_model_path is not None or name == "smplx":
+        from .body_model import body_model_for_id
+        body = body_model_for_id(bitstream.body_model, body_model_path, str(default_device(device)))
+    refiner, note = None, ""
+    if not analytic:
+        from .learned import DEFAULT_CHECKPOINT, load_refiner
+        try:
+            refiner = load_refiner(checkpoint, device=device, body_model=name)
+            if refiner is None:
+                note = f"no learned weights ({DEFAULT_CHECKPOINT.name} not shipped): analytic decoder"
+        except IHVCError as exc:
+            if checkpoint is not None:
+                raise                       # the user named this file: failing to use it is an error
+            note = f"learned decoder unavailable ({exc}): analytic decoder"
+    dec = Decoder(bitstream, device=device, body_model=body, refiner=refiner)
+    dec.note = note
+    if note and say is not None:
+        say(note)
+    return dec

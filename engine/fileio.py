@@ -20,11 +20,22 @@ def atomic_path(path, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)      # the only portable way to read the umask is to set it and put it back;
+    os.umask(mask)          # done once at import, before worker threads could create files meanwhile
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

@@ -218,3 +218,19 @@ def test_bits_per_dimension_adds_up_to_the_coded_size():
     r2 = r.copy()
     r2[:, 31:] = 0
     assert bits_per_dimension(r2)[31:].sum() < bits[31:].sum() / 3
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    import importlib
+    import os
+
+    import engine.fileio as fio
+    mask = os.umask(0o022)
+    try:
+        importlib.reload(fio)                 # the module reads the umask once, at import
+        fio.atomic_write_bytes(tmp_path / "a.bin", b"x")
+    finally:
+        os.umask(mask)
+        importlib.reload(fio)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]

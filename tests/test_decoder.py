@@ -137,7 +137,7 @@ def test_cli_decode_writes_video_and_pngs(tmp_path, monkeypatch, stream):
     container.write(stream, src)
     out = tmp_path / "out.mkv"
     rc = main(["decode", str(src), "-o", str(out), "--device", "cpu", "--frames", "1:4",
-               "--png-dir", str(tmp_path / "png"), "--quiet"])
+               "--png-dir", str(tmp_path / "png"), "--quiet", "--analytic"])
     assert rc == 0
     clip = read_video(out)
     assert clip.frames.shape == (3, SIZE, SIZE, 3)
@@ -173,3 +173,37 @@ def test_body_off_screen_and_refiner_hook(stream):
     dec = Decoder(stream, device="cpu", body_model=BoxBody(), refiner=ref)
     assert (dec.decode_frame(2) == 7).all()
     assert ref.seen[0] == (1, SIZE, SIZE) and ref.seen[2] == (1, SIZE, SIZE, 2)
+
+
+def test_cli_decode_uses_shipped_weights_and_says_when_it_falls_back(tmp_path, monkeypatch, capsys, stream):
+    import engine.body_model as bm
+    import engine.learned as learned
+    from engine import container
+    from engine.decoder import Decoder
+    from engine.video import read_video
+    from main import main
+    monkeypatch.setattr(bm, "load_body_model", lambda name="anny", path=None, device=None: BoxBody())
+    src = tmp_path / "clip.ihvc"
+    container.write(stream, src)
+    if not learned.DEFAULT_CHECKPOINT.exists():
+        pytest.skip("no shipped generator weights")
+    # Default: the shipped learned decoder, and the summary line says so.
+    assert main(["decode", str(src), "-o", str(tmp_path / "l.mkv"), "--device", "cpu", "--quiet"]) == 0
+    assert "(learned decoder)" in capsys.readouterr().err
+    ref = Decoder(stream, device="cpu", body_model=BoxBody(), refiner=learned.load_refiner(device="cpu"))
+    assert np.array_equal(read_video(tmp_path / "l.mkv").frames, ref.decode_all())
+    # No weights shipped: the analytic decoder, said out loud.
+    monkeypatch.setattr(learned, "DEFAULT_CHECKPOINT", tmp_path / "missing.safetensors")
+    assert main(["decode", str(src), "-o", str(tmp_path / "a.mkv"), "--device", "cpu", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "note: no learned weights" in err and "(analytic decoder)" in err
+    ana = Decoder(stream, device="cpu", body_model=BoxBody()).decode_all()
+    assert np.array_equal(read_video(tmp_path / "a.mkv").frames, ana)
+    # A checkpoint the user names but that is corrupt: a one-line error and nothing written.
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not weights")
+    (tmp_path / "bad.json").write_text("{")
+    assert main(["decode", str(src), "-o", str(tmp_path / "b.mkv"), "--checkpoint", str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "bad" in err[0]
+    assert not (tmp_path / "b.mkv").exists()

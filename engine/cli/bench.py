@@ -10,6 +10,7 @@ BENCHES = {
     "keypicture": ("engine.benchmarks.codec", "run_keypicture", "key-picture bytes and PSNR per codec and QP"),
     "encode": ("engine.benchmarks.encode", "run", "fit error, semantic rate, camera alignment, encode speed"),
     "decode": ("engine.benchmarks.decode", "run", "decode frames per second and peak memory"),
+    "learned": ("engine.benchmarks.learned", "run", "learned vs analytic decoder on held-out clips, learned speed"),
     "preview": ("app.bench_preview", "run", "studio edit-to-preview latency and scrubbing memory"),
 }
 
@@ -20,6 +21,8 @@ def add_arguments(p):
     p.add_argument("--data", default="../shared/data", help="folder of real clips (default ../shared/data)")
     p.add_argument("--max-frames", type=int, default=None, help="limit frames per clip")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--grids", default=None, metavar="DIR",
+                   help="--learned: write DIR/grid_<clip>.png (key | target | analytic | learned)")
     p.add_argument("--file", default=None, help="--preview: bitstream to open (default assets/sample.ihvc)")
     p.add_argument("--edits", type=int, default=None, help="--preview: number of slider edits (default 30)")
     p.add_argument("--scrub-seconds", type=float, default=None, help="--preview: scrubbing time (default 60)")

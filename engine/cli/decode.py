@@ -1,6 +1,11 @@
 """``python main.py decode IN.ihvc -o OUT.mp4``: decode a bitstream into a video (and/or PNGs).
 
     python main.py decode IN.ihvc -o OUT.mp4 [--device cpu|cuda] [--frames A:B] [--png-dir DIR] [--crf N]
+                                             [--analytic] [--checkpoint W.safetensors] [--body-model-path DIR]
+
+The learned decoder (assets/generator.safetensors) is used when it is shipped;
+``--analytic`` forces the training-free analytic path, and a fallback to it is
+always said on stderr.
 
 The video is lossless by default (engine.video.write_video: x264 RGB QP 0 for
 .mp4, FFV1 for .mkv) so that what is measured is what the decoder produced;
@@ -25,6 +30,10 @@ def add_arguments(p):
     p.add_argument("--crf", type=int, default=None, help="x264 CRF for a small lossy preview (default: lossless)")
     p.add_argument("--threads", type=int, default=None,
                    help="PyTorch CPU threads (default: 1 when the machine is already busy, else PyTorch's choice)")
+    p.add_argument("--analytic", action="store_true", help="force the training-free analytic decoder")
+    p.add_argument("--checkpoint", default=None,
+                   help="learned decoder weights (.safetensors with its .json; default: the shipped ones)")
+    p.add_argument("--body-model-path", default=None, help="SMPL-X model folder, for bitstreams coded with SMPL-X")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -57,7 +66,7 @@ def busy_machine() -> bool:
 
 def run(args) -> int:
     from engine.container import read
-    from engine.decoder import Decoder
+    from engine.decoder import open_decoder
     if args.output is None and args.png_dir is None:
         raise InputError("nothing to write: give -o OUT.mp4 and/or --png-dir DIR")
     if args.output is not None and Path(args.output).suffix.lower() not in (".mp4", ".mkv", ".mov"):
@@ -73,7 +82,9 @@ def run(args) -> int:
         torch.set_num_threads(1)     # OpenMP threads stall badly on oversubscribed cores
     bs = read(args.input)
     frames = parse_frames(args.frames, bs.n_frames)
-    dec = Decoder(bs, device=args.device)
+    dec = open_decoder(bs, device=args.device, analytic=args.analytic, checkpoint=args.checkpoint,
+                       body_model_path=args.body_model_path, say=lambda s: print(f"note: {s}", file=sys.stderr))
+    kind = "analytic" if dec.refiner is None else "learned"
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -108,6 +119,6 @@ def run(args) -> int:
     dt = time.perf_counter() - t0
     where = ", ".join(str(x) for x in (args.output, png_dir) if x is not None)
     print(f"decoded {n} frames ({bs.width}x{bs.height}) in {dt:.1f} s ({n / max(dt, 1e-9):.1f} frames/s) "
-          f"on {dec.device.type}" + (f", {torch.get_num_threads()} threads" if dec.device.type == "cpu" else "")
+          f"({kind} decoder) on {dec.device.type}" + (f", {torch.get_num_threads()} threads" if dec.device.type == "cpu" else "")
           + f" -> {where}", file=sys.stderr)
     return 0

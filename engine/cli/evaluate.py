@@ -14,7 +14,9 @@ paper's Fig. 2). ``--all DIR`` evaluates every clip in DIR and writes
 
 IHVC runs the encoder's analysis once per clip (at the first key QP); the
 other key QPs re-code only the key pictures, since the semantics do not
-depend on the key QP.
+depend on the key QP. IHVC is decoded the way ``decode`` does it: the learned
+decoder when its weights are shipped, ``--analytic`` for the training-free one;
+which one ran is printed and kept in the points CSV.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def add_arguments(p):
     p.add_argument("--anchors", default="vvc,x265,svtav1", help="anchors to run (default vvc,x265,svtav1; 'none')")
     p.add_argument("--device", default=None, help="decoder device: cpu or cuda")
     p.add_argument("--no-vmaf", action="store_true", help="skip VMAF")
+    p.add_argument("--analytic", action="store_true", help="decode IHVC with the training-free analytic decoder")
     p.add_argument("--threads", type=int, default=1,
                    help="PyTorch threads for decoding and metrics (default 1: robust on a shared machine)")
 
@@ -55,6 +58,7 @@ class Point:
     n_bytes: int
     n_frames: int
     quality: dict = field(default_factory=dict)
+    decoder: str = ""            # IHVC only: "learned" or "analytic"
 
     @property
     def bits_per_frame(self) -> float:
@@ -137,7 +141,7 @@ def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region
 
 def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable | None = None,
                 device=None, with_vmaf: bool = True, log=print, path=None,
-                region=None) -> list[tuple[Point, np.ndarray]]:
+                region=None, analytic: bool = False) -> list[tuple[Point, np.ndarray]]:
     """IHVC at each key QP: (Point, decoded frames). The analysis runs once (first QP).
 
     encoder(frames, fps, key_qp, path=..., region=...) -> Bitstream (default: engine.encoder).
@@ -145,7 +149,7 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
     from dataclasses import replace
 
     from engine import container, metrics
-    from engine.decoder import Decoder
+    from engine.decoder import open_decoder
     from engine.keypicture import encode_key_picture
     encoder = encoder or default_ihvc_encoder
     t = time.perf_counter()
@@ -160,11 +164,13 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
                     for g in base.gops]
             bs = replace(base, gops=gops, sizes={})
         n_bytes = len(container.to_bytes(bs))
-        dec = Decoder(bs, device=device).decode_all()
+        decoder = open_decoder(bs, device=device, analytic=analytic, say=lambda s: log(f"  note: {s}"))
+        dec = decoder.decode_all()
         if dec.shape != frames.shape:
             raise InputError(f"decoded IHVC video {dec.shape} does not match the clip {frames.shape}")
-        p = Point("ihvc", qp, n_bytes, len(frames), metrics.evaluate(frames, dec, with_vmaf))
-        log(f"  ihvc   key QP {qp:2d}: {p.kbps:7.2f} kbps  " + _fmt(p.quality))
+        p = Point("ihvc", qp, n_bytes, len(frames), metrics.evaluate(frames, dec, with_vmaf),
+                  decoder="analytic" if decoder.refiner is None else "learned")
+        log(f"  ihvc ({p.decoder}) key QP {qp:2d}: {p.kbps:7.2f} kbps  " + _fmt(p.quality))
         out.append((p, dec))
     return out
 
@@ -178,10 +184,11 @@ def _fmt(q: dict) -> str:
 def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: list[int],
                   anchor_names=("vvc", "x265", "svtav1"), anchor_qps: dict | None = None,
                   encoder: Callable | None = None, device=None, with_vmaf: bool = True, log=print,
-                  path=None, region=None) -> dict:
+                  path=None, region=None, analytic: bool = False) -> dict:
     """Evaluate one clip; writes the CSVs and the plot; returns {"points", "bd", "matched"}."""
     from engine import anchors, metrics
-    points = [p for p, _ in ihvc_points(frames, fps, key_qps, encoder, device, with_vmaf, log, path, region)]
+    points = [p for p, _ in ihvc_points(frames, fps, key_qps, encoder, device, with_vmaf, log, path, region,
+                                                 analytic)]
     qps = {a: (anchor_qps or anchors.DEFAULT_QPS)[a] for a in anchor_names}
     for res in anchors.run_anchors(frames, qps, RATE_FPS):
         p = Point(res.codec, res.qp, res.n_bytes, len(frames), metrics.evaluate(frames, res.frames, with_vmaf))
@@ -204,7 +211,7 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
                                 "delta": p.quality[m] - qa if math.isfinite(qa) else math.nan})
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / f"{name}_points.csv",
-               [{"clip": name, "codec": p.codec, "qp": p.qp, "bytes": p.n_bytes, "frames": p.n_frames,
+               [{"clip": name, "codec": p.codec, "decoder": p.decoder, "qp": p.qp, "bytes": p.n_bytes, "frames": p.n_frames,
                  "bits_per_frame": p.bits_per_frame, "kbps_at_25fps": p.kbps,
                  **{m: p.quality.get(m, math.nan) for m in METRICS}} for p in points])
     _write_csv(out_dir / f"{name}_bd.csv", bd_rows)
@@ -325,7 +332,7 @@ def _run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) 
         print(f"{clip.name}: {len(v.frames)} frames {v.frames.shape[2]}x{v.frames.shape[1]}", flush=True)
         res = evaluate_clip(v.frames, v.fps, clip.stem, out, key_qps, anchor_names, anchor_qps, encoder,
                             args.device, not args.no_vmaf, log=lambda s: print(s, flush=True), path=clip,
-                            region=_region(clip))
+                            region=_region(clip), analytic=args.analytic)
         all_bd.extend(res["bd"])
         print(f"  {clip.name} done in {time.perf_counter() - clip_t:.0f} s", flush=True)
     if args.all_dir:
