@@ -74,6 +74,7 @@ def _encoder_args(codec: str, qp: int, n: int) -> tuple[list[str], str, str]:
 
 def encode_anchor(frames: np.ndarray, codec: str, qp: int, fps: int = 25, workdir=None) -> AnchorResult:
     """Encode uint8 N x H x W x 3 frames with one anchor at one QP; decode them back."""
+    from .colour import rgb_to_yuv420_bytes, yuv420_bytes_to_rgb
     from .keypicture import ffmpeg_exe
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -84,21 +85,23 @@ def encode_anchor(frames: np.ndarray, codec: str, qp: int, fps: int = 25, workdi
     args, muxer, suffix = _encoder_args(codec, qp, n)
     with tempfile.TemporaryDirectory(prefix="ihvc_anchor_", dir=workdir) as tmp:
         out = Path(tmp) / f"stream{suffix}"
-        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+        # RGB <-> YUV in-process (engine.colour), the same conversion as IHVC's key pictures get
+        pix_fmt = args[args.index("-pix_fmt") + 1]
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", pix_fmt,
                "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", *args, "-f", muxer, str(out)]
-        res = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
+        res = subprocess.run(cmd, input=rgb_to_yuv420_bytes(frames, pix_fmt), capture_output=True)
         if res.returncode != 0 or not out.exists() or out.stat().st_size == 0:
             raise IHVCError(f"{codec} anchor encoder failed at QP {qp}: "
                             f"{res.stderr.decode(errors='replace').strip()[-200:]}")
         n_bytes = out.stat().st_size
         dec = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(out),
-                              "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
+                              "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"], capture_output=True)
     if dec.returncode != 0:
         raise IHVCError(f"{codec} anchor stream does not decode: {dec.stderr.decode(errors='replace').strip()[-200:]}")
-    got = np.frombuffer(dec.stdout, np.uint8)
-    if got.size != n * h * w * 3:
-        raise IHVCError(f"{codec} anchor decoded {got.size // (h * w * 3)} frames, expected {n}")
-    return AnchorResult(codec=codec, qp=qp, n_bytes=n_bytes, frames=got.reshape(n, h, w, 3))
+    per = h * w * 3 // 2 * (2 if pix_fmt.endswith("10le") else 1)
+    if len(dec.stdout) != n * per:
+        raise IHVCError(f"{codec} anchor decoded {len(dec.stdout) // per} frames, expected {n}")
+    return AnchorResult(codec=codec, qp=qp, n_bytes=n_bytes, frames=yuv420_bytes_to_rgb(dec.stdout, w, h, pix_fmt))
 
 
 def run_anchors(frames: np.ndarray, qps: dict[str, tuple[int, ...]] | None = None, fps: int = 25,

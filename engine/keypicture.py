@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from .bitstream import CODEC_IDS, KeyPicture
+from .colour import rgb_to_yuv420_bytes, rgb_to_yuv420_frame, yuv420_frame_to_rgb
 from .errors import IHVCError, InputError
 
 # QP range per codec (the user-facing scale of each codec).
@@ -52,10 +53,11 @@ def _check(rgb: np.ndarray, codec: str, qp: int) -> np.ndarray:
 
 def _encode_vvc(rgb: np.ndarray, qp: int) -> bytes:
     h, w = rgb.shape[:2]
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+    # RGB -> YUV here (engine.colour), so that every codec gets the same conversion
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p10le",
            "-s", f"{w}x{h}", "-i", "-", "-frames:v", "1", "-c:v", "libvvenc", "-qp", str(qp),
-           "-preset", "medium", "-qpa", "0", "-pix_fmt", "yuv420p10le", "-f", "vvc", "-"]
-    res = subprocess.run(cmd, input=rgb.tobytes(), capture_output=True)
+           "-preset", "medium", "-qpa", "0", "-f", "vvc", "-"]
+    res = subprocess.run(cmd, input=rgb_to_yuv420_bytes(rgb, "yuv420p10le"), capture_output=True)
     if res.returncode != 0 or not res.stdout:
         raise IHVCError(f"VVC encoder failed: {res.stderr.decode(errors='replace').strip()[-200:]}")
     return res.stdout
@@ -71,7 +73,7 @@ def _encode_pyav(rgb: np.ndarray, codec: str, qp: int) -> bytes:
         ctx.options = {"qp": str(qp), "preset": "6", "svtav1-params": "rc=0"}
     ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"
     ctx.time_base = Fraction(1, 25)
-    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    frame = rgb_to_yuv420_frame(rgb, "yuv420p")
     frame.pts = 0
     packets = list(ctx.encode(frame)) + list(ctx.encode(None))
     data = b"".join(bytes(p) for p in packets)
@@ -110,7 +112,7 @@ def decode_key_picture(kp: KeyPicture) -> np.ndarray:
         raise IHVCError(f"key picture ({name}) does not decode: {exc}") from None
     if not frames:
         raise IHVCError(f"key picture ({name}) does not decode: no picture in payload")
-    rgb = frames[0].to_ndarray(format="rgb24")
+    rgb = yuv420_frame_to_rgb(frames[0])
     if rgb.shape[:2] != (kp.height, kp.width):
         raise IHVCError(f"key picture decodes to {rgb.shape[1]}x{rgb.shape[0]}, header says {kp.width}x{kp.height}")
     return rgb

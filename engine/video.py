@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import av
 import numpy as np
 
+from .colour import yuv420_frame_to_rgb
 from .errors import InputError
 from .fileio import atomic_path
 
@@ -82,7 +83,7 @@ def iter_video(path, size: int | None = None, max_frames: int | None = None, reg
             for frame in container.decode(stream):
                 if max_frames is not None and n >= max_frames:
                     break
-                yield _square_resize(frame.to_ndarray(format="rgb24"), size, region)
+                yield _square_resize(yuv420_frame_to_rgb(frame), size, region)
                 n += 1
         except av.error.FFmpegError as exc:
             if n == 0:

@@ -234,3 +234,27 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
         importlib.reload(fio)
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+@pytest.mark.parametrize("codec", ["vvc", "hevc"])
+def test_key_picture_has_no_colour_bias(codec):
+    # swscale's direct yuv420p -> rgb24 darkened pictures by ~1 level per channel; engine.colour must not
+    from skimage import data
+    from skimage.transform import resize
+    img = (resize(data.astronaut(), (128, 128)) * 255).astype(np.uint8)
+    out = decode_key_picture(encode_key_picture(img, codec, 22)).astype(float)
+    bias = (out - img).reshape(-1, 3).mean(0)
+    assert np.abs(bias).max() < 0.4, bias
+
+
+def test_colour_round_trip_through_raw_planes():
+    # raw planes (the anchors' ffmpeg pipes) and PyAV frames (key pictures) convert identically
+    from engine.colour import rgb_to_yuv420_bytes, rgb_to_yuv420_frame, yuv420_bytes_to_rgb, yuv420_frame_to_rgb
+    rng = np.random.default_rng(0)
+    frames = np.repeat(np.repeat(rng.integers(30, 220, (2, 4, 4, 3), dtype=np.uint8), 16, 1), 16, 2)
+    for fmt in ("yuv420p", "yuv420p10le"):
+        back = yuv420_bytes_to_rgb(rgb_to_yuv420_bytes(frames, fmt), 64, 64, fmt)
+        assert back.shape == frames.shape
+        assert np.array_equal(back[1], yuv420_frame_to_rgb(rgb_to_yuv420_frame(frames[1], fmt)))
+        inner = (back.astype(float) - frames)[:, 4:12, 4:12]       # away from colour edges: near exact
+        assert np.abs(inner).max() <= 2
