@@ -128,6 +128,8 @@ def run_quant(args) -> None:
 
 def run_entropy(args) -> None:
     clips = clip_motion(Path(args.data), args.max_frames)
+    if not clips[0][0].startswith("synthetic"):
+        clips += [(f"synthetic #{s}", synthetic_motion(150, s)) for s in range(2)]
     steps = QuantSpec().steps(True)
     print(f"\n### Arithmetic coder vs adaptive empirical entropy ({machine()})\n")
     print("`python main.py bench --entropy` — residuals from the previous decoded frame at the default steps.\n")
