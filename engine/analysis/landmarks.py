@@ -13,7 +13,9 @@ Hands are the person's own left / right (index 0 / 1).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,32 @@ def _quiet_mediapipe():
     warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Point fd 2 at /dev/null for a moment.
+
+    MediaPipe's C++ side logs through absl before any log level can be set (GLOG_minloglevel
+    does not reach it): eight "Feedback manager requires a model with a single signature"
+    warnings and an XNNPACK line when its graph starts. They are noise to a user, so the
+    graph's construction and its first frames run with the native stderr closed; Python's
+    own messages printed meanwhile (a progress bar refresh) are lost for that moment only.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _check_model_available(model_complexity: int):
     import mediapipe as mp
     name = {0: "pose_landmark_lite.tflite", 1: "pose_landmark_full.tflite",
@@ -87,11 +115,13 @@ class HolisticDetector:
         _quiet_mediapipe()
         _check_model_available(model_complexity)
         import mediapipe as mp
-        self._h = mp.solutions.holistic.Holistic(
-            static_image_mode=static, model_complexity=model_complexity, smooth_landmarks=True,
-            enable_segmentation=segmentation, smooth_segmentation=True, refine_face_landmarks=False,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        with _native_stderr_silenced():
+            self._h = mp.solutions.holistic.Holistic(
+                static_image_mode=static, model_complexity=model_complexity, smooth_landmarks=True,
+                enable_segmentation=segmentation, smooth_segmentation=True, refine_face_landmarks=False,
+                min_detection_confidence=0.5, min_tracking_confidence=0.5)
         self.segmentation = segmentation
+        self._warm = 0            # frames processed with the native stderr silenced (see below)
 
     def close(self):
         self._h.close()
@@ -104,7 +134,12 @@ class HolisticDetector:
 
     def process(self, rgb: np.ndarray) -> dict:
         h, w = rgb.shape[:2]
-        r = self._h.process(np.ascontiguousarray(rgb))
+        if self._warm < 2:        # the graph loads its models on the first frames
+            self._warm += 1
+            with _native_stderr_silenced():
+                r = self._h.process(np.ascontiguousarray(rgb))
+        else:
+            r = self._h.process(np.ascontiguousarray(rgb))
         out = {"detected": r.pose_landmarks is not None}
         if r.pose_landmarks is not None:
             lm = r.pose_landmarks.landmark
