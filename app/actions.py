@@ -19,6 +19,8 @@ SPECS = {
     "export_csv": ("Export semantics (&CSV)…", "mdi6.table-arrow-right", None, "Per-frame semantics as CSV"),
     "export_mesh": ("Export &mesh (OBJ/PLY)…", "mdi6.cube-outline", None, "Body mesh of the current frame"),
     "apply_edits": ("Apply edit &list…", "mdi6.file-document-edit", None, "Apply a JSON edit list (as the CLI does)"),
+    "save_edits": ("Save edit l&ist…", "mdi6.file-document-arrow-right", None,
+                   "Save the edits made so far as a JSON edit list (replay with: main.py edit)"),
     "quit": ("&Quit", "mdi6.exit-to-app", QKeySequence.StandardKey.Quit, "Quit"),
     "revert_frame": ("Re&vert frame", "mdi6.backup-restore", "Ctrl+R", "Restore the decoded original (frame or range)"),
     "range_edit": ("&Range edit…", "mdi6.chart-bell-curve-cumulative", "Ctrl+Shift+R", "Offset or set a semantic over a range with easing"),

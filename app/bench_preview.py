@@ -3,6 +3,9 @@
 1. Edit-to-preview latency: a slider release on the current frame until the edited preview of
    that exact edit is shown (the real MainWindow, the real analytic decoder, 384 x 384 sample),
    median over ~30 edits on different frames.
+   Drafts: during a slider drag the studio decodes small frames (app/services.py, at most 192 px);
+   measured as drag step -> draft shown, release -> full frame shown, and the decoder alone at
+   both sizes (interleaved, same edits).
 2. Memory while scrubbing: RSS at the start and end of (default) one minute of scrubbing through
    the sample at 25 frames per second (every frame requests a decode; newest wins).
 
@@ -35,13 +38,14 @@ def _wait(app, cond, timeout: float) -> bool:
     return True
 
 
-def measure(path, device=None, edits: int = 30, scrub_s: float = 60.0, preview_size: int = 384) -> dict:
+def measure(path, device=None, edits: int = 30, scrub_s: float = 60.0, preview_size: int = 384,
+            decoder: str = "analytic") -> dict:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen" if not os.environ.get("DISPLAY") else "")
     from .cli_studio import create_app
     app = create_app()
     from .main_window import MainWindow
     from .preferences import Preferences
-    prefs = Preferences(device=device or "auto", decoder="analytic", preview_size=preview_size)
+    prefs = Preferences(device=device or "auto", decoder=decoder, preview_size=preview_size)
     win = MainWindow(prefs)
     win.show()
     t0 = time.perf_counter()
@@ -76,16 +80,44 @@ def measure(path, device=None, edits: int = 30, scrub_s: float = 60.0, preview_s
         ok = _wait(app, lambda: shown["serial"] >= target, 120)
         if ok:
             lat.append((time.perf_counter() - t) * 1000.0)
-    # the decoder alone on the same kind of edit (what the studio adds is the difference)
+    # drafts: two drag steps (slider held) and the release, per frame
+    drag_lat, release_lat, drafts_ok = [], [], 0
+    for k in range(edits):
+        f = (k * 53 + 11) % n
+        ad.set_frame(f)
+        _wait(app, lambda: pane.frame == f and shown["serial"] == win.preview.serial, 120)
+        _wait(app, lambda: not win.mesh.worker.busy, 30)
+        t_settle = time.perf_counter() + 0.4
+        _wait(app, lambda: time.perf_counter() > t_settle, 5)
+        row.slider.setSliderDown(True)
+        for delta in (4, 8):
+            t = time.perf_counter()
+            row.slider.setValue(row.slider.value() + (delta if k % 2 == 0 else -delta))
+            target = win.preview.serial
+            if _wait(app, lambda: shown["serial"] >= target, 120):
+                drag_lat.append((time.perf_counter() - t) * 1000.0)
+                drafts_ok += bool(pane.draft)
+        row.slider.setSliderDown(False)
+        t = time.perf_counter()
+        row.slider.sliderReleased.emit()
+        target = win.preview.serial
+        if _wait(app, lambda: shown["serial"] >= target and not pane.draft, 120):
+            release_lat.append((time.perf_counter() - t) * 1000.0)
+    # the decoder alone on the same kind of edit (what the studio adds is the difference),
+    # full size and draft interleaved so that a busy machine slows both alike
     _wait(app, lambda: not win.preview.worker.busy and not win.mesh.worker.busy, 60)
-    dec, alone = win.preview._decoder, []
+    dec, alone, alone_draft = win.preview._decoder, [], []
+    draft_side = win.preview.draft_side()
+    draft_dec = win.preview._draft_decoder or dec.scaled(draft_side)
     for k in range(min(10, edits)):
         f = (k * 37 + 5) % n
         row_values = doc.edited[f].copy()
         row_values[doc.index(name)] += 0.16 * (1 + k % 3)
-        t = time.perf_counter()
-        dec.decode_frame(f, row_values)
-        alone.append((time.perf_counter() - t) * 1000.0)
+        draft_dec.decode_frame(f, row_values - 0.01)             # the GOP's draft key state, warm
+        for d, out in ((dec, alone), (draft_dec, alone_draft)):
+            t = time.perf_counter()
+            d.decode_frame(f, row_values)
+            out.append((time.perf_counter() - t) * 1000.0)
     # scrubbing
     rss0 = rss_mb()
     peak = rss0
@@ -115,11 +147,17 @@ def measure(path, device=None, edits: int = 30, scrub_s: float = 60.0, preview_s
         "latency_p90_ms": sorted(lat)[int(0.9 * (len(lat) - 1))] if lat else float("nan"),
         "latency_min_ms": min(lat) if lat else float("nan"),
         "decoder_alone_ms": statistics.median(alone) if alone else float("nan"),
+        "decoder_draft_ms": statistics.median(alone_draft) if alone_draft else float("nan"),
+        "draft_side": draft_side, "drag_steps": len(drag_lat), "drafts_shown": drafts_ok,
+        "drag_median_ms": statistics.median(drag_lat) if drag_lat else float("nan"),
+        "release_median_ms": statistics.median(release_lat) if release_lat else float("nan"),
         "scrub_s": scrub_s, "scrub_requests": win.preview.serial - requests_before,
         "previews_shown": shown["count"] - frames_shown_before,
         "stale_dropped": win.preview.worker.dropped - dropped_before, "rss_start_mb": rss0, "rss_end_mb": rss1, "rss_peak_mb": peak, "rss_quarters": samples,
         "cache_items": len(win.preview.cache), "device": str(getattr(win.preview._decoder, "device", device)),
         "size": f"{doc.bitstream.width}x{doc.bitstream.height}", "frames": n,
+        "decoder": "learned" if getattr(win.preview._decoder, "refiner", None) is not None else "analytic",
+        "note": getattr(win.preview._decoder, "note", ""),
     }
     doc.mark_saved(doc.path)
     win.close()
@@ -128,11 +166,18 @@ def measure(path, device=None, edits: int = 30, scrub_s: float = 60.0, preview_s
 
 def table(r: dict) -> str:
     rows = [
-        ("clip", f"{r['frames']} frames, {r['size']}, analytic decoder on {r['device']}"),
+        ("clip", f"{r['frames']} frames, {r['size']}, {r['decoder']} decoder on {r['device']}"
+                 + (f" ({r['note']})" if r.get("note") else "")),
         ("first preview after open (decoder + body model start)", f"{r['first_preview_s']:.1f} s"),
         (f"edit-to-preview latency, median of {r['edits']} (target <= 150 ms)", f"{r['latency_median_ms']:.0f} ms"),
         ("Decoder.decode_frame of an edited frame alone, median", f"{r['decoder_alone_ms']:.0f} ms"),
         ("edit-to-preview latency, min / p90", f"{r['latency_min_ms']:.0f} / {r['latency_p90_ms']:.0f} ms"),
+        (f"drag step -> draft preview ({r['draft_side']} px) shown, median of {r['drag_steps']} "
+         f"({r['drafts_shown']} shown as draft; the 3D view also redraws, on the GUI thread)",
+         f"{r['drag_median_ms']:.0f} ms"),
+        ("slider release -> full-size preview shown, median", f"{r['release_median_ms']:.0f} ms"),
+        (f"Decoder.decode_frame alone, draft {r['draft_side']} px / full, median (interleaved)",
+         f"{r['decoder_draft_ms']:.0f} / {r['decoder_alone_ms']:.0f} ms"),
         (f"scrubbing {r['scrub_s']:.0f} s at 25 fps: requests / previews shown / stale dropped unseen",
          f"{r['scrub_requests']} / {r['previews_shown']} / {r['stale_dropped']}"),
         ("RSS start -> end of scrubbing (peak)", f"{r['rss_start_mb']:.0f} -> {r['rss_end_mb']:.0f} MB ({r['rss_peak_mb']:.0f})"),
@@ -146,7 +191,28 @@ def table(r: dict) -> str:
 def run(args) -> int:
     root = Path(__file__).resolve().parent.parent
     path = getattr(args, "file", None) or str(root / "assets" / "sample.ihvc")
+    decoders = (getattr(args, "preview_decoders", None) or "analytic,learned").split(",")
+    for decoder in decoders:
+        if decoder not in ("analytic", "learned"):
+            raise SystemExit(f"unknown preview decoder {decoder!r}: analytic or learned")
+    if len(decoders) > 1:
+        # one process per decoder: Qt allows one QApplication, and the RSS figures stay separate
+        for decoder in decoders:
+            _run_child(path, args, decoder)
+        return 0
     r = measure(path, getattr(args, "device", None), getattr(args, "edits", None) or 30,
-                getattr(args, "scrub_seconds", None) or 60.0)
+                getattr(args, "scrub_seconds", None) or 60.0, decoder=decoders[0])
+    print(f"\n#### {r['decoder']} decoder\n")
     print(table(r))
     return 0
+
+
+def _run_child(path, args, decoder: str) -> None:
+    import subprocess
+    import sys
+    cmd = [sys.executable, str(Path(__file__).resolve().parent.parent / "main.py"), "bench", "--preview",
+           "--file", str(path), "--preview-decoders", decoder]
+    for flag, name in (("--device", "device"), ("--edits", "edits"), ("--scrub-seconds", "scrub_seconds")):
+        if getattr(args, name, None) is not None:
+            cmd += [flag, str(getattr(args, name))]
+    subprocess.run(cmd, check=False)

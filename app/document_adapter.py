@@ -7,6 +7,8 @@ range) lives here, not in the document: it is not part of the file or undo.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
@@ -16,6 +18,25 @@ from engine.document import Document
 from .commands import ChangeCommand
 
 
+class LoggedChangeCommand(ChangeCommand):
+    """A ChangeCommand whose merges keep the edit-log records of both changes.
+
+    The document logged ``a.edits`` then ``b.edits`` when the two commands ran, so
+    the merged change must carry both for its undo to remove them again; a merge
+    that nets to nothing is dropped by the stack without an undo, so its records
+    are dropped from the log here.
+    """
+
+    def mergeWith(self, other) -> bool:
+        edits = tuple(self.change.edits) + tuple(getattr(other.change, "edits", ()))
+        if not super().mergeWith(other):
+            return False
+        self.change.edits = edits
+        if self.isObsolete():
+            self.document.drop_edits(edits)
+        return True
+
+
 class DocumentAdapter(QObject):
     documentReplaced = Signal()
     valuesChanged = Signal(object)       # np.ndarray of touched frames
@@ -23,6 +44,7 @@ class DocumentAdapter(QObject):
     pathChanged = Signal(object)
     frameChanged = Signal(int)
     selectionChanged = Signal(object)    # (first, last) or None
+    saved = Signal(object)               # engine.verify.SavedFile, after a verified save
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -65,10 +87,24 @@ class DocumentAdapter(QObject):
         return self.doc is not None and (self.doc.dirty or self.untitled)
 
     def save(self, path=None):
-        self.doc.save(path)
+        """Write the edited bitstream, read it back and check it (engine.verify); returns a SavedFile.
+
+        On a failed check a VerifyError (one line) propagates, the previous file is left in
+        place and the document stays unsaved.
+        """
+        from engine.verify import save_verified
+        doc = self.doc
+        path = Path(path) if path is not None else doc.path
+        if path is None:
+            raise ValueError("no path to save to")
+        saved = save_verified(doc.edited_bitstream(), path, doc.edited,
+                              [g.key_picture.payload for g in doc.bitstream.gops])
+        doc.mark_saved(saved.path)
         self.untitled = False
         self.undo_stack.setClean()
         self.dirtyChanged.emit(False)
+        self.saved.emit(saved)
+        return saved
 
     # --- view state ---------------------------------------------------------------------------
     def set_frame(self, frame: int):
@@ -92,7 +128,7 @@ class DocumentAdapter(QObject):
     def push(self, change, merge_key=None) -> bool:
         if change.empty:
             return False
-        self.undo_stack.push(ChangeCommand(self.doc, change, merge_key))
+        self.undo_stack.push(LoggedChangeCommand(self.doc, change, merge_key))
         return True
 
     def set_value(self, index: int, value: float, final: bool = True):

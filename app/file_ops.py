@@ -122,6 +122,27 @@ def apply_edit_list_dialog(win, path=None):
     return True
 
 
+def save_edit_list_dialog(win, path=None):
+    """Write the document's edit log as a JSON edit list; replaying it with ``main.py edit`` on the
+    file as opened gives the studio's semantics."""
+    doc = win.adapter.doc
+    if path is None:
+        stem = doc.source.stem if doc.source else "edits"
+        path, _ = QFileDialog.getSaveFileName(win, "Save edit list", str(win._dir() / f"{stem}.edits.json"),
+                                              "Edit list (*.json)")
+    if not path:
+        return False
+    try:
+        written = doc.save_edit_log(path)
+    except (OSError, ValueError) as exc:
+        win.report(exc, "Cannot save edit list")
+        return False
+    # The list is relative to the file as opened (a save in place does not move its starting point).
+    source = f" (applies to {doc.source.name} as opened)" if doc.source else ""
+    win.statusBar().showMessage(f"wrote {len(written)} edits to {path}{source}", 8000)
+    return True
+
+
 def range_edit_dialog(win):
     from .range_dialog import RangeEditDialog
     ad = win.adapter

@@ -8,15 +8,19 @@
 """
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressDialog, QSplitter, QVBoxLayout, QWidget,
+    QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressDialog, QSplitter, QVBoxLayout, QWidget,
 )
 
 from editor_widgets.binding import Connections
+from editor_widgets.bitstream_panel import BitstreamPanel
+from editor_widgets.curve_view import CurveView
 from editor_widgets.mesh_viewport import MeshViewport
 from editor_widgets.preview import PreviewPane
 from editor_widgets.semantic_panel import SemanticPanel, panel_groups
@@ -31,6 +35,8 @@ from .preferences import Preferences, PreferencesDialog
 from .services import MeshService, PreviewService
 
 USER_ERRORS = (IHVCError, OSError, ValueError)
+MESH_DRAG_INTERVAL = 0.5      # s between 3D body updates while a slider is dragged
+MESHES_KEPT = 32        # posed bodies kept for the plausibility box check (about 80 kB each)
 
 
 def one_line(exc: BaseException) -> str:
@@ -51,8 +57,11 @@ class MainWindow(QMainWindow):
         self.errors: list[str] = []          # every error message shown (tests, logs)
         self._task = None
         self._mesh_wanted = None
+        self._dragging = False               # a slider is held: previews are drafts until release
+        self._mesh_at = 0.0                  # when the 3D body was last asked to follow (monotonic s)
         self._build_ui()
         self._wire()
+        self._build_bitstream_panel()
         self._update_title()
         self._update_enabled()
 
@@ -61,6 +70,7 @@ class MainWindow(QMainWindow):
         self.resize(1560, 940)
         self.panel = SemanticPanel()
         self.preview_pane = PreviewPane()
+        self.preview_pane.set_mode(self.prefs.compare_mode)
         self.viewport = MeshViewport()
         self.timeline = Timeline()
         vp = QWidget()
@@ -80,7 +90,15 @@ class MainWindow(QMainWindow):
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(views, 1)
+        # The curve view shares the height with the picture views (drag the splitter to give it more).
+        self.curve_view = CurveView()
+        upper = QSplitter(Qt.Orientation.Vertical)
+        upper.addWidget(views)
+        upper.addWidget(self.curve_view)
+        upper.setStretchFactor(0, 1)
+        upper.setStretchFactor(1, 0)
+        upper.setSizes([600, 210])
+        rl.addWidget(upper, 1)
         rl.addWidget(self.timeline)
         central = QSplitter(Qt.Orientation.Horizontal)
         central.addWidget(self.panel)
@@ -97,7 +115,7 @@ class MainWindow(QMainWindow):
         a["undo"], a["redo"] = undo_redo_actions(self.adapter.undo_stack, self)
         menus = {
             "&File": ["open", "open_video", None, "save", "save_as", None, "export_video", "export_json",
-                      "export_csv", "export_mesh", None, "apply_edits", None, "quit"],
+                      "export_csv", "export_mesh", None, "apply_edits", "save_edits", None, "quit"],
             "&Edit": ["undo", "redo", None, "revert_frame", "range_edit", "mirror", "copy_pose", "paste_pose",
                       None, "preferences"],
             "&View": ["play", "prev_frame", "next_frame", None, "toggle_ghost"],
@@ -124,6 +142,7 @@ class MainWindow(QMainWindow):
         a["export_csv"].triggered.connect(lambda: file_ops.export_semantics(self, "csv"))
         a["export_mesh"].triggered.connect(lambda: file_ops.export_mesh(self))
         a["apply_edits"].triggered.connect(lambda: file_ops.apply_edit_list_dialog(self))
+        a["save_edits"].triggered.connect(lambda: file_ops.save_edit_list_dialog(self))
         a["quit"].triggered.connect(self.close)
         a["revert_frame"].triggered.connect(ad.revert_frame)
         a["range_edit"].triggered.connect(lambda: file_ops.range_edit_dialog(self))
@@ -142,12 +161,16 @@ class MainWindow(QMainWindow):
         c.connect(self.panel.groupResetRequested, lambda key: ad.revert_group(panel_groups(ad.doc.names)[key]))
         c.connect(self.timeline.frameChanged, ad.set_frame)
         c.connect(self.timeline.rangeChanged, ad.set_selection)
+        c.connect(self.curve_view.frameClicked, ad.set_frame)
+        c.connect(self.curve_view.valueEdited, self._on_curve_edited)
+        c.connect(ad.selectionChanged, self.curve_view.set_selection)
         c.connect(ad.documentReplaced, self._on_document)
         c.connect(ad.frameChanged, self._on_frame)
         c.connect(ad.valuesChanged, self._on_values)
         c.connect(ad.dirtyChanged, lambda _d: self._update_title())
         c.connect(ad.pathChanged, lambda _p: self._update_title())
         self.preview.ready.connect(self._on_preview)
+        self.preview_pane.modeChanged.connect(self._on_compare_mode)
         self.preview.failed.connect(lambda exc: (self.report(exc, "Preview failed", modal=False),
                                                  self._request_mesh()))
         self.mesh.ready.connect(self._on_mesh)
@@ -220,11 +243,11 @@ class MainWindow(QMainWindow):
 
     def _save_to(self, path) -> bool:
         try:
-            self.adapter.save(path)
+            saved = self.adapter.save(path)      # written, read back and compared (engine.verify)
         except USER_ERRORS as exc:
             self.report(exc, "Cannot save")
             return False
-        self.statusBar().showMessage(f"saved {path}", 5000)
+        self.statusBar().showMessage(saved.message, 8000)
         return True
 
     def _dir(self) -> Path:
@@ -238,6 +261,10 @@ class MainWindow(QMainWindow):
         self.panel.set_semantics(doc.names, doc.steps, doc.original.min(0), doc.original.max(0))
         self.timeline.set_clip(doc.n_frames, doc.fps, doc.bitstream.key_frames)
         self.timeline.set_markers(doc.edited_frames())
+        self.curve_view.set_semantics(doc.names, doc.steps)
+        self.curve_view.set_curves(doc.original, doc.edited)
+        self.curve_view.set_selection(None)
+        self.curve_view.set_frame(self.adapter.frame)
         self.viewport.vertices = None
         self.mesh.last = None
         self._update_title()
@@ -245,12 +272,15 @@ class MainWindow(QMainWindow):
         self._refresh_frame()
 
     def _on_frame(self, frame: int):
+        self._dragging = False           # a new frame is never a draft (a drag acts on one frame)
         self.timeline.set_frame(frame)
+        self.curve_view.set_frame(frame)
         self._refresh_frame()
 
     def _on_values(self, frames):
         self.preview.invalidate(frames)
         self.timeline.set_markers(self.adapter.doc.edited_frames())
+        self.curve_view.set_curves(self.adapter.doc.original, self.adapter.doc.edited)
         if self.adapter.frame in set(int(f) for f in frames):
             self._refresh_frame()
 
@@ -261,7 +291,7 @@ class MainWindow(QMainWindow):
             return
         f = ad.frame
         self.panel.set_frame_values(doc.edited[f], doc.original[f])
-        self.preview.request(f, doc.original[f], doc.edited[f])
+        self.preview.request(f, doc.original[f], doc.edited[f], draft=self._dragging)
         # The 3D body follows the preview (both use the CPU; the decoded frame matters most).
         self._mesh_wanted = (f, doc.original[f].copy(), doc.edited[f].copy())
         if self.mesh.last is None and not self.mesh.worker.busy:
@@ -270,21 +300,43 @@ class MainWindow(QMainWindow):
                                   f"{len(doc.edited_frames())} edited frames")
 
     def _on_value_edited(self, index: int, value: float, final: bool):
+        self._dragging = not final
+        serial = self.preview.serial
         self.adapter.set_value(index, value, final)
+        if final and self.preview.serial == serial and self.preview.last_draft:
+            self._refresh_frame()        # released where the drag left it: the full frame replaces the draft
         doc, f = self.adapter.doc, self.adapter.frame
         self.panel.row(index).set_values(float(doc.edited[f, index]), float(doc.original[f, index]))  # show the snap
+        self.curve_view.set_index(index)     # the curve follows the semantic edited last
 
-    def _on_preview(self, serial, frame, original, edited):
+    def _on_curve_edited(self, frame: int, index: int, value: float, final: bool):
+        # A dragged curve point is a slider edit on its frame: the same undo path and drag merging.
+        self.adapter.set_frame(frame)
+        self._on_value_edited(index, value, final)
+
+    def _on_preview(self, serial, frame, original, edited, draft=False):
         if frame == self.adapter.frame:
             edited_here = not np.array_equal(self.adapter.doc.original[frame], self.adapter.doc.edited[frame])
             note = "edited" if edited_here else "unedited"
             self.preview_pane.set_frames(serial, frame, original, edited,
-                                         note + (f" · {self.preview.note}" if self.preview.note else ""))
+                                         note + (f" · {self.preview.note}" if self.preview.note else ""), draft)
+        # Redrawing the 3D body costs 165-290 ms on the GUI thread with a software GL, which made every
+        # drag step wait for it; during a drag the body follows at most every MESH_DRAG_INTERVAL s,
+        # and on release (a full, non-draft preview) at once.
+        now = time.monotonic()
+        if draft and now - self._mesh_at < MESH_DRAG_INTERVAL:
+            return
+        self._mesh_at = now
         self._request_mesh()
+
+    def _on_compare_mode(self, mode: str):
+        self.prefs.compare_mode = mode
+        self.prefs.save()
 
     def _request_mesh(self):
         wanted, self._mesh_wanted = self._mesh_wanted, None
         if wanted is not None and self.adapter.doc is not None:
+            self._mesh_requested = wanted    # MeshService shows only its newest request: these rows
             self.mesh.request(self.adapter.doc.bitstream, *wanted)
 
     def _on_mesh(self, frame, faces, verts, ghost):
@@ -304,7 +356,8 @@ class MainWindow(QMainWindow):
     def _update_enabled(self):
         has = self.adapter.doc is not None
         for n in ("save", "save_as", "export_video", "export_json", "export_csv", "export_mesh", "apply_edits",
-                  "revert_frame", "range_edit", "mirror", "copy_pose", "play", "prev_frame", "next_frame"):
+                  "save_edits", "revert_frame", "range_edit", "mirror", "copy_pose", "play", "prev_frame",
+                  "next_frame"):
             self.actions[n].setEnabled(has)
         self.actions["paste_pose"].setEnabled(has and self.adapter.can_paste)
 
@@ -317,6 +370,84 @@ class MainWindow(QMainWindow):
             self.prefs.save()
             self.preview.reset_decoder()
             self._refresh_frame()
+
+    # --- bitstream panel: the file's rate, the pending edits' size, plausibility warnings --------
+    def _build_bitstream_panel(self):
+        self.bitstream_panel = bp = BitstreamPanel()
+        dock = self.bitstream_dock = QDockWidget("Bitstream", self)
+        dock.setObjectName("bitstream_dock")
+        dock.setWidget(bp)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        for act in self.menuBar().actions():
+            if act.text() == "&View":
+                act.menu().addAction(dock.toggleViewAction())
+        self._file_bs = None             # the bitstream on disk: as opened, then as read back after each save
+        self._file_stats = None
+        self._mesh_requested = None
+        self._meshes: OrderedDict = OrderedDict()   # frame -> (pose + rot it was posed with, FrameMesh)
+        c, ad = self.bindings, self.adapter
+        c.connect(ad.documentReplaced, self._bitstream_document)
+        c.connect(ad.saved, self._bitstream_saved)
+        c.connect(ad.valuesChanged, lambda _frames: bp.schedule())
+        c.connect(bp.refreshDue, self._bitstream_refresh)
+        c.connect(bp.frameActivated, ad.set_frame)
+        c.connect(self.mesh.ready, self._bitstream_mesh)
+
+    def _set_file_bitstream(self, bs):
+        from engine.bitstream_stats import file_stats
+        doc = self.adapter.doc
+        self._file_bs, self._file_stats = bs, None
+        try:
+            self._file_stats = file_stats(bs)
+        except USER_ERRORS as exc:       # a freshly encoded bitstream the writer refuses
+            self.bitstream_panel.set_stats(None)
+            self.bitstream_panel.set_pending(None, error=one_line(exc))
+            return
+        name = doc.path.name if doc.path is not None and not self.adapter.untitled else "untitled (not saved)"
+        self.bitstream_panel.set_stats(self._file_stats, name)
+
+    def _bitstream_document(self):
+        self._meshes.clear()
+        self._set_file_bitstream(self.adapter.doc.bitstream)
+        self._bitstream_refresh()
+
+    def _bitstream_saved(self, saved):
+        self._set_file_bitstream(saved.bitstream)
+        self._bitstream_refresh()
+
+    def _bitstream_refresh(self):
+        """Pending size change (the edited semantics coded in memory) and plausibility warnings."""
+        from engine import plausibility
+        from engine.bitstream_stats import pending_change
+        doc, bp = self.adapter.doc, self.bitstream_panel
+        if doc is None or self._file_stats is None:
+            return
+        n_edited = len(doc.edited_frames())
+        try:
+            bp.set_pending(pending_change(self._file_bs, doc.edited, self._file_stats), n_edited)
+        except USER_ERRORS as exc:
+            bp.set_pending(None, n_edited, one_line(exc))
+        # Meshes posed from other values than the current ones are stale: left out until re-posed.
+        meshes = {f: m for f, (pose, m) in self._meshes.items() if pose == doc.edited[f, :24].tobytes()}
+        warnings = plausibility.check(doc.original, doc.edited, doc.names, doc.bitstream.body_model, meshes)
+        bp.set_warnings(warnings)
+        self.timeline.set_warning_frames(w.frame for w in warnings)
+
+    def _bitstream_mesh(self, frame, faces, verts, ghost):
+        """Keep the posed body of recent frames for the box check (the 3D view poses one frame at a time)."""
+        from engine.plausibility import FrameMesh
+        doc, wanted = self.adapter.doc, self._mesh_requested
+        if doc is None or wanted is None or wanted[0] != frame:
+            return
+        focal = np.asarray(doc.bitstream.gop_of(frame)[0].key.focal, float)
+        # Every 4th vertex: the share of the body outside its box hardly changes, memory drops fourfold.
+        mesh = FrameMesh(np.asarray(verts)[::4], np.asarray(ghost)[::4], focal)
+        self._meshes[frame] = (np.asarray(wanted[2], float)[:24].tobytes(), mesh)   # pose + rot: what posing used
+        self._meshes.move_to_end(frame)
+        while len(self._meshes) > MESHES_KEPT:
+            self._meshes.popitem(last=False)
+        if doc.edited_mask()[frame].any():
+            self.bitstream_panel.schedule()
 
     # --- closing ------------------------------------------------------------------------------------
     def closeEvent(self, event):

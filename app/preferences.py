@@ -1,10 +1,12 @@
-"""Preferences: decoder device, analytic / learned decoder, preview size (stored with QSettings)."""
+"""Preferences: decoder device, analytic / learned decoder, preview size, compare mode (stored with QSettings)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout
+
+from editor_widgets.preview import COMPARE_MODES
 
 DEVICES = ("auto", "cpu", "cuda")
 DECODERS = ("analytic", "learned")
@@ -14,8 +16,9 @@ PREVIEW_SIZES = (256, 384, 512, 768)
 @dataclass
 class Preferences:
     device: str = "auto"
-    decoder: str = "analytic"
+    decoder: str = "learned"        # the shipped weights; the analytic path when they are absent
     preview_size: int = 384
+    compare_mode: str = "side"     # the preview's compare mode (chosen in its header, kept here)
 
     @classmethod
     def load(cls, settings: QSettings | None = None) -> "Preferences":
@@ -27,8 +30,9 @@ class Preferences:
             size = int(s.value("preview_size", p.preview_size))
         except (TypeError, ValueError):
             size = p.preview_size
-        return cls(dev if dev in DEVICES else "auto", dec if dec in DECODERS else "analytic",
-                   size if size in PREVIEW_SIZES else 384)
+        mode = str(s.value("compare_mode", p.compare_mode))
+        return cls(dev if dev in DEVICES else "auto", dec if dec in DECODERS else p.decoder,
+                   size if size in PREVIEW_SIZES else 384, compare_mode=mode if mode in COMPARE_MODES else "side")
 
     def save(self, settings: QSettings | None = None):
         s = settings or QSettings("IHVC", "IHVC Studio")

@@ -1,7 +1,9 @@
 """Preview and mesh services: engine calls (decoder, body model) off the GUI thread.
 
-    PreviewService.request(frame, original_row, edited_row) -> serial
-        ready(serial, frame, original_rgb, edited_rgb) for the newest request only
+    PreviewService.request(frame, original_row, edited_row, draft=False) -> serial
+        ready(serial, frame, original_rgb, edited_rgb, draft) for the newest request only
+        draft: decode both frames small (``draft_side``) through ``decoder.scaled`` (while a slider
+        is dragged); full-size and draft frames are cached under different keys
     MeshService.request(frame, key, original_row, edited_row)
         ready(frame, faces, vertices, ghost_vertices)
 
@@ -10,7 +12,6 @@ The decoder and the body model are created lazily *inside* the worker thread
 """
 from __future__ import annotations
 
-import inspect
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -19,34 +20,14 @@ from .workers import FrameCache, LatestWorker
 
 
 def default_decoder_factory(bitstream, prefs):
-    """engine.decoder.Decoder with the preferred device and mode.
+    """The decoder ``decode`` would use (engine.decoder.open_decoder), on the preferred device.
 
-    "learned" passes the trained refiner when the Decoder takes one (``refiner=``) and the
-    weights are shipped; otherwise the analytic decoder is used and ``decoder.note`` says so.
+    "learned" takes the shipped refiner; when it is missing or unusable the analytic decoder
+    runs and ``decoder.note`` says why (the preview header shows it): never a silent fallback.
     """
-    from engine.decoder import Decoder
+    from engine.decoder import open_decoder
     device = None if prefs.device == "auto" else prefs.device
-    kwargs = {"device": device}
-    try:
-        params = inspect.signature(Decoder).parameters
-    except (TypeError, ValueError):
-        params = {}
-    note = ""
-    if prefs.decoder == "learned":
-        refiner = None
-        if "refiner" in params:
-            try:
-                from engine.learned import load_refiner
-                refiner = load_refiner(device=device, body_model=None)
-            except Exception as exc:  # weights missing or unreadable: fall back, say so
-                note = f"learned decoder unavailable ({exc}); analytic"
-        if refiner is not None:
-            kwargs["refiner"] = refiner
-        elif not note:
-            note = "learned decoder not available in this build; analytic"
-    dec = Decoder(bitstream, **kwargs)
-    dec.note = note
-    return dec
+    return open_decoder(bitstream, device=device, analytic=prefs.decoder != "learned")
 
 
 def default_body_model_factory(bitstream, prefs):
@@ -67,8 +48,11 @@ def _resize(rgb: np.ndarray, size: int | None) -> np.ndarray:
     return rgb[ys][:, xs]
 
 
+DRAFT_MAX_SIDE = 192    # measured on the sample (384 px, analytic, CPU): ~2x faster per frame
+
+
 class PreviewService(QObject):
-    ready = Signal(int, int, object, object)
+    ready = Signal(int, int, object, object, bool)
     failed = Signal(object)
 
     @property
@@ -85,6 +69,8 @@ class PreviewService(QObject):
         self._bitstream = None
         self._decoder = None
         self._decoder_gen = -1
+        self._draft_decoder = None     # decoder.scaled(draft_side), built with the decoder
+        self.last_draft = False        # the newest request asked for a draft
         self.worker = LatestWorker(self._handle, self)
         self.worker.done.connect(self._done)
         self.worker.failed.connect(lambda req, exc: self.failed.emit(exc))
@@ -102,38 +88,59 @@ class PreviewService(QObject):
         self.generation += 1
         self.cache.clear()
 
-    def request(self, frame: int, original_row: np.ndarray, edited_row: np.ndarray) -> int:
+    def draft_side(self, bitstream=None) -> int:
+        """Longest side of a draft frame: half the preview size, at most DRAFT_MAX_SIDE, and at most
+        half the coded size (a draft must cost clearly less than the full frame to be worth showing)."""
+        bs = bitstream if bitstream is not None else self._bitstream
+        side = min(DRAFT_MAX_SIDE, int(self.prefs.preview_size) // 2)
+        if bs is not None:
+            side = min(side, max(bs.width, bs.height) // 2)
+        return max(16, side)
+
+    def request(self, frame: int, original_row: np.ndarray, edited_row: np.ndarray, draft: bool = False) -> int:
         self.serial += 1
+        self.last_draft = bool(draft)
         self.worker.submit((self.serial, self.generation, self._bitstream, int(frame),
-                            np.array(original_row, float), np.array(edited_row, float)))
+                            np.array(original_row, float), np.array(edited_row, float), bool(draft)))
         return self.serial
 
     # --- worker thread ----------------------------------------------------------------------------
-    def _decode(self, kind, frame, row, semantics):
-        key = (kind, frame, row.tobytes(), self._decoder_gen)
+    def _decode(self, kind, frame, row, semantics, decoder=None, size=None):
+        """size: None for the full frame, else the draft side (part of the key: never mixed up)."""
+        key = (kind, frame, row.tobytes(), self._decoder_gen, size)
         img = self.cache.get(key)
         if img is None:
-            img = _resize(np.asarray(self._decoder.decode_frame(frame, semantics)), self.prefs.preview_size)
+            dec = decoder if decoder is not None else self._decoder
+            img = _resize(np.asarray(dec.decode_frame(frame, semantics)), size or self.prefs.preview_size)
             self.cache.put(key, img)
         return img
 
     def _handle(self, req):
-        serial, gen, bitstream, frame, orig_row, edit_row = req
+        serial, gen, bitstream, frame, orig_row, edit_row, draft = req
         if self._decoder is None or self._decoder_gen != gen:
-            self._decoder = None
+            self._decoder = self._draft_decoder = None
             self._decoder = self.decoder_factory(bitstream, self.prefs)
             self._decoder_gen = gen
-        original = self._decode("original", frame, orig_row, None)
+        draft_dec, size = None, None
+        if draft:
+            side = self.draft_side(bitstream)
+            if self._draft_decoder is None and hasattr(self._decoder, "scaled"):
+                self._draft_decoder = self._decoder.scaled(side)
+            draft_dec = self._draft_decoder
+            size = side if draft_dec is not None else None   # no scaled(): full frames, not labelled draft
+        # In a draft the original is small too, so that wipe and difference compare like with like;
+        # it is decoded once per frame and drag (the cache holds it).
+        original = self._decode("original", frame, orig_row, None, draft_dec, size)
         if np.array_equal(orig_row, edit_row):
             edited = original
         else:
-            edited = self._decode("edited", frame, edit_row, edit_row)
-        return serial, frame, original, edited
+            edited = self._decode("edited", frame, edit_row, edit_row, draft_dec, size)
+        return serial, frame, original, edited, size is not None
 
     def _done(self, req, result):
-        serial, frame, original, edited = result
+        serial, frame, original, edited, draft = result
         if serial == self.serial:                     # newest wins; older results are dropped
-            self.ready.emit(serial, frame, original, edited)
+            self.ready.emit(serial, frame, original, edited, draft)
 
     def stop(self):
         self.worker.stop()

@@ -1,4 +1,4 @@
-"""Timeline: scrubber with markers on edited frames and key frames, range selection, play / pause.
+"""Timeline: scrubber with markers on edited frames, key frames and warnings, range selection, play / pause.
 
 Mouse on the bar: click / drag scrubs; shift + drag selects a range (for range
 edits); the [ and ] buttons set the range's ends at the current frame; Esc or
@@ -31,6 +31,7 @@ class TimelineBar(QWidget):
         super().__init__(parent)
         self.n_frames, self.frame = 1, 0
         self.edited = np.zeros(0, int)
+        self.warnings = np.zeros(0, int)     # frames with plausibility warnings (red, above the bar)
         self.key_frames: list[int] = []
         self.selection: tuple[int, int] | None = None
         self._anchor = None
@@ -62,6 +63,8 @@ class TimelineBar(QWidget):
             p.drawLine(int(x), 8, int(x), h - 9)
         for f in self.edited:
             p.fillRect(QRectF(self._x(f) - max(fw / 2, 1), h - 14, max(fw, 2), 6), QColor("#e07b00"))
+        for f in self.warnings:     # in the top margin, so they never hide the edited marks
+            p.fillRect(QRectF(self._x(f) - max(fw / 2, 1.5), 1, max(fw, 3), 6), QColor("#e0302a"))
         x = self._x(self.frame)
         p.setPen(QPen(QColor("#ffffff"), 2))
         p.drawLine(int(x), 2, int(x), h - 2)
@@ -157,6 +160,15 @@ class Timeline(QWidget):
     def set_markers(self, frames):
         self.bar.edited = np.asarray(frames, int)
         self.bar.update()
+
+    def set_warning_frames(self, frames):
+        """Mark frames that have plausibility warnings (engine.plausibility)."""
+        self.bar.warnings = np.unique(np.asarray(list(frames), int))
+        self.bar.update()
+
+    @property
+    def warning_frames(self) -> list[int]:
+        return [int(f) for f in self.bar.warnings]
 
     @property
     def frame(self) -> int:

@@ -10,6 +10,14 @@ Every operation is split in two: ``plan_*`` computes a :class:`Change` (frames,
 before, after) without touching the document, and :meth:`Document.apply` /
 :meth:`Document.unapply` write it. The app wraps a Change in a QUndoCommand;
 scripts call the convenience methods (``set_value``, ``set_range``, ...).
+
+Edit log: every Change also carries the edit-list records (:class:`engine.edits.Edit`)
+that reproduce it: the Edit itself for range edits, mirror, revert and applied
+edit lists; ``set`` records for slider values, pasted poses and partial reverts.
+``apply`` appends a Change's records to the log, ``unapply`` removes them from
+its end, so the log follows undo / redo because undo is last-in, first-out.
+:meth:`Document.edit_log` replayed on the opened file (``python main.py edit``)
+gives exactly ``edited``: every record's result is snapped to the same grid.
 """
 from __future__ import annotations
 
@@ -60,6 +68,7 @@ class Change:
     before: np.ndarray
     after: np.ndarray
     text: str = "edit"
+    edits: tuple = ()      # E.Edit records that turn ``before`` into ``after`` (the edit log's part)
 
     @property
     def empty(self) -> bool:
@@ -70,6 +79,7 @@ class Document:
     def __init__(self, bitstream, path=None):
         self.bitstream = bitstream
         self.path = Path(path) if path is not None else None
+        self.source = self.path          # the file as opened: what the edit log applies to
         self.original = bitstream.semantics().astype(float)
         self.original.setflags(write=False)
         self.steps = bitstream.steps
@@ -77,6 +87,8 @@ class Document:
         self._edited = self.original.copy()
         self._saved = self.original.copy()
         self._dirty = False
+        self._log: list[E.Edit] = []     # raw records of the applied changes, oldest first
+        self._log_ok = True              # False once an unapply did not match the log's end
         self.events = Events()
 
     # --- read ------------------------------------------------------------------------------
@@ -115,10 +127,42 @@ class Document:
 
     # --- write -----------------------------------------------------------------------------
     def apply(self, change: Change) -> None:
+        if not change.empty:             # log first: listeners of values_changed see a consistent log
+            self._log.extend(change.edits)
         self._write(change.frames, change.after)
 
     def unapply(self, change: Change) -> None:
+        if not change.empty:
+            self.drop_edits(change.edits)
         self._write(change.frames, change.before)
+
+    def drop_edits(self, edits) -> None:
+        """Remove ``edits`` from the end of the log (an unapplied change, or an undo command that
+        merged into nothing and is dropped without an undo). A mismatch means the log no longer
+        describes the edits: it is then refused on export rather than silently wrong."""
+        edits = tuple(edits)
+        if not edits:
+            return
+        if tuple(self._log[-len(edits):]) == edits:
+            del self._log[-len(edits):]
+        else:
+            self._log_ok = False
+
+    def edit_log(self) -> list[E.Edit]:
+        """The edits made so far as an edit list, relative to ``original`` (the file as opened).
+
+        Consecutive records a later one makes redundant are folded (one slider drag is
+        dozens of ``set`` records); the folded list replays to the same values.
+        """
+        if not self._log_ok:
+            raise ValueError("the edit log lost track of the edits; it cannot be saved")
+        return compact_edits(self._log, self.names, self.steps)
+
+    def save_edit_log(self, path) -> list[E.Edit]:
+        """Write :meth:`edit_log` as a JSON edit list (atomically); returns what was written."""
+        log = self.edit_log()
+        E.save(log, path)
+        return log
 
     def _write(self, frames, rows) -> None:
         frames = np.asarray(frames, int)
@@ -134,16 +178,21 @@ class Document:
             self._dirty = dirty
             self.events.dirty_changed(dirty)
 
-    def _change(self, new: np.ndarray, text: str) -> Change:
-        """Diff the full (N, D) ``new`` against the current values."""
+    def _change(self, new: np.ndarray, text: str, edits=None) -> Change:
+        """Diff the full (N, D) ``new`` against the current values. Without ``edits``, the change is
+        logged as ``set`` records of its changed values (exact for any change on the grid)."""
         frames = np.flatnonzero((new != self._edited).any(1))
-        return Change(frames, self._edited[frames].copy(), new[frames].copy(), text)
+        before, after = self._edited[frames].copy(), new[frames].copy()
+        if edits is None:
+            edits = set_records(frames, before, after, self.names)
+        return Change(frames, before, after, text, tuple(edits))
 
     # --- plans (pure: nothing changes until apply) -------------------------------------------
     def plan_set_value(self, frame: int, index: int, value: float) -> Change:
         new = self._edited.copy()
         new[frame, index] = snap(np.array([value]), self.steps[index:index + 1])[0]
-        return self._change(new, f"set {self.names[index]}")
+        edit = E.Edit("set", int(frame), int(frame), self.names[index], float(new[frame, index]))
+        return self._change(new, f"set {self.names[index]}", [edit])
 
     def plan_set_frame(self, frame: int, row: np.ndarray, text: str = "set frame") -> Change:
         new = self._edited.copy()
@@ -152,11 +201,12 @@ class Document:
 
     def plan_edit(self, edit: E.Edit) -> Change:
         new = E.apply_edit(self._edited, self.original, self.names, self.steps, edit)
-        return self._change(new, edit.op if edit.semantic is None else f"{edit.op} {edit.semantic}")
+        return self._change(new, edit.op if edit.semantic is None else f"{edit.op} {edit.semantic}", [edit])
 
     def plan_edits(self, edit_list, text: str = "apply edit list") -> Change:
-        new = E.apply_edits(self._edited, self.original, self.names, self.steps, list(edit_list))
-        return self._change(new, text)
+        edit_list = list(edit_list)
+        new = E.apply_edits(self._edited, self.original, self.names, self.steps, edit_list)
+        return self._change(new, text, edit_list)
 
     def plan_range(self, index: int, first: int, last: int, *, offset=None, value=None,
                    ease_in: int = 0, ease_out: int = 0) -> Change:
@@ -173,7 +223,9 @@ class Document:
         cols = GROUPS[group] if group else (list(columns) if columns is not None else slice(None))
         new[first:last + 1, cols] = self.original[first:last + 1, cols]
         what = group or ("values" if columns is not None else ("frame" if first == last else "range"))
-        return self._change(new, f"revert {what}")
+        # Whole frames are one "revert" record; a group or some columns become "set" records.
+        whole = group is None and columns is None
+        return self._change(new, f"revert {what}", [E.Edit("revert", first, last)] if whole else None)
 
     def plan_paste_pose(self, frames, row: np.ndarray, group: str | None = None) -> Change:
         """Paste a frame's values (all, or one group) onto frames (ints or a range)."""
@@ -230,6 +282,61 @@ class Document:
             self.path = Path(path)
             self.events.path_changed(self.path)
         self._update_dirty()
+
+
+# --- edit-log helpers ------------------------------------------------------------------------
+
+def set_records(frames: np.ndarray, before: np.ndarray, after: np.ndarray, names) -> list[E.Edit]:
+    """``set`` records for the changed values of rows ``frames`` (n,), before / after (n, D).
+
+    One record per semantic and run of consecutive frames that got the same value (a
+    pasted pose over a range is one record per semantic).
+    """
+    out = []
+    changed = before != after
+    for j in np.flatnonzero(changed.any(0)):
+        k = np.flatnonzero(changed[:, j])
+        f, v = frames[k], after[k, j]
+        starts = np.flatnonzero(np.r_[True, (np.diff(f) != 1) | (v[1:] != v[:-1])])
+        ends = np.r_[starts[1:], k.size] - 1
+        out += [E.Edit("set", int(f[a]), int(f[b]), names[j], float(v[a])) for a, b in zip(starts, ends)]
+    return out
+
+
+def _on_grid(amount: float, step: float) -> bool:
+    return abs(amount / step - round(amount / step)) < 1e-6
+
+
+def compact_edits(edits, names, steps) -> list[E.Edit]:
+    """Fold records that replay to the same values as a shorter list.
+
+    * a ``set`` without easing hides earlier ``set`` / ``offset`` records of the same
+      semantic that lie inside its frames (a slider drag on one frame keeps its last value);
+    * two ``offset`` records without easing on the same semantic and frames add up when
+      both are whole grid steps (a slider drag over a range): snap(snap(x + a) + b) equals
+      snap(x + a + b) exactly then, and a sum of zero is dropped.
+    """
+    out: list[E.Edit] = []
+    for e in edits:
+        plain = e.op in ("set", "offset") and not e.ease_in and not e.ease_out
+        while plain and e.op == "set" and out:
+            p = out[-1]
+            if p.op in ("set", "offset") and p.semantic == e.semantic and e.first <= p.first and p.last <= e.last:
+                out.pop()
+            else:
+                break
+        if plain and e.op == "offset" and out:
+            p, step = out[-1], float(steps[list(names).index(e.semantic)])
+            if (p.op == "offset" and not p.ease_in and not p.ease_out and p.semantic == e.semantic
+                    and (p.first, p.last) == (e.first, e.last) and _on_grid(p.amount, step)
+                    and _on_grid(e.amount, step)):
+                out.pop()
+                ticks = round((p.amount + e.amount) / step)
+                if ticks:
+                    out.append(E.Edit("offset", e.first, e.last, e.semantic, float(ticks * step)))
+                continue
+        out.append(e)
+    return out
 
 
 def export_semantics_json(path, names, values: np.ndarray, fps: float, key_frames=()) -> None:

@@ -25,6 +25,8 @@ def add_arguments(p):
                    help="--learned: write DIR/grid_<clip>.png (key | target | analytic | learned)")
     p.add_argument("--file", default=None, help="--preview: bitstream to open (default assets/sample.ihvc)")
     p.add_argument("--edits", type=int, default=None, help="--preview: number of slider edits (default 30)")
+    p.add_argument("--preview-decoders", default=None,
+                   help="--preview: decoders to measure, comma-separated (default analytic,learned)")
     p.add_argument("--scrub-seconds", type=float, default=None, help="--preview: scrubbing time (default 60)")
 
 
