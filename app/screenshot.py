@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     ad.set_frame(20)
     win.timeline.set_selection(0, 60)
     ad.set_range(ad.doc.index("head.y"), 0, 60, offset=-0.45, ease_in=10, ease_out=10)
+    win.curve_view.set_index(ad.doc.index("head.y"))      # the curve of the edited semantic
     ad.set_range(ad.doc.index("right_shoulder.z"), 0, 60, offset=-0.35, ease_in=10, ease_out=10)
     ad.set_frame(22)
     f = 22
