@@ -315,7 +315,9 @@ class MainWindow(QMainWindow):
         self._on_value_edited(index, value, final)
 
     def _on_preview(self, serial, frame, original, edited, draft=False):
-        if frame == self.adapter.frame:
+        # The current frame, or (while playing or scrubbing ahead of the decoder) the newest decoded
+        # one: the pane says which frame it shows, and original and edited always come as a pair.
+        if self.adapter.doc is not None and 0 <= frame < self.adapter.doc.n_frames:
             edited_here = not np.array_equal(self.adapter.doc.original[frame], self.adapter.doc.edited[frame])
             note = "edited" if edited_here else "unedited"
             self.preview_pane.set_frames(serial, frame, original, edited,

@@ -299,3 +299,17 @@ def test_range_dialog_and_preferences(studio, tmp_path):
     s = QSettings(str(tmp_path / "p.ini"), QSettings.Format.IniFormat)
     p.save(s)
     assert Preferences.load(s) == p
+
+
+def test_previews_move_forward_during_playback(studio, qtbot):
+    """A result overtaken by a newer request is still shown (playback would freeze otherwise),
+    but never one older than what is on screen."""
+    got = []
+    studio.preview.ready.connect(lambda serial, frame, *_: got.append((serial, frame)))
+    img = np.zeros((8, 8, 3), np.uint8)
+    base = studio.preview.emitted
+    studio.preview.serial = base + 10                       # newer requests already made
+    for serial, frame in ((base + 3, 3), (base + 2, 2), (base + 5, 5)):
+        studio.preview._done(None, (serial, frame, img, img, False))
+    assert got == [(base + 3, 3), (base + 5, 5)]
+    assert studio.preview_pane.frame == 5                   # shown, though frame 5 is not current
