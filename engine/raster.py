@@ -7,7 +7,7 @@ is the batched, device-agnostic (CPU or CUDA) PyTorch rasterizer that gives
 both; it needs no OpenGL context.
 
 Why PyTorch and not an OpenGL id buffer (pyrender / EGL): measured with
-``python -m engine.raster`` on the development machine (2 shared CPU cores, no
+``python main.py bench --raster`` on the development machine (2 shared CPU cores, no
 GPU, one thread; an Anny-sized closed mesh, 13.5k vertices / 27k triangles,
 384 x 384, covering a quarter of the frame): this rasterizer takes 7.4 ms per
 frame with back-face culling (12.9 ms without), barycentrics and depth
@@ -182,6 +182,10 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, height
         zbuf[idx] = 1.0 / s.squeeze(-1)
     return Raster(tri=tri.reshape(B, height, width), bary=bary.reshape(B, height, width, 3),
                   depth=zbuf.reshape(B, height, width))
+
+
+def bench(args=None) -> None:  # pragma: no cover - ``python main.py bench --raster``
+    _bench()
 
 
 def _bench(n: int = 20) -> None:  # pragma: no cover - measurement helper
