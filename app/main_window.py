@@ -323,10 +323,12 @@ class MainWindow(QMainWindow):
             self.preview_pane.set_frames(serial, frame, original, edited,
                                          note + (f" · {self.preview.note}" if self.preview.note else ""), draft)
         # Redrawing the 3D body costs 165-290 ms on the GUI thread with a software GL, which made every
-        # drag step wait for it; during a drag the body follows at most every MESH_DRAG_INTERVAL s,
-        # and on release (a full, non-draft preview) at once.
+        # drag step (and every played frame) wait for it; while previews stream in (drag, playback,
+        # scrubbing) the body follows at most every MESH_DRAG_INTERVAL s, and with the newest full
+        # frame (slider released, playback stopped) at once.
         now = time.monotonic()
-        if draft and now - self._mesh_at < MESH_DRAG_INTERVAL:
+        final = not draft and serial == self.preview.serial
+        if not final and now - self._mesh_at < MESH_DRAG_INTERVAL:
             return
         self._mesh_at = now
         self._request_mesh()
