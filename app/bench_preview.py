@@ -173,7 +173,7 @@ def table(r: dict) -> str:
         ("Decoder.decode_frame of an edited frame alone, median", f"{r['decoder_alone_ms']:.0f} ms"),
         ("edit-to-preview latency, min / p90", f"{r['latency_min_ms']:.0f} / {r['latency_p90_ms']:.0f} ms"),
         (f"drag step -> draft preview ({r['draft_side']} px) shown, median of {r['drag_steps']} "
-         f"({r['drafts_shown']} shown as draft; the 3D view also redraws, on the GUI thread)",
+         f"({r['drafts_shown']} shown as draft; the 3D body follows at most every 0.5 s)",
          f"{r['drag_median_ms']:.0f} ms"),
         ("slider release -> full-size preview shown, median", f"{r['release_median_ms']:.0f} ms"),
         (f"Decoder.decode_frame alone, draft {r['draft_side']} px / full, median (interleaved)",
