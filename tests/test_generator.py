@@ -279,3 +279,25 @@ def test_train_loop_under_ddp_and_resume(tmp_path):
     res = train(None, config=TINY, device="cpu", out_dir=out, steps=4, resume=True, threads=1, log_fn=lambda m: None,
                 clips=([tmp_path / "a"], tmp_path / "v"), batch=1, crop=16, adversarial=1.0, val_every=10)
     assert res["step"] == 4 and "resumed from" in (out / "train.log").read_text()
+
+
+def test_fine_tuning_starts_from_init_weights(tmp_path):
+    from engine.generator.train import train
+    for i, n in enumerate("av"):
+        _fake_clip(tmp_path / n, f"clip_{n}", seed=i)
+    gen, path = _save_tiny(tmp_path)
+    out = tmp_path / "out"
+    # one step at learning rate 0: what is saved is exactly where training started
+    train(None, config=TINY, device="cpu", out_dir=out, steps=1, threads=1, log_fn=lambda m: None,
+          clips=([tmp_path / "a"], tmp_path / "v"), batch=1, crop=16, init=str(path), lr=0.0)
+    assert "initialised from" in (out / "train.log").read_text()
+    from safetensors.torch import load_file
+    saved = load_file(str(out / "last.safetensors"))
+    want = gen.state_dict()
+    k = next(k for k in want if want[k].dtype.is_floating_point and want[k].numel() > 1)
+    assert torch.equal(saved["gen." + k], want[k]) and torch.equal(saved["ema." + k], want[k])
+    other = Generator(dict(TINY, gen_ch=(8, 16)))
+    bad = ckpt.save(tmp_path / "other.safetensors", other, {})
+    with pytest.raises(IHVCError, match="another network config"):
+        train(None, config=TINY, device="cpu", out_dir=tmp_path / "o2", steps=1, threads=1, log_fn=lambda m: None,
+              clips=([tmp_path / "a"], tmp_path / "v"), batch=1, crop=16, init=str(bad))

@@ -28,6 +28,8 @@ def add_arguments(p):
     p.add_argument("--taichi-frames", type=int, default=96, help="frames analysed per taichi clip (default 96)")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--export", default=None, metavar="PATH", help="write the best checkpoint here when it beats analytic")
+    p.add_argument("--init", default=None, metavar="W.safetensors",
+                   help="start the generator from these weights (fine-tuning; same --config)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -36,6 +38,6 @@ def run(args) -> int:
     res = train(args.data, config=args.config, device=args.device, resume=args.resume, out_dir=args.out,
                 steps=args.steps, threads=args.threads, seed=args.seed, taichi_frames=args.taichi_frames,
                 export_to=args.export, time_limit=args.time_limit, batch=args.batch, crop=args.crop, lr=args.lr,
-                adversarial=args.adversarial, val_every=args.val_every)
+                adversarial=args.adversarial, val_every=args.val_every, init=args.init)
     print(f"trained {res['step']} steps in {res['seconds']:.0f} s; best validation gain {res['best_gain_db']:+.3f} dB")
     return 0

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as Fn
 
-from ..errors import InputError
+from ..errors import IHVCError, InputError
 from ..fileio import atomic_path
 from . import checkpoint as ckpt
 from .dataset import ClipData, PairSampler, build_cache, clip_spec, find_clips, validation_frames
@@ -144,7 +144,7 @@ def prepare_data(data_dir, log, val_name=HOLDOUT_VAL, test_names=HOLDOUT_TEST, t
 def train(data_dir, config: str = "small", device: str | None = None, resume: bool = False, out_dir="out/train",
           steps: int | None = None, log_fn=print, threads: int | None = None, seed: int = 0,
           taichi_frames: int = 96, export_to: str | None = None, time_limit: float | None = None, clips=None,
-          **overrides) -> dict:
+          init: str | None = None, **overrides) -> dict:
     rank, world, dev = dist_setup(device)
     if threads:
         torch.set_num_threads(threads)
@@ -204,6 +204,15 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
         log(f"resumed from {last} at step {step}")
     elif resume:
         log(f"--resume: no {last}, starting from scratch")
+    if init and not (resume and last.exists()):
+        # fine-tuning: the generator starts from trained weights (same config), optimizers and
+        # discriminator from scratch
+        net, meta0 = ckpt.load_generator(init, device="cpu")
+        if net.cfg != gen.cfg:
+            raise IHVCError(f"--init {Path(init).name} has another network config than --config {config}")
+        gen.load_state_dict(net.state_dict())
+        ema.load_state_dict(net.state_dict())
+        log(f"initialised from {init} (trained {meta0.get('step', '?')} steps)")
 
     ddp_g, ddp_d = gen, disc
     if world > 1:
