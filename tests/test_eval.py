@@ -29,13 +29,18 @@ def clip(n=10, size=64):
     return np.stack(out)
 
 
-def fake_encoder(frames, fps, key_qp, path=None, region=None):
+def fake_encoder(frames, fps, key_qp, path=None, region=None, gop=0):
+    """make_stream's semantics, a key picture from the clip every ``gop`` frames (0: one)."""
     from dataclasses import replace
 
+    from engine.bitstream import GroupOfPictures
     from engine.keypicture import encode_key_picture
     bs = make_stream(n=len(frames), size=frames.shape[1])
     g = bs.gops[0]
-    return replace(bs, gops=[replace(g, key_picture=encode_key_picture(frames[0], "hevc", key_qp))])
+    gop = gop or len(frames)
+    gops = [GroupOfPictures(s, encode_key_picture(frames[s], "hevc", key_qp), g.key, g.frames[s:s + gop])
+            for s in range(0, len(frames), gop)]
+    return replace(bs, gops=gops)
 
 
 def test_metrics_basic():
@@ -89,7 +94,8 @@ def test_eval_cli_writes_csv_and_plot(tmp_path, monkeypatch):
     video = tmp_path / "synthetic.mkv"
     write_video(video, clip(10), Fraction(25))
     out = tmp_path / "res"
-    assert main(["eval", str(video), "--key-qps", "22,32,42", "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["eval", str(video), "--key-qps", "22,32,42", "--out", str(out), "--device", "cpu",
+                 "--decoders", "analytic", "--gops", "0"]) == 0
     with open(out / "synthetic_points.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["codec"] for r in rows] == ["ihvc"] * 3 + ["vvc"] * 2 + ["x265"] * 2 + ["svtav1"] * 2
@@ -111,15 +117,31 @@ def test_eval_cli_writes_csv_and_plot(tmp_path, monkeypatch):
         assert len(list(csv.DictReader(f))) == 3 * 3 * 4
     png = (out / "synthetic_rd.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    # --all over a folder: per-clip files plus the averaged BD-rates.
+    # --all over a folder, with the default two decoders and two key periods: every IHVC point per
+    # (period, QP, decoder), per-clip files and the averaged BD-rates per IHVC curve.
     assert main(["eval", "--all", str(tmp_path), "--key-qps", "22,42", "--out", str(tmp_path / "all"),
-                 "--max-frames", "6", "--anchors", "x265", "--no-vmaf"]) == 0
+                 "--max-frames", "6", "--anchors", "x265", "--no-vmaf", "--gops", "0,3"]) == 0
     with open(tmp_path / "all" / "synthetic_points.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4
+        rows = list(csv.DictReader(f))
+    ihvc = [(r["gop"], r["qp"], r["decoder"]) for r in rows if r["codec"] == "ihvc"]
+    assert sorted(ihvc) == sorted((g, q, d) for g in ("0", "3") for q in ("22", "42") for d in ("learned", "analytic"))
+    assert len(rows) == 8 + 2
+    by = {(r["gop"], r["qp"], r["decoder"]): int(r["bytes"]) for r in rows if r["codec"] == "ihvc"}
+    assert by[("3", "22", "analytic")] > by[("0", "22", "analytic")]        # two key pictures cost more
     with open(tmp_path / "all" / "all_bd.csv") as f:
         avg = list(csv.DictReader(f))
-    assert [r["metric"] for r in avg] == ["psnr", "ssim", "ms_ssim"] and all(r["clips"] == "1" for r in avg)
+    assert [(r["ihvc"], r["metric"]) for r in avg] == [(c, m) for c in ("ihvc", "ihvc_analytic")
+                                                       for m in ("psnr", "ssim", "ms_ssim")]
+    assert all(r["clips"] == "1" for r in avg)
     assert main(["eval", str(video), "--key-qps", "a,b"]) == 2
+    assert main(["eval", str(video), "--gops", "x"]) == 2 and main(["eval", str(video), "--decoders", "magic"]) == 2
+
+
+def test_pareto_front_keeps_the_best_choice_per_rate():
+    pts = [ev.Point("ihvc", q, b, 10, {"psnr": v}) for q, b, v in
+           ((37, 100, 20.0), (42, 80, 21.0), (32, 150, 20.5), (27, 200, 23.0), (30, 180, float("nan")))]
+    front = ev.pareto(pts, "psnr")
+    assert [p.qp for p in front] == [42, 27]
 
 
 SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -14,9 +14,12 @@ paper's Fig. 2). ``--all DIR`` evaluates every clip in DIR and writes
 
 IHVC runs the encoder's analysis once per clip (at the first key QP); the
 other key QPs re-code only the key pictures, since the semantics do not
-depend on the key QP. IHVC is decoded the way ``decode`` does it: the learned
-decoder when its weights are shipped, ``--analytic`` for the training-free one;
-which one ran is printed and kept in the points CSV.
+depend on the key QP. IHVC runs at every key-picture period of ``--gops`` (0: one
+key picture for the clip; a shorter period spends rate on key pictures for
+quality) and is decoded by each of ``--decoders`` (the shipped learned decoder and
+the training-free analytic one), each its own curve. BD-rates and matched-rate
+figures use, per metric, the Pareto front over periods and QPs (what an encoder
+choosing its period per rate would reach).
 """
 from __future__ import annotations
 
@@ -46,7 +49,11 @@ def add_arguments(p):
     p.add_argument("--anchors", default="vvc,x265,svtav1", help="anchors to run (default vvc,x265,svtav1; 'none')")
     p.add_argument("--device", default=None, help="decoder device: cpu or cuda")
     p.add_argument("--no-vmaf", action="store_true", help="skip VMAF")
-    p.add_argument("--analytic", action="store_true", help="decode IHVC with the training-free analytic decoder")
+    p.add_argument("--decoders", default="learned,analytic",
+                   help="IHVC decoders, each its own curve (default learned,analytic)")
+    p.add_argument("--analytic", action="store_true", help="only the training-free analytic decoder")
+    p.add_argument("--gops", default="0,20",
+                   help="IHVC key-picture periods in frames, 0 = one key picture for the clip (default 0,20)")
     p.add_argument("--threads", type=int, default=1,
                    help="PyTorch threads for decoding and metrics (default 1: robust on a shared machine)")
 
@@ -59,6 +66,12 @@ class Point:
     n_frames: int
     quality: dict = field(default_factory=dict)
     decoder: str = ""            # IHVC only: "learned" or "analytic"
+    gop: int = 0                 # IHVC only: frames per key picture (0: one key picture for the clip)
+
+    @property
+    def curve(self) -> str:
+        """The curve a point belongs to: an anchor, or IHVC with one decoder ("ihvc", "ihvc_analytic")."""
+        return self.codec if self.codec != "ihvc" or self.decoder != "analytic" else "ihvc_analytic"
 
     @property
     def bits_per_frame(self) -> float:
@@ -122,7 +135,7 @@ def quality_at_rate(points: list[Point], metric: str, kbps: float) -> float:
 
 # ----------------------------------------------------------------------------- IHVC
 
-def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region=None):
+def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region=None, gop: int = 0):
     """engine.encoder.encode_video of the clip at ``path`` at one key QP -> Bitstream.
 
     The encoder reads the clip itself; it is asked for the same frames (count, size, region)
@@ -132,7 +145,7 @@ def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region
     if path is None:
         raise InputError("the IHVC encoder needs the clip's path")
     bs, _ = encode_video(path, key_codec="vvc", key_qp=key_qp, size=int(frames.shape[1]),
-                         max_frames=len(frames), region=region)
+                         max_frames=len(frames), region=region, gop=gop or None)
     if (bs.n_frames, bs.height, bs.width) != frames.shape[:3]:
         raise InputError(f"encoder read {bs.n_frames} frames {bs.width}x{bs.height}, evaluation has "
                          f"{len(frames)} frames {frames.shape[2]}x{frames.shape[1]}")
@@ -141,10 +154,13 @@ def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region
 
 def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable | None = None,
                 device=None, with_vmaf: bool = True, log=print, path=None,
-                region=None, analytic: bool = False) -> list[tuple[Point, np.ndarray]]:
-    """IHVC at each key QP: (Point, decoded frames). The analysis runs once (first QP).
+                region=None, decoders=("learned", "analytic"), gops=(0,)) -> list[tuple[Point, np.ndarray]]:
+    """IHVC at each key-picture period and key QP, decoded by each decoder: (Point, decoded frames).
 
-    encoder(frames, fps, key_qp, path=..., region=...) -> Bitstream (default: engine.encoder).
+    The analysis runs once per period (at the first QP); the other QPs re-code only the key
+    pictures, since the semantics do not depend on the key QP. "learned" is skipped (said)
+    when no weights are shipped. encoder(frames, fps, key_qp, path=..., region=..., gop=...) ->
+    Bitstream (default: engine.encoder).
     """
     from dataclasses import replace
 
@@ -152,27 +168,46 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
     from engine.decoder import open_decoder
     from engine.keypicture import encode_key_picture
     encoder = encoder or default_ihvc_encoder
-    t = time.perf_counter()
-    base = encoder(frames, fps, key_qps[0], path=path, region=region)
-    log(f"  IHVC analysis + encode: {time.perf_counter() - t:.1f} s")
     out = []
-    for qp in key_qps:
-        if qp == key_qps[0]:
-            bs = base
-        else:
-            gops = [replace(g, key_picture=encode_key_picture(frames[g.start], g.key_picture.codec_name, qp))
-                    for g in base.gops]
-            bs = replace(base, gops=gops, sizes={})
-        n_bytes = len(container.to_bytes(bs))
-        decoder = open_decoder(bs, device=device, analytic=analytic, say=lambda s: log(f"  note: {s}"))
-        dec = decoder.decode_all()
-        if dec.shape != frames.shape:
-            raise InputError(f"decoded IHVC video {dec.shape} does not match the clip {frames.shape}")
-        p = Point("ihvc", qp, n_bytes, len(frames), metrics.evaluate(frames, dec, with_vmaf),
-                  decoder="analytic" if decoder.refiner is None else "learned")
-        log(f"  ihvc ({p.decoder}) key QP {qp:2d}: {p.kbps:7.2f} kbps  " + _fmt(p.quality))
-        out.append((p, dec))
+    for gop in gops:
+        t = time.perf_counter()
+        base = encoder(frames, fps, key_qps[0], path=path, region=region, gop=gop)
+        log(f"  IHVC analysis + encode (key every {gop or len(frames)} frames): {time.perf_counter() - t:.1f} s")
+        for qp in key_qps:
+            if qp == key_qps[0]:
+                bs = base
+            else:
+                gps = [replace(g, key_picture=encode_key_picture(frames[g.start], g.key_picture.codec_name, qp))
+                       for g in base.gops]
+                bs = replace(base, gops=gps, sizes={})
+            n_bytes = len(container.to_bytes(bs))
+            for kind in decoders:
+                decoder = open_decoder(bs, device=device, analytic=kind == "analytic",
+                                       say=lambda s: log(f"  note: {s}"))
+                got = "analytic" if decoder.refiner is None else "learned"
+                if got != kind:
+                    continue                  # no learned weights: the note above said so
+                dec = decoder.decode_all()
+                if dec.shape != frames.shape:
+                    raise InputError(f"decoded IHVC video {dec.shape} does not match the clip {frames.shape}")
+                p = Point("ihvc", qp, n_bytes, len(frames), metrics.evaluate(frames, dec, with_vmaf),
+                          decoder=got, gop=gop)
+                log(f"  ihvc {got:8s} key every {gop or len(frames):3d}, QP {qp:2d}: {p.kbps:7.2f} kbps  "
+                    + _fmt(p.quality))
+                out.append((p, dec))
     return out
+
+
+def pareto(points: list[Point], metric: str) -> list[Point]:
+    """The points no other point beats at an equal or lower rate (the best choice of period and QP
+    for each rate, what an encoder would pick), by rate."""
+    ps = sorted((p for p in points if math.isfinite(p.quality.get(metric, math.nan))), key=lambda p: p.kbps)
+    front, best = [], -math.inf
+    for p in ps:
+        if p.quality[metric] > best:
+            front.append(p)
+            best = p.quality[metric]
+    return front
 
 
 def _fmt(q: dict) -> str:
@@ -184,47 +219,52 @@ def _fmt(q: dict) -> str:
 def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: list[int],
                   anchor_names=("vvc", "x265", "svtav1"), anchor_qps: dict | None = None,
                   encoder: Callable | None = None, device=None, with_vmaf: bool = True, log=print,
-                  path=None, region=None, analytic: bool = False) -> dict:
+                  path=None, region=None, decoders=("learned", "analytic"), gops=(0,)) -> dict:
     """Evaluate one clip; writes the CSVs and the plot; returns {"points", "bd", "matched"}."""
     from engine import anchors, metrics
     points = [p for p, _ in ihvc_points(frames, fps, key_qps, encoder, device, with_vmaf, log, path, region,
-                                                 analytic)]
+                                        decoders, gops)]
     qps = {a: (anchor_qps or anchors.DEFAULT_QPS)[a] for a in anchor_names}
     for res in anchors.run_anchors(frames, qps, RATE_FPS):
         p = Point(res.codec, res.qp, res.n_bytes, len(frames), metrics.evaluate(frames, res.frames, with_vmaf))
         log(f"  {res.codec:6s} QP {res.qp:2d}: {p.kbps:7.2f} kbps  " + _fmt(p.quality))
         points.append(p)
-    ihvc = [p for p in points if p.codec == "ihvc"]
     bd_rows, matched = [], []
-    for a in anchor_names:
-        ap = [p for p in points if p.codec == a]
-        for m in METRICS:
-            if not with_vmaf and m == "vmaf":
-                continue
-            bd, lo, hi, note = bd_rate(ihvc, ap, m)
-            bd_rows.append({"clip": name, "anchor": a, "metric": m, "bd_rate_percent": bd,
-                            "overlap_lo": lo, "overlap_hi": hi, "note": note})
-            for p in ihvc:
-                qa = quality_at_rate(ap, m, p.kbps)
-                matched.append({"clip": name, "ihvc_key_qp": p.qp, "kbps": p.kbps, "metric": m,
-                                "ihvc": p.quality[m], "anchor": a, "anchor_at_same_rate": qa,
-                                "delta": p.quality[m] - qa if math.isfinite(qa) else math.nan})
+    for curve in dict.fromkeys(p.curve for p in points if p.codec == "ihvc"):
+        # per metric, the curve is the Pareto front over key periods and QPs
+        ihvc_all = [p for p in points if p.curve == curve]
+        for a in anchor_names:
+            ap = [p for p in points if p.codec == a]
+            for m in METRICS:
+                if not with_vmaf and m == "vmaf":
+                    continue
+                ihvc = pareto(ihvc_all, m)
+                bd, lo, hi, note = bd_rate(ihvc, ap, m)
+                bd_rows.append({"clip": name, "ihvc": curve, "anchor": a, "metric": m, "bd_rate_percent": bd,
+                                "overlap_lo": lo, "overlap_hi": hi, "note": note})
+                for p in ihvc_all:
+                    qa = quality_at_rate(ap, m, p.kbps)
+                    matched.append({"clip": name, "ihvc": curve, "ihvc_gop": p.gop, "ihvc_key_qp": p.qp,
+                                    "kbps": p.kbps, "metric": m, "ihvc_quality": p.quality[m], "anchor": a,
+                                    "anchor_at_same_rate": qa,
+                                    "delta": p.quality[m] - qa if math.isfinite(qa) else math.nan,
+                                    "on_front": any(p is q for q in ihvc)})
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / f"{name}_points.csv",
-               [{"clip": name, "codec": p.codec, "decoder": p.decoder, "qp": p.qp, "bytes": p.n_bytes, "frames": p.n_frames,
+               [{"clip": name, "codec": p.codec, "decoder": p.decoder, "gop": p.gop, "qp": p.qp, "bytes": p.n_bytes, "frames": p.n_frames,
                  "bits_per_frame": p.bits_per_frame, "kbps_at_25fps": p.kbps,
                  **{m: p.quality.get(m, math.nan) for m in METRICS}} for p in points])
     _write_csv(out_dir / f"{name}_bd.csv", bd_rows)
     _write_csv(out_dir / f"{name}_matched.csv", matched)
     plot_rd(points, out_dir / f"{name}_rd.png", title=name, metrics_=[m for m in METRICS if with_vmaf or m != "vmaf"])
     for r in matched:
-        if math.isfinite(r["anchor_at_same_rate"]):
-            log(f"  at {r['kbps']:.2f} kbps ({r['metric']}): IHVC {r['ihvc']:.4f} vs {r['anchor']} "
-                f"{r['anchor_at_same_rate']:.4f}")
+        if r["on_front"] and math.isfinite(r["anchor_at_same_rate"]):
+            log(f"  at {r['kbps']:.2f} kbps ({r['metric']}): {r['ihvc']} (key every {r['ihvc_gop'] or len(frames)}, "
+                f"QP {r['ihvc_key_qp']}) {r['ihvc_quality']:.4f} vs {r['anchor']} {r['anchor_at_same_rate']:.4f}")
     for r in bd_rows:
         v = r["bd_rate_percent"]
-        log(f"  BD-rate vs {r['anchor']:6s} ({r['metric']:7s}): " + (f"{v:+.1f} %" if math.isfinite(v) else "n/a")
-            + (f"  [{r['note']}]" if r["note"] else ""))
+        log(f"  BD-rate {r['ihvc']} vs {r['anchor']:6s} ({r['metric']:7s}): "
+            + (f"{v:+.1f} %" if math.isfinite(v) else "n/a") + (f"  [{r['note']}]" if r["note"] else ""))
     return {"points": points, "bd": bd_rows, "matched": matched}
 
 
@@ -238,7 +278,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
                 w.writerows(rows)
 
 
-_STYLE = {"ihvc": ("IHVC (ours)", "tab:red", "o"), "vvc": ("VVC (vvenc LDB)", "tab:blue", "s"),
+_STYLE = {"ihvc": ("IHVC learned", "tab:red", "o"), "ihvc_analytic": ("IHVC analytic", "tab:orange", "o"), "vvc": ("VVC (vvenc LDB)", "tab:blue", "s"),
           "x265": ("HEVC (x265 LDP)", "tab:green", "^"), "svtav1": ("AV1 (SVT-AV1 LD)", "tab:purple", "D")}
 _YLABEL = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "vmaf": "VMAF"}
 
@@ -253,9 +293,12 @@ def plot_rd(points: list[Point], path: Path, title: str = "", metrics_=METRICS) 
     fig, axes = plt.subplots(1, len(metrics_), figsize=(4.2 * len(metrics_), 3.6))
     axes = np.atleast_1d(axes)
     for ax, m in zip(axes, metrics_):
-        for codec in dict.fromkeys(p.codec for p in points):
-            ps = sorted((p for p in points if p.codec == codec), key=lambda p: p.kbps)
+        for codec, gop in dict.fromkeys((p.curve, p.gop) for p in points):
+            ps = sorted((p for p in points if p.curve == codec and p.gop == gop), key=lambda p: p.kbps)
             label, color, marker = _STYLE.get(codec, (codec, None, "x"))
+            if codec.startswith("ihvc"):
+                label += f", key every {gop}" if gop else ", one key"
+                marker = "o" if not gop else "v"
             ax.plot([p.kbps for p in ps], [p.quality.get(m, math.nan) for p in ps], marker=marker,
                     color=color, label=label, lw=1.5, ms=5)
         ax.set_xlabel("kbps (25 fps)")
@@ -312,6 +355,16 @@ def _run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) 
             raise InputError(f"unknown anchor {a!r}: choose from {', '.join(anchors.ANCHORS)}")
     if args.max_frames is not None and args.max_frames < 2:
         raise InputError("--max-frames must be at least 2")
+    decoders = ("analytic",) if args.analytic else tuple(d for d in args.decoders.split(",") if d)
+    for d in decoders:
+        if d not in ("learned", "analytic"):
+            raise InputError(f"unknown decoder {d!r}: learned or analytic")
+    try:
+        gops = tuple(int(g) for g in args.gops.split(",") if g.strip())
+    except ValueError:
+        raise InputError(f"--gops must be integers, got {args.gops!r}") from None
+    if not gops or any(g < 0 for g in gops):
+        raise InputError(f"--gops must be frame counts >= 0, got {args.gops!r}")
     out = Path(args.out)
     if args.all_dir:
         root = Path(args.all_dir)
@@ -332,22 +385,25 @@ def _run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) 
         print(f"{clip.name}: {len(v.frames)} frames {v.frames.shape[2]}x{v.frames.shape[1]}", flush=True)
         res = evaluate_clip(v.frames, v.fps, clip.stem, out, key_qps, anchor_names, anchor_qps, encoder,
                             args.device, not args.no_vmaf, log=lambda s: print(s, flush=True), path=clip,
-                            region=_region(clip), analytic=args.analytic)
+                            region=_region(clip), decoders=decoders, gops=gops)
         all_bd.extend(res["bd"])
         print(f"  {clip.name} done in {time.perf_counter() - clip_t:.0f} s", flush=True)
     if args.all_dir:
         rows = []
-        for a in anchor_names:
-            for m in METRICS:
-                vals = [r["bd_rate_percent"] for r in all_bd if r["anchor"] == a and r["metric"] == m]
-                fin = [v for v in vals if math.isfinite(v)]
-                if not vals:
-                    continue
-                rows.append({"anchor": a, "metric": m, "mean_bd_rate_percent": float(np.mean(fin)) if fin else math.nan,
-                             "clips_with_overlap": len(fin), "clips": len(vals)})
-                print(f"mean BD-rate vs {a:6s} ({m:7s}): "
-                      + (f"{rows[-1]['mean_bd_rate_percent']:+.1f} %" if fin else "n/a")
-                      + f" over {len(fin)}/{len(vals)} clips")
+        for curve in dict.fromkeys(r["ihvc"] for r in all_bd):
+            for a in anchor_names:
+                for m in METRICS:
+                    vals = [r["bd_rate_percent"] for r in all_bd
+                            if r["ihvc"] == curve and r["anchor"] == a and r["metric"] == m]
+                    fin = [v for v in vals if math.isfinite(v)]
+                    if not vals:
+                        continue
+                    rows.append({"ihvc": curve, "anchor": a, "metric": m,
+                                 "mean_bd_rate_percent": float(np.mean(fin)) if fin else math.nan,
+                                 "clips_with_overlap": len(fin), "clips": len(vals)})
+                    print(f"mean BD-rate {curve} vs {a:6s} ({m:7s}): "
+                          + (f"{rows[-1]['mean_bd_rate_percent']:+.1f} %" if fin else "n/a")
+                          + f" over {len(fin)}/{len(vals)} clips")
         _write_csv(out / "all_bd.csv", rows)
     print(f"results in {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0
