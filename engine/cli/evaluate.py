@@ -154,21 +154,23 @@ def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region
 
 def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable | None = None,
                 device=None, with_vmaf: bool = True, log=print, path=None,
-                region=None, decoders=("learned", "analytic"), gops=(0,)) -> list[tuple[Point, np.ndarray]]:
+                region=None, decoders=("learned", "analytic"), gops=(0,), scorer=None) -> list[Point]:
     """IHVC at each key-picture period and key QP, decoded by each decoder: (Point, decoded frames).
 
     The analysis runs once per period (at the first QP); the other QPs re-code only the key
     pictures, since the semantics do not depend on the key QP. "learned" is skipped (said)
     when no weights are shipped. encoder(frames, fps, key_qp, path=..., region=..., gop=...) ->
-    Bitstream (default: engine.encoder).
+    Bitstream (default: engine.encoder). With a ``scorer`` the points are handed to it (and come
+    out of its ``close``); without one they are returned.
     """
     from dataclasses import replace
 
-    from engine import container, metrics
+    from engine import container
     from engine.decoder import open_decoder
     from engine.keypicture import encode_key_picture
     encoder = encoder or default_ihvc_encoder
-    out = []
+    own = scorer is None
+    sc = Scorer(frames, with_vmaf) if own else scorer
     for gop in gops:
         t = time.perf_counter()
         base = encoder(frames, fps, key_qps[0], path=path, region=region, gop=gop)
@@ -190,12 +192,48 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
                 dec = decoder.decode_all()
                 if dec.shape != frames.shape:
                     raise InputError(f"decoded IHVC video {dec.shape} does not match the clip {frames.shape}")
-                p = Point("ihvc", qp, n_bytes, len(frames), metrics.evaluate(frames, dec, with_vmaf),
-                          decoder=got, gop=gop)
-                log(f"  ihvc {got:8s} key every {gop or len(frames):3d}, QP {qp:2d}: {p.kbps:7.2f} kbps  "
-                    + _fmt(p.quality))
-                out.append((p, dec))
-    return out
+
+                def done(quality, qp=qp, n_bytes=n_bytes, got=got, gop=gop):
+                    p = Point("ihvc", qp, n_bytes, len(frames), quality, decoder=got, gop=gop)
+                    log(f"  ihvc {got:8s} key every {gop or len(frames):3d}, QP {qp:2d}: {p.kbps:7.2f} kbps  "
+                        + _fmt(p.quality))
+                    return p
+                sc.submit(dec, done)
+    return sc.close() if own else []
+
+
+class Scorer:
+    """Scores decoded videos on one worker thread while the next point is coded and decoded.
+
+    The metrics (VMAF above all) cost about as much as decoding, and the two overlap well on
+    two cores. ``submit(decoded, done)`` queues one video (at most two wait, to bound memory);
+    ``done(quality) -> Point`` runs in submission order; ``close()`` returns the Points in order.
+    """
+
+    def __init__(self, frames: np.ndarray, with_vmaf: bool):
+        from concurrent.futures import ThreadPoolExecutor
+        self.frames, self.with_vmaf = frames, with_vmaf
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="ihvc-metrics")
+        self.pending: list = []
+        self.points: list[Point] = []
+
+    def submit(self, decoded: np.ndarray, done: Callable[[dict], Point]) -> None:
+        from engine import metrics
+        while len(self.pending) >= 2:
+            self._finish_one()
+        self.pending.append((self.pool.submit(metrics.evaluate, self.frames, decoded, self.with_vmaf), done))
+
+    def _finish_one(self) -> None:
+        fut, done = self.pending.pop(0)
+        self.points.append(done(fut.result()))
+
+    def close(self) -> list[Point]:
+        try:
+            while self.pending:
+                self._finish_one()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return self.points
 
 
 def pareto(points: list[Point], metric: str) -> list[Point]:
@@ -221,14 +259,17 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
                   encoder: Callable | None = None, device=None, with_vmaf: bool = True, log=print,
                   path=None, region=None, decoders=("learned", "analytic"), gops=(0,)) -> dict:
     """Evaluate one clip; writes the CSVs and the plot; returns {"points", "bd", "matched"}."""
-    from engine import anchors, metrics
-    points = [p for p, _ in ihvc_points(frames, fps, key_qps, encoder, device, with_vmaf, log, path, region,
-                                        decoders, gops)]
+    from engine import anchors
+    sc = Scorer(frames, with_vmaf)
+    ihvc_points(frames, fps, key_qps, encoder, device, with_vmaf, log, path, region, decoders, gops, scorer=sc)
     qps = {a: (anchor_qps or anchors.DEFAULT_QPS)[a] for a in anchor_names}
     for res in anchors.run_anchors(frames, qps, RATE_FPS):
-        p = Point(res.codec, res.qp, res.n_bytes, len(frames), metrics.evaluate(frames, res.frames, with_vmaf))
-        log(f"  {res.codec:6s} QP {res.qp:2d}: {p.kbps:7.2f} kbps  " + _fmt(p.quality))
-        points.append(p)
+        def done(quality, res=res):
+            p = Point(res.codec, res.qp, res.n_bytes, len(frames), quality)
+            log(f"  {res.codec:6s} QP {res.qp:2d}: {p.kbps:7.2f} kbps  " + _fmt(p.quality))
+            return p
+        sc.submit(res.frames, done)
+    points = sc.close()
     bd_rows, matched = [], []
     for curve in dict.fromkeys(p.curve for p in points if p.codec == "ihvc"):
         # per metric, the curve is the Pareto front over key periods and QPs
