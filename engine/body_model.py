@@ -531,8 +531,10 @@ class SMPLXBody(BodyModel):
                 out.append(j[:, 15] + (rot[:, 15] @ off[:, None])[..., 0])
         return torch.stack(out, 1) - j[:, :1]
 
-    def _run(self, body_pose, betas):
-        from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vertices2joints
+    def _skin(self, body_pose, betas):
+        """Linear blend skinning of the 21 body joints (root and the rest at zero).
+
+        Returns (vertices, joints, full pose B x J x 3, betas B x K)."""
         body_pose = self._pose(body_pose)
         B = body_pose.shape[0]
         betas = self._betas(betas, B).expand(B, -1)
@@ -541,6 +543,12 @@ class SMPLXBody(BodyModel):
         full = torch.cat([full[:, :1], body_pose, full[:, 22:]], 1)
         v, j = self._lbs(betas, full.reshape(B, -1), m.v_template, m.shapedirs[..., :self.n_betas],
                          m.posedirs, m.J_regressor, m.parents, m.lbs_weights, pose2rot=True)
+        return v, j, full, betas
+
+    def _run(self, body_pose, betas):
+        from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vertices2joints
+        v, j, full, betas = self._skin(body_pose, betas)
+        B, m = full.shape[0], self._m
         # global joint rotations (for head-relative face points)
         rots = batch_rodrigues(full.reshape(-1, 3)).reshape(B, -1, 3, 3)
         v_shaped = m.v_template + blend_shapes(betas, m.shapedirs[..., :self.n_betas])
@@ -549,15 +557,7 @@ class SMPLXBody(BodyModel):
         return v, j, A[..., :3, :3]
 
     def forward(self, body_pose, betas=None) -> BodyOutput:
-        body_pose = self._pose(body_pose)
-        B = body_pose.shape[0]
-        betas = self._betas(betas, B).expand(B, -1)
-        m = self._m
-        full = body_pose.new_zeros(B, self._n_joints, 3)
-        full = torch.cat([full[:, :1], body_pose, full[:, 22:]], 1)
-        shapedirs = m.shapedirs[..., :self.n_betas]
-        v, j = self._lbs(betas, full.reshape(B, -1), m.v_template, shapedirs, m.posedirs,
-                         m.J_regressor, m.parents, m.lbs_weights, pose2rot=True)
+        v, j, _, _ = self._skin(body_pose, betas)
         root = j[:, 0]
         return BodyOutput(vertices=v - root[:, None], joints=j[:, :22] - root[:, None])
 

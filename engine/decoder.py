@@ -200,8 +200,10 @@ class Decoder:
             raise InputError(f"semantics must be 31 or 34 finite values, got shape {a.shape}")
         return a
 
-    def _synthesize(self, gop: GroupOfPictures, rows: np.ndarray) -> np.ndarray:
-        """rows: B x D semantics of frames of one GOP -> B x H x W x 3 uint8."""
+    def analyse(self, gop: GroupOfPictures, rows: np.ndarray):
+        """The per-frame work before synthesis, for rows (B x D semantics of frames of one GOP):
+        (KeyState, frame Raster, body-frame vertices B x V x 3, rot B x 3, trans B x 3, Motion).
+        Training (engine.learned.analyse) uses exactly this, so its inputs cannot drift."""
         st = self.key_state(gop)
         B = rows.shape[0]
         sems = [gop.key.with_frame(FrameSemantics.from_array(r)) for r in rows]
@@ -217,6 +219,12 @@ class Decoder:
             r = rasterize(xy, d, self._faces_oriented, self.height, self.width, cull_backfaces=self.cull)
             mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
                                  camera=camera, tol=st.tol, key_mask=st.person if self.fill_disocclusions else None)
+        return st, r, verts, rot, trans, mo
+
+    def _synthesize(self, gop: GroupOfPictures, rows: np.ndarray) -> np.ndarray:
+        """rows: B x D semantics of frames of one GOP -> B x H x W x 3 uint8."""
+        st, r, verts, rot, trans, mo = self.analyse(gop, rows)
+        with torch.no_grad():
             if self.refiner is not None:
                 out = self.refiner.refine_decoder(self, st, r, verts, rot, trans, mo)
             else:

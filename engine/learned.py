@@ -77,32 +77,11 @@ def key_mesh_image(dec, st, fparts: torch.Tensor) -> torch.Tensor:
 
 
 def analyse(dec, gop, rows: np.ndarray):
-    """The analytic decoder's per-frame computation for rows (B x D semantics of one GOP), kept.
-
-    Mirrors engine.decoder.Decoder._synthesize. Returns (st, raster, world vertices B x V x 3,
-    trans B x 3, Motion).
+    """The analytic decoder's per-frame computation for rows (B x D semantics of one GOP), kept:
+    (st, raster, body-frame vertices B x V x 3, rot B x 3, trans B x 3, Motion). The decoder's own
+    :meth:`engine.decoder.Decoder.analyse`, so that training and decoding inputs cannot drift apart.
     """
-    from .camera import project
-    from .motion import analytic_motion
-    from .semantics import FrameSemantics
-    st = dec.key_state(gop)
-    B = rows.shape[0]
-    sems = [gop.key.with_frame(FrameSemantics.from_array(r)) for r in rows]
-    pose = np.stack([s.body_pose for s in sems])
-    t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=dec.dtype, device=dec.device)  # noqa: E731
-    rot = t(np.stack([s.rot for s in sems]))
-    trans = t(np.stack([s.trans for s in sems]))
-    loc = t(np.stack([s.loc for s in sems]))
-    camera = t(rows[:, 31:34]) if rows.shape[1] == 34 else None
-    key_mask = getattr(st, "person", None) if getattr(dec, "fill_disocclusions", False) else None
-    with torch.no_grad():
-        verts = dec._vertices(pose, st.betas)
-        xy, d = project(verts, rot, trans, loc, st.focal.expand(B, 2), dec.width, dec.height)
-        r = rasterize(xy, d, dec._faces_oriented, dec.height, dec.width, cull_backfaces=dec.cull)
-        kw = {"key_mask": key_mask} if key_mask is not None else {}
-        mo = analytic_motion(r, dec._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
-                             camera=camera, tol=st.tol, **kw)
-    return st, r, verts, rot, trans, mo
+    return dec.analyse(gop, rows)
 
 
 def hole_of(mo) -> torch.Tensor | None:

@@ -14,6 +14,7 @@ from engine import edits as E
 from engine.document import Document
 
 from .conftest import make_bitstream
+from .test_studio import drag
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,14 +37,6 @@ def drag_point(qtbot, plot, frame, dy_steps):
 
 def is_orange(c: QColor) -> bool:
     return c.red() > 180 and 80 < c.green() < 160 and c.blue() < 80
-
-
-def drag_slider(row, ticks):
-    row.slider.setSliderDown(True)
-    for t in ticks:
-        row.slider.setValue(t)
-    row.slider.setSliderDown(False)
-    row.slider.sliderReleased.emit()
 
 
 def test_curve_shows_original_and_edited(studio):
@@ -142,14 +135,14 @@ def test_saved_edit_list_replays_to_studio_semantics(studio, qtbot, tmp_path):
     doc, ad = studio.adapter.doc, studio.adapter
     src = doc.path
     row = studio.panel.row("left_elbow.z")
-    drag_slider(row, [row.slider.value() + k for k in (3, 9, 14)])     # set on frame 0
+    drag(row, [row.slider.value() + k for k in (3, 9, 14)])     # set on frame 0
     ad.set_frame(3)
     studio.curve_view.set_index(doc.index("rot.y"))
     drag_point(qtbot, studio.curve_view.plot, 3, [5, 15])               # curve drag on frame 3
     studio.timeline.set_selection(8, 16)
     ad.set_frame(9)
     row = studio.panel.row("right_wrist.x")
-    drag_slider(row, [row.slider.value() + k for k in (2, 5, -4)])     # offsets over 8..16
+    drag(row, [row.slider.value() + k for k in (2, 5, -4)])     # offsets over 8..16
     ad.set_range(doc.index("trans.z"), 2, 25, offset=0.37, ease_in=5, ease_out=3)
     ad.mirror()                                                          # 8..16
     ad.set_frame(3)
@@ -201,7 +194,7 @@ def test_undo_redo_keep_the_log_in_step(studio):
     # A slider dragged away and back is dropped by the undo stack: its records leave the log too.
     row = studio.panel.row("left_shoulder.y")
     s = row.slider.value()
-    drag_slider(row, [s + 4, s + 8, s])
+    drag(row, [s + 4, s + 8, s])
     assert stack.count() == 0 and doc.edit_log() == [] and doc._log == []
     ad.set_range(doc.index("loc.cy"), 0, 5, value=0.6)
     assert [(e.op, e.semantic) for e in doc.edit_log()] == [("set", "loc.cy")]
