@@ -37,7 +37,7 @@ import torch
 from ..errors import InputError
 from .networks import N_PARTS, RefinerInputs, frame_stats
 
-CACHE_VERSION = 1          # the encode (bitstream + frames); part of the folder name
+CACHE_VERSION = 2          # the encode (bitstream + frames); part of the folder name. 2: key-pinned fit
 ANALYSIS_VERSION = 2       # the analysis arrays; recomputed from the stored bitstream when it changes
 TED_SIZE = 384
 TAICHI_SIZE = 256
