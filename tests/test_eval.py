@@ -115,6 +115,9 @@ def test_eval_cli_writes_csv_and_plot(tmp_path, monkeypatch):
         assert math.isfinite(v) or r["note"]
     with open(out / "synthetic_matched.csv") as f:
         assert len(list(csv.DictReader(f))) == 3 * 3 * 4
+    with open(out / "synthetic_lowest.csv") as f:
+        low = list(csv.DictReader(f))
+    assert len(low) == 3 * 4 and {r["anchor_qp"] for r in low if r["anchor"] == "x265"} == {"51"}
     png = (out / "synthetic_rd.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     # --all over a folder, with the default two decoders and two key periods: every IHVC point per
@@ -142,6 +145,20 @@ def test_pareto_front_keeps_the_best_choice_per_rate():
            ((37, 100, 20.0), (42, 80, 21.0), (32, 150, 20.5), (27, 200, 23.0), (30, 180, float("nan")))]
     front = ev.pareto(pts, "psnr")
     assert [p.qp for p in front] == [42, 27]
+
+
+def test_lowest_rate_rows_pick_the_best_point_at_or_below_the_anchor_rate():
+    P = ev.Point
+    pts = [P("ihvc", 42, 100, 10, {"ssim": 0.80}, decoder="analytic", gop=20),
+           P("ihvc", 37, 140, 10, {"ssim": 0.85}, decoder="analytic", gop=20),      # above the anchor's rate
+           P("ihvc", 45, 90, 10, {"ssim": 0.70}, decoder="analytic", gop=0),
+           P("x265", 47, 200, 10, {"ssim": 0.90}), P("x265", 51, 120, 10, {"ssim": 0.75}),
+           P("vvc", 63, 50, 10, {"ssim": 0.60})]
+    rows = {r["anchor"]: r for r in ev.lowest_rate_rows(pts, "c", ["ssim"])}
+    x = rows["x265"]
+    assert (x["anchor_qp"], x["ihvc_key_qp"], x["ihvc_gop"], x["ihvc_quality"], x["wins"]) == (51, 42, 20, 0.80, True)
+    v = rows["vvc"]                                                   # nothing of IHVC's at or below 4 kbps
+    assert math.isnan(v["ihvc_quality"]) and v["wins"] is False
 
 
 SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -7,7 +7,8 @@ reported as bits per frame and kbps at 25 fps, with PSNR, SSIM, MS-SSIM and
 VMAF on the decoded RGB frames against the clip's frames. Then BD-rate of
 IHVC against each anchor per metric over the overlapping quality range (or
 "no overlap"), and the anchors' quality at IHVC's bitrates. Writes
-``<clip>_points.csv``, ``<clip>_bd.csv``, ``<clip>_matched.csv`` and
+``<clip>_points.csv``, ``<clip>_bd.csv``, ``<clip>_matched.csv``,
+``<clip>_lowest.csv`` (the best IHVC point at or below each anchor's lowest rate) and
 ``<clip>_rd.png`` (quality vs kbps, one panel per metric, in the manner of the
 paper's Fig. 2). ``--all DIR`` evaluates every clip in DIR and writes
 ``all_bd.csv`` with BD-rates averaged over the clips.
@@ -42,7 +43,7 @@ VIDEO_EXT = (".mp4", ".mkv", ".mov", ".avi", ".webm")
 
 def add_arguments(p):
     p.add_argument("video", nargs="?", help="clip to evaluate")
-    p.add_argument("--key-qps", default="27,32,37,42", help="IHVC key-picture QPs (default 27,32,37,42)")
+    p.add_argument("--key-qps", default="32,37,42,45,48", help="IHVC key-picture QPs (default 32,37,42,45,48)")
     p.add_argument("--max-frames", type=int, default=None, help="use the first N frames")
     p.add_argument("--out", default="eval_out", help="output folder (default eval_out)")
     p.add_argument("--all", dest="all_dir", default=None, help="evaluate every clip in this folder (recursively)")
@@ -297,6 +298,8 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
                  **{m: p.quality.get(m, math.nan) for m in METRICS}} for p in points])
     _write_csv(out_dir / f"{name}_bd.csv", bd_rows)
     _write_csv(out_dir / f"{name}_matched.csv", matched)
+    lowest = lowest_rate_rows(points, name, [m for m in METRICS if with_vmaf or m != "vmaf"])
+    _write_csv(out_dir / f"{name}_lowest.csv", lowest)
     plot_rd(points, out_dir / f"{name}_rd.png", title=name, metrics_=[m for m in METRICS if with_vmaf or m != "vmaf"])
     for r in matched:
         if r["on_front"] and math.isfinite(r["anchor_at_same_rate"]):
@@ -306,7 +309,35 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
         v = r["bd_rate_percent"]
         log(f"  BD-rate {r['ihvc']} vs {r['anchor']:6s} ({r['metric']:7s}): "
             + (f"{v:+.1f} %" if math.isfinite(v) else "n/a") + (f"  [{r['note']}]" if r["note"] else ""))
-    return {"points": points, "bd": bd_rows, "matched": matched}
+    for r in lowest:
+        if r["metric"] == "psnr":
+            continue
+        where = (f"key every {r['ihvc_gop'] or len(frames)}, QP {r['ihvc_key_qp']}, {r['ihvc_kbps']:.2f} kbps"
+                 if math.isfinite(r["ihvc_kbps"]) else "no IHVC point at or below that rate")
+        log(f"  at {r['anchor']}'s lowest rate (QP {r['anchor_qp']}, {r['anchor_kbps']:.2f} kbps) {r['metric']}: "
+            f"{r['ihvc']} {r['ihvc_quality']:.4f} ({where}) vs {r['anchor_quality']:.4f}: "
+            + ("higher" if r["wins"] else "not higher"))
+    return {"points": points, "bd": bd_rows, "matched": matched, "lowest": lowest}
+
+
+def lowest_rate_rows(points: list[Point], name: str, metrics_=METRICS) -> list[dict]:
+    """The issue's target check: for each anchor's lowest-rate point and each IHVC curve, the best
+    IHVC point (any key period and QP) at the same or a lower rate, per metric. ``wins`` is True
+    when IHVC's quality is higher; no IHVC point at or below that rate gives NaN and False."""
+    rows = []
+    for a in dict.fromkeys(p.codec for p in points if p.codec != "ihvc"):
+        low = min((p for p in points if p.codec == a), key=lambda p: p.kbps)
+        for curve in dict.fromkeys(p.curve for p in points if p.codec == "ihvc"):
+            below = [p for p in points if p.curve == curve and p.kbps <= low.kbps]
+            for m in metrics_:
+                best = max(below, key=lambda p: p.quality.get(m, -math.inf), default=None)
+                q = best.quality.get(m, math.nan) if best else math.nan
+                rows.append({"clip": name, "anchor": a, "anchor_qp": low.qp, "anchor_kbps": low.kbps, "ihvc": curve,
+                             "metric": m, "anchor_quality": low.quality.get(m, math.nan), "ihvc_quality": q,
+                             "ihvc_gop": best.gop if best else "", "ihvc_key_qp": best.qp if best else "",
+                             "ihvc_kbps": best.kbps if best else math.nan,
+                             "wins": bool(best) and q > low.quality.get(m, math.inf)})
+    return rows
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
