@@ -220,6 +220,22 @@ def test_shipped_generator_is_valid():
     assert "ted_e_384" not in ref.meta["train_clips"]
 
 
+def test_blend_switch_removes_only_the_blend():
+    """use_blend=False (bench --learned's ablation) leaves the warp and the residual as they are."""
+    inp, _ = synthetic_batch(batch=1, size=32)
+    gen = Generator("small").eval()
+    with torch.no_grad():
+        for head, bias in ((gen.blend_head, 0.5), (gen.rgb_head, 0.01)):
+            head.bias.fill_(bias)
+        gen.gate_knee.fill_(-20.0)                           # gate fully open
+        rgb, aux = gen(inp)
+        gen.use_blend = False
+        sharp, aux2 = gen(inp)
+    assert float(aux["blend"].min()) > 0.4 and float(aux2["blend"].abs().max()) == 0.0
+    assert torch.allclose(sharp, aux2["warped"] + 127.5 * aux2["residual"])
+    assert not torch.allclose(sharp, rgb)
+
+
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason=f"real clips not available at {SHARED_DATA}")
 def test_held_out_clips_stay_out_of_training():
     from engine.generator.dataset import find_clips

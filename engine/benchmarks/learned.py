@@ -6,8 +6,10 @@
 Clips: the held-out TED clip (ted_e: validation during training, so mildly selected-on) and the taichi
 clips never used in training (engine.generator.train.HOLDOUT_TEST). Each is encoded once by the real
 encoder (cached with the training analysis, engine/generator/dataset.py), then decoded twice: by the
-analytic path and by the learned refiner. PSNR, SSIM and MS-SSIM over all frames (key frames
-included, identical in both), and the learned decode speed (analysis + network) at 384 x 384.
+analytic path and by the learned refiner. PSNR, SSIM, MS-SSIM and VMAF over all frames (key
+frames included, identical in both), and the learned decode speed (analysis + network) at 384 x 384.
+A third decode switches the generator's blend towards its 1/4-resolution warp off (the rest of
+the network unchanged): the PSNR it keeps says how much of the gain is that blur.
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def run(args) -> dict:
     from ..decoder import Decoder
     from ..generator.dataset import ClipData, build_cache
     from ..learned import DEFAULT_CHECKPOINT, decode_all, load_refiner
-    from ..metrics import ms_ssim_frames, psnr_frames, ssim_frames
+    from ..metrics import ms_ssim_frames, psnr_frames, ssim_frames, vmaf
     data = Path(getattr(args, "data", None) or "../shared/data")
     if not data.exists():
         raise InputError(f"no such data folder: {data}")
@@ -89,6 +91,11 @@ def run(args) -> dict:
         t = time.perf_counter()
         lrn = decode(dec_l, refiner)
         t_lrn = time.perf_counter() - t
+        refiner.net.use_blend = False
+        try:
+            sharp = decode(Decoder(bs, device=device, refiner=refiner) if integrated else dec, refiner)
+        finally:
+            refiner.net.use_blend = True
         r = ref[:n]
         pa, pl = psnr_frames(r, ana), psnr_frames(r, lrn)
         row = {"clip": spec.name, "frames": n, "size": f"{bs.width}x{bs.height}",
@@ -96,7 +103,9 @@ def run(args) -> dict:
                "ssim_analytic": float(ssim_frames(r, ana).mean()), "ssim_learned": float(ssim_frames(r, lrn).mean()),
                "msssim_analytic": float(ms_ssim_frames(r, ana).mean()),
                "msssim_learned": float(ms_ssim_frames(r, lrn).mean()),
-               "fps_analytic": n / t_ana, "fps_learned": n / t_lrn}
+               "fps_analytic": n / t_ana, "fps_learned": n / t_lrn,
+               "psnr_no_blend": float(psnr_frames(r, sharp).mean()),
+               "vmaf_analytic": vmaf(r, ana), "vmaf_learned": vmaf(r, lrn), "vmaf_no_blend": vmaf(r, sharp)}
         row["gain_db"] = row["psnr_learned"] - row["psnr_analytic"]
         rows.append(row)
         grid_dir = getattr(args, "grids", None)
@@ -111,13 +120,16 @@ def run(args) -> dict:
     lines = [f"Learned vs analytic decoding ({Path(ckpt).name}, {torch.get_num_threads()} CPU threads, "
              f"device {device})", "",
              "| clip | frames | size | PSNR analytic | PSNR learned | gain dB | SSIM analytic | SSIM learned "
-             "| MS-SSIM analytic | MS-SSIM learned | fps analytic | fps learned |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| MS-SSIM analytic | MS-SSIM learned | VMAF analytic | VMAF learned | fps analytic | fps learned "
+             "| PSNR learned, blend off | VMAF learned, blend off |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['clip']} | {r['frames']} | {r['size']} | {r['psnr_analytic']:.3f} | {r['psnr_learned']:.3f} "
                      f"| {r['gain_db']:+.3f} | {r['ssim_analytic']:.4f} | {r['ssim_learned']:.4f} "
-                     f"| {r['msssim_analytic']:.4f} | {r['msssim_learned']:.4f} | {r['fps_analytic']:.1f} "
-                     f"| {r['fps_learned']:.1f} |")
+                     f"| {r['msssim_analytic']:.4f} | {r['msssim_learned']:.4f} | {r['vmaf_analytic']:.1f} "
+                     f"| {r['vmaf_learned']:.1f} | {r['fps_analytic']:.1f} | {r['fps_learned']:.1f} "
+                     f"| {r['psnr_no_blend']:.3f} | {r['vmaf_no_blend']:.1f} |")
     lines += ["", f"Mean gain {mean_gain:+.3f} dB, worst clip {worst:+.3f} dB; requirement (mean > 0, no clip below "
               f"-{PASS_MARGIN_DB} dB, >= 4 fps at 384x384): {'met' if ok else 'NOT met'}."]
     print("\n".join(lines))

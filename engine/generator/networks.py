@@ -315,6 +315,8 @@ class Generator(nn.Module):
         # gate = sigmoid(slope * (log(body motion + 0.01) - log(knee))), initialised so that frames whose
         # body moved less than ~1/160 of the frame since the key get < 0.2 of the learned change
         self.gate_slope = nn.Parameter(torch.tensor(2.0))
+        # False switches the blend off at inference (bench --learned measures what it contributes)
+        self.use_blend = True
         self.gate_knee = nn.Parameter(torch.tensor(math.log(0.1)))
 
     # -- per key frame ----------------------------------------------------------------------
@@ -361,6 +363,8 @@ class Generator(nn.Module):
         gate = torch.sigmoid(self.gate_slope * (motion - self.gate_knee))[:, :, None, None]   # B x 1 x 1 x 1
         res = self.rgb_head(f1) * gate
         beta = self.blend_head(f1).clamp(0, 1) * gate
+        if not self.use_blend:
+            beta = torch.zeros_like(beta)
         if H % 4 == 0 and W % 4 == 0:
             smooth = Fn.interpolate(Fn.avg_pool2d(warped, 4), size=(H, W), mode="bilinear", align_corners=False)
         else:
