@@ -207,3 +207,17 @@ def test_cli_decode_uses_shipped_weights_and_says_when_it_falls_back(tmp_path, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "bad" in err[0]
     assert not (tmp_path / "b.mkv").exists()
+
+
+def test_error_regions_cover_the_frame_once():
+    from engine.benchmarks.error_regions import REGIONS, region_masks
+    body = np.zeros((40, 50), bool)
+    body[10:20, 10:20] = True
+    hole = np.zeros_like(body)
+    hole[5:12, 30:40] = True
+    hole[12:14, 12:14] = True                      # on the body: counts as body
+    m = region_masks(body, hole, band_px=3)
+    assert set(m) == set(REGIONS)
+    assert np.array_equal(sum(v.astype(int) for v in m.values()), np.ones(body.shape, int))
+    assert m["disoccluded"].sum() == 70 and m["band"][9, 15] and not m["band"][0, 0] and m["rest"][0, 0]
+    assert region_masks(body, None)["disoccluded"].sum() == 0
