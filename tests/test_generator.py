@@ -317,3 +317,21 @@ def test_fine_tuning_starts_from_init_weights(tmp_path):
     with pytest.raises(IHVCError, match="another network config"):
         train(None, config=TINY, device="cpu", out_dir=tmp_path / "o2", steps=1, threads=1, log_fn=lambda m: None,
               clips=([tmp_path / "a"], tmp_path / "v"), batch=1, crop=16, init=str(bad))
+
+
+def test_training_without_the_blend_keeps_it_off(tmp_path):
+    """train(blend=False) from blended weights: the blend head gets no gradient and the saved
+    config says blend False, so the decoder loads a generator with the blend off."""
+    from engine.generator.train import train
+    for i, n in enumerate("av"):
+        _fake_clip(tmp_path / n, f"clip_{n}", seed=i)
+    gen, path = _save_tiny(tmp_path)
+    out = tmp_path / "out"
+    train(None, config=TINY, device="cpu", out_dir=out, steps=2, threads=1, log_fn=lambda m: None,
+          clips=([tmp_path / "a"], tmp_path / "v"), batch=1, crop=16, init=str(path), blend=False)
+    from safetensors.torch import load_file
+    saved = load_file(str(out / "last.safetensors"))
+    assert torch.equal(saved["gen.blend_head.weight"], gen.state_dict()["blend_head.weight"])
+    meta = ckpt.read_meta(out / "last.safetensors")
+    assert meta["config"]["blend"] is False
+    assert Generator(meta["config"]).use_blend is False and Generator(TINY).use_blend is True

@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 4 main.py train --data DATA --config full --device cuda   # DDP
     python main.py train --data DATA --resume --out out/train    # continue from out/train/last.*
 
-Held out: ted_e (validation: the best checkpoint is chosen on it) and taichi_14, taichi_16 (never seen).
+Held out: ted_e (validation: the best checkpoint is chosen on it) and taichi_13, taichi_16 (never seen).
 ``--export assets/generator.safetensors`` copies the best checkpoint there at the end, only if it
 beat the analytic decoder on validation; check it with ``python -m engine.benchmarks.learned`` first.
 """
@@ -30,12 +30,14 @@ def add_arguments(p):
     p.add_argument("--export", default=None, metavar="PATH", help="write the best checkpoint here when it beats analytic")
     p.add_argument("--init", default=None, metavar="W.safetensors",
                    help="start the generator from these weights (fine-tuning; same --config)")
+    p.add_argument("--no-blend", action="store_true",
+                   help="train without the generator's blend towards its 1/4-resolution warp (sharper output)")
     p.add_argument("--seed", type=int, default=0)
 
 
 def run(args) -> int:
     from engine.generator.train import train
-    res = train(args.data, config=args.config, device=args.device, resume=args.resume, out_dir=args.out,
+    res = train(args.data, config=args.config, blend=not args.no_blend, device=args.device, resume=args.resume, out_dir=args.out,
                 steps=args.steps, threads=args.threads, seed=args.seed, taichi_frames=args.taichi_frames,
                 export_to=args.export, time_limit=args.time_limit, batch=args.batch, crop=args.crop, lr=args.lr,
                 adversarial=args.adversarial, val_every=args.val_every, init=args.init)

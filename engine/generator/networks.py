@@ -49,10 +49,12 @@ MESH_FEATURES = 5 + N_PARTS        # after one-hot expansion of the part id
 CONFIGS = {
     # CPU budget: ~0.5 M parameters, >= 4 fps at 384 x 384 on this 2-core CPU with the analytic part.
     "small": dict(motion_ch=32, motion_blocks=1, deep_blocks=2, gen_ch=(16, 32), gen_blocks=1, spade_hidden=16,
-                  spade_half=False, flow_scale=8.0, occ_prior=4.0, disc_ch=32, disc_layers=3, disc_scales=2),
+                  spade_half=False, flow_scale=8.0, occ_prior=4.0, disc_ch=32, disc_layers=3, disc_scales=2,
+                  blend=True),
     # GPU: wider, SPADE at 1/2 resolution too.
     "full": dict(motion_ch=64, motion_blocks=3, deep_blocks=3, gen_ch=(32, 64), gen_blocks=3, spade_hidden=64,
-                 spade_half=True, flow_scale=8.0, occ_prior=4.0, disc_ch=64, disc_layers=4, disc_scales=3),
+                 spade_half=True, flow_scale=8.0, occ_prior=4.0, disc_ch=64, disc_layers=4, disc_scales=3,
+                 blend=True),
 }
 
 
@@ -315,8 +317,9 @@ class Generator(nn.Module):
         # gate = sigmoid(slope * (log(body motion + 0.01) - log(knee))), initialised so that frames whose
         # body moved less than ~1/160 of the frame since the key get < 0.2 of the learned change
         self.gate_slope = nn.Parameter(torch.tensor(2.0))
-        # False switches the blend off at inference (bench --learned measures what it contributes)
-        self.use_blend = True
+        # False switches the blend off (config "blend": False trains without it; bench --learned
+        # switches it off at inference to measure what it contributes)
+        self.use_blend = bool(cfg.get("blend", True))
         self.gate_knee = nn.Parameter(torch.tensor(math.log(0.1)))
 
     # -- per key frame ----------------------------------------------------------------------

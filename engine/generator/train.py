@@ -32,7 +32,7 @@ from ..fileio import atomic_path
 from . import checkpoint as ckpt
 from .dataset import ClipData, PairSampler, build_cache, clip_spec, find_clips, validation_frames
 from .losses import GeneratorLoss, d_loss, loss_plan
-from .networks import Generator, MultiScaleDiscriminator, n_params, warp_px
+from .networks import CONFIGS, Generator, MultiScaleDiscriminator, n_params, warp_px
 
 DEFAULTS = {
     "small": dict(batch=4, crop=160, adversarial=0.0, psnr=1.0, residual=5.0, val_every=200, ckpt_every=200, log_every=10,
@@ -144,7 +144,7 @@ def prepare_data(data_dir, log, val_name=HOLDOUT_VAL, test_names=HOLDOUT_TEST, t
 def train(data_dir, config: str = "small", device: str | None = None, resume: bool = False, out_dir="out/train",
           steps: int | None = None, log_fn=print, threads: int | None = None, seed: int = 0,
           taichi_frames: int = 96, export_to: str | None = None, time_limit: float | None = None, clips=None,
-          init: str | None = None, **overrides) -> dict:
+          init: str | None = None, blend: bool = True, **overrides) -> dict:
     rank, world, dev = dist_setup(device)
     if threads:
         torch.set_num_threads(threads)
@@ -178,8 +178,9 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
     log(f"train clips: {', '.join(f'{c.name}({len(c.inter)})' for c in train_clips)}; validation: "
         f"{val_clip.name if val_clip else 'none'}; never trained on: {', '.join(HOLDOUT_TEST)}")
 
-    gen = Generator(config).to(dev)
-    ema = Generator(config).to(dev).eval()          # exponential moving average: what is validated and shipped
+    netcfg = config if blend else {**(CONFIGS[config] if isinstance(config, str) else config), "blend": False}
+    gen = Generator(netcfg).to(dev)
+    ema = Generator(netcfg).to(dev).eval()          # exponential moving average: what is validated and shipped
     ema.load_state_dict(gen.state_dict())
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -208,7 +209,8 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
         # fine-tuning: the generator starts from trained weights (same config), optimizers and
         # discriminator from scratch
         net, meta0 = ckpt.load_generator(init, device="cpu")
-        if net.cfg != gen.cfg:
+        same = lambda c: {k: v for k, v in c.items() if k != "blend"}       # noqa: E731 (a head switch, same weights)
+        if same(net.cfg) != same(gen.cfg):
             raise IHVCError(f"--init {Path(init).name} has another network config than --config {config}")
         gen.load_state_dict(net.state_dict())
         ema.load_state_dict(net.state_dict())
