@@ -37,7 +37,7 @@ import torch
 from .bitstream import BODY_MODEL_NAMES, Bitstream, GroupOfPictures
 from .camera import project, to_world
 from .errors import IHVCError, InputError
-from .motion import analytic_motion, fill_holes, person_mask, warp
+from .motion import analytic_frame, analytic_motion, person_mask
 from .raster import rasterize
 from .semantics import FrameSemantics
 
@@ -223,14 +223,17 @@ class Decoder:
 
     def _synthesize(self, gop: GroupOfPictures, rows: np.ndarray) -> np.ndarray:
         """rows: B x D semantics of frames of one GOP -> B x H x W x 3 uint8."""
-        st, r, verts, rot, trans, mo = self.analyse(gop, rows)
+        return self.render(self.analyse(gop, rows))
+
+    def render(self, analysis) -> np.ndarray:
+        """The frames of an :meth:`analyse` result, B x H x W x 3 uint8 (for callers that also
+        need the analysis itself, e.g. ``bench --regions``)."""
+        st, r, verts, rot, trans, mo = analysis
         with torch.no_grad():
             if self.refiner is not None:
                 out = self.refiner.refine_decoder(self, st, r, verts, rot, trans, mo)
             else:
-                out = warp(st.image, mo.grid)
-                if mo.hole is not None and bool(mo.hole.any()):
-                    out = fill_holes(out, mo.hole, ~mo.hole & (mo.weight < 0.5))
+                out = analytic_frame(st.image, mo)
             out = out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return out.cpu().numpy()
 

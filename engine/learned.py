@@ -6,7 +6,7 @@ decoded key picture and the mesh images of key and frame, and returns the frame:
 
     refiner = load_refiner()            # assets/generator.{safetensors,json}; None when not shipped
     ...
-    # in Decoder._synthesize, instead of ``out = warp(st.image, mo.grid)``:
+    # in Decoder.render, instead of ``out = analytic_frame(st.image, mo)`` (engine.motion):
     out = refiner.refine_decoder(self, st, r, verts, rot, trans, mo)   # B x 3 x H x W float 0..255
 
 An untrained network reproduces ``warp(st.image, mo.grid)`` exactly (zero-initialised
@@ -27,6 +27,7 @@ import torch
 from .camera import crop_to_frame, to_world, world_to_crop
 from .errors import IHVCError
 from .generator.networks import N_PARTS, Generator, RefinerInputs
+from .motion import analytic_frame, hole_of
 from .raster import Raster, rasterize
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -82,22 +83,6 @@ def analyse(dec, gop, rows: np.ndarray):
     :meth:`engine.decoder.Decoder.analyse`, so that training and decoding inputs cannot drift apart.
     """
     return dec.analyse(gop, rows)
-
-
-def hole_of(mo) -> torch.Tensor | None:
-    hole = getattr(mo, "hole", None)
-    return hole if hole is not None and bool(hole.any()) else None
-
-
-def analytic_frame(st, mo) -> torch.Tensor:
-    """The analytic decoder's frames (engine.decoder.Decoder._synthesize without a refiner), float 0..255."""
-    from .motion import warp
-    out = warp(st.image, mo.grid)
-    hole = hole_of(mo)
-    if hole is not None:
-        from .motion import fill_holes
-        out = fill_holes(out, hole, ~hole & (mo.weight < 0.5))
-    return out
 
 
 # ----------------------------------------------------------------------------- the refiner
@@ -187,7 +172,7 @@ class LearnedRefiner:
             world = to_world(verts, rot, trans)
             mesh = mesh_image(raster, world, dec._faces_oriented, fparts, trans[:, 2])
             hole = hole_of(mo)
-            base = analytic_frame(st, mo) if hole is not None else None
+            base = analytic_frame(st.image, mo) if hole is not None else None
         return self.refine(st.image, mo.grid, mo.visible, mo.body, mo.weight, mesh, km, ctx, hole, base)
 
 
@@ -209,35 +194,3 @@ def load_refiner(path=None, device=None, body_model: str | None = None) -> Learn
         raise IHVCError(f"generator {Path(path).name} was trained for body model {meta.get('body_model')!r}, "
                         f"the bitstream uses {body_model!r}")
     return LearnedRefiner(net, meta, device=device)
-
-
-def decode_all(dec, refiner: LearnedRefiner | None, frames=None, batch: int = 4) -> np.ndarray:
-    """Decode frames (default all) of ``dec``'s bitstream with the refiner (the analytic path when None).
-
-    The reference use of :meth:`LearnedRefiner.refine_decoder` until engine/decoder.py calls it itself;
-    uint8 N x H x W x 3, key frames returned as decoded key pictures like the decoder does.
-    """
-    bs = dec.bs
-    idx = list(range(bs.n_frames)) if frames is None else [int(i) for i in frames]
-    out = np.empty((len(idx), dec.height, dec.width, 3), np.uint8)
-    pos = {i: n for n, i in enumerate(idx)}
-    by_gop: dict[int, list[int]] = {}
-    for i in idx:
-        g, j = bs.gop_of(i)
-        by_gop.setdefault(g.start, []).append(i)
-    for g in bs.gops:
-        todo = by_gop.get(g.start, [])
-        inter = [i for i in todo if i != g.start]
-        if g.start in todo:
-            out[pos[g.start]] = dec.key_state(g).rgb
-        for c in range(0, len(inter), batch):
-            chunk = inter[c:c + batch]
-            rows = np.stack([g.frames[i - g.start] for i in chunk])
-            st, r, verts, rot, trans, mo = analyse(dec, g, rows)
-            with torch.no_grad():
-                img = (refiner.refine_decoder(dec, st, r, verts, rot, trans, mo) if refiner is not None
-                       else analytic_frame(st, mo))
-            rgb = img.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            for i, fr in zip(chunk, rgb):
-                out[pos[i]] = fr
-    return out

@@ -302,3 +302,19 @@ def warp(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     if image.shape[0] != B:
         image = image.expand(B, -1, -1, -1)
     return Fn.grid_sample(image, g.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def hole_of(mo: Motion) -> torch.Tensor | None:
+    """``mo.hole`` when some pixel is a disocclusion, else None."""
+    hole = getattr(mo, "hole", None)
+    return hole if hole is not None and bool(hole.any()) else None
+
+
+def analytic_frame(image: torch.Tensor, mo: Motion) -> torch.Tensor:
+    """The analytic decoder's frames: the key picture (1 x 3 x H x W, 0..255) warped by ``mo``,
+    disocclusions filled from the surrounding background; B x 3 x H x W float."""
+    out = warp(image, mo.grid)
+    hole = hole_of(mo)
+    if hole is not None:
+        out = fill_holes(out, hole, ~hole & (mo.weight < 0.5))
+    return out

@@ -32,13 +32,12 @@ def region_masks(body: np.ndarray, hole: np.ndarray | None, band_px: int = BAND_
 
 def error_by_region(dec, frames: np.ndarray) -> dict[str, tuple[float, float]]:
     """{region: (pixels, summed squared error)} of decoder ``dec`` against ``frames`` (N x H x W x 3)."""
-    import torch
     acc = {k: [0.0, 0.0] for k in REGIONS}
     for g in dec.bs.gops:
         rows = g.frames
-        with torch.no_grad():
-            _, r, *_, mo = dec.analyse(g, rows)
-        out = dec._synthesize(g, rows).astype(np.float32)
+        analysis = dec.analyse(g, rows)
+        _, r, *_, mo = analysis
+        out = dec.render(analysis).astype(np.float32)
         ref = frames[g.start:g.start + g.n_frames].astype(np.float32)
         err = ((out - ref) ** 2).mean(-1)
         body = r.mask.cpu().numpy()

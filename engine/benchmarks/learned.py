@@ -14,7 +14,6 @@ the network unchanged): the PSNR it keeps says how much of the gain is that blur
 from __future__ import annotations
 
 import argparse
-import inspect
 import time
 from pathlib import Path
 
@@ -57,7 +56,7 @@ def run(args) -> dict:
     from .. import container
     from ..decoder import Decoder
     from ..generator.dataset import ClipData, build_cache
-    from ..learned import DEFAULT_CHECKPOINT, decode_all, load_refiner
+    from ..learned import DEFAULT_CHECKPOINT, load_refiner
     from ..metrics import ms_ssim_frames, psnr_frames, ssim_frames, vmaf
     data = Path(getattr(args, "data", None) or "../shared/data")
     if not data.exists():
@@ -79,21 +78,18 @@ def run(args) -> dict:
         bs = container.read(folder / "bitstream.ihvc")
         ref = np.asarray(clip.frames)
         n = min(len(ref), bs.n_frames, max_frames or 10 ** 9)
-        # the decoder itself, without and with the refiner (engine/decoder.py calls refine_decoder)
-        integrated = "refiner" in inspect.signature(Decoder).parameters
         dec = Decoder(bs, device=device)
-        dec_l = Decoder(bs, device=device, refiner=refiner) if integrated else dec
-        decode = (lambda d, r: d.decode_all(range(n))) if integrated else (lambda d, r: decode_all(d, r, range(n)))
-        dec_l.decode_all(range(min(3, n))) if integrated else decode_all(dec, refiner, range(min(3, n)))  # warm-up
+        dec_l = Decoder(bs, device=device, refiner=refiner)
+        dec_l.decode_all(range(min(3, n)))                                                  # warm-up
         t = time.perf_counter()
-        ana = decode(dec, None)
+        ana = dec.decode_all(range(n))
         t_ana = time.perf_counter() - t
         t = time.perf_counter()
-        lrn = decode(dec_l, refiner)
+        lrn = dec_l.decode_all(range(n))
         t_lrn = time.perf_counter() - t
-        refiner.net.use_blend = False
+        refiner.net.use_blend = False            # the same network and key caches, blend off
         try:
-            sharp = decode(Decoder(bs, device=device, refiner=refiner) if integrated else dec, refiner)
+            sharp = dec_l.decode_all(range(n))
         finally:
             refiner.net.use_blend = True
         r = ref[:n]

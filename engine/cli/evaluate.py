@@ -271,15 +271,14 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
             return p
         sc.submit(res.frames, done)
     points = sc.close()
+    used = [m for m in METRICS if with_vmaf or m != "vmaf"]
     bd_rows, matched = [], []
     for curve in dict.fromkeys(p.curve for p in points if p.codec == "ihvc"):
         # per metric, the curve is the Pareto front over key periods and QPs
         ihvc_all = [p for p in points if p.curve == curve]
         for a in anchor_names:
             ap = [p for p in points if p.codec == a]
-            for m in METRICS:
-                if not with_vmaf and m == "vmaf":
-                    continue
+            for m in used:
                 ihvc = pareto(ihvc_all, m)
                 bd, lo, hi, note = bd_rate(ihvc, ap, m)
                 bd_rows.append({"clip": name, "ihvc": curve, "anchor": a, "metric": m, "bd_rate_percent": bd,
@@ -298,9 +297,9 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
                  **{m: p.quality.get(m, math.nan) for m in METRICS}} for p in points])
     _write_csv(out_dir / f"{name}_bd.csv", bd_rows)
     _write_csv(out_dir / f"{name}_matched.csv", matched)
-    lowest = lowest_rate_rows(points, name, [m for m in METRICS if with_vmaf or m != "vmaf"])
+    lowest = lowest_rate_rows(points, name, used)
     _write_csv(out_dir / f"{name}_lowest.csv", lowest)
-    plot_rd(points, out_dir / f"{name}_rd.png", title=name, metrics_=[m for m in METRICS if with_vmaf or m != "vmaf"])
+    plot_rd(points, out_dir / f"{name}_rd.png", title=name, metrics_=used)
     for r in matched:
         if r["on_front"] and math.isfinite(r["anchor_at_same_rate"]):
             log(f"  at {r['kbps']:.2f} kbps ({r['metric']}): {r['ihvc']} (key every {r['ihvc_gop'] or len(frames)}, "

@@ -155,7 +155,8 @@ def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
     """The analytic decoder's per-frame inputs of every non-key frame, into memory-mapped arrays."""
     from ..camera import to_world
     from ..decoder import Decoder
-    from ..learned import analyse, analytic_frame, face_parts, hole_of, key_mesh_image, mesh_image
+    from ..learned import analyse, face_parts, key_mesh_image, mesh_image
+    from ..motion import analytic_frame, hole_of
     H, W = bs.height, bs.width
     dec = Decoder(bs, device=device)
     try:
@@ -186,7 +187,7 @@ def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
             st, r, verts, rot, trans, mo = analyse(dec, gop, rows)
             with torch.no_grad():
                 mi = mesh_image(r, to_world(verts, rot, trans), dec._faces_oriented, fparts, trans[:, 2])
-                img = analytic_frame(st, mo).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+                img = analytic_frame(st.image, mo).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
             hole = hole_of(mo)
             hole = hole.numpy() if hole is not None else np.zeros((len(chunk), H, W), bool)
             sl = slice(chunk[0], chunk[-1] + 1)
