@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import IHVCError
+from engine.errors import IHVCError, InputError
 from engine.generator import checkpoint as ckpt
 from engine.generator.dataset import synthetic_batch
 from engine.generator.losses import GeneratorLoss, d_loss, loss_plan
@@ -221,7 +221,8 @@ def test_shipped_generator_is_valid():
 
 
 def test_blend_switch_removes_only_the_blend():
-    """use_blend=False (bench --learned's ablation) leaves the warp and the residual as they are."""
+    """use_blend=False leaves the warp and the residual as they are; blend_strength (bench --learned's
+    sweep) scales the blend linearly, 0 being the same as off."""
     inp, _ = synthetic_batch(batch=1, size=32)
     gen = Generator("small").eval()
     with torch.no_grad():
@@ -229,9 +230,16 @@ def test_blend_switch_removes_only_the_blend():
             head.bias.fill_(bias)
         gen.gate_knee.fill_(-20.0)                           # gate fully open
         rgb, aux = gen(inp)
+        gen.blend_strength = 0.5
+        half, _ = gen(inp)
+        gen.blend_strength = 0.0
+        zero, _ = gen(inp)
+        gen.blend_strength = 1.0
         gen.use_blend = False
         sharp, aux2 = gen(inp)
     assert float(aux["blend"].min()) > 0.4 and float(aux2["blend"].abs().max()) == 0.0
+    assert torch.equal(zero, sharp)
+    assert torch.allclose(half, (rgb + sharp) / 2, atol=1e-3) and not torch.allclose(half, rgb)
     assert torch.allclose(sharp, aux2["warped"] + 127.5 * aux2["residual"])
     assert not torch.allclose(sharp, rgb)
 
@@ -335,3 +343,31 @@ def test_training_without_the_blend_keeps_it_off(tmp_path):
     meta = ckpt.read_meta(out / "last.safetensors")
     assert meta["config"]["blend"] is False
     assert Generator(meta["config"]).use_blend is False and Generator(TINY).use_blend is True
+
+
+def test_training_on_a_missing_data_folder_writes_nothing(tmp_path):
+    from engine.generator.train import train
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="no such data folder"):
+        train(tmp_path / "nope", out_dir=out, steps=1, log_fn=lambda m: None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no video clips"):
+        train(tmp_path / "empty", out_dir=out, steps=1, log_fn=lambda m: None)
+    assert not out.exists()
+
+
+def test_psnr_term_can_be_switched_off(tmp_path):
+    """train --psnr 0 drops the small config's per-sample log-MSE term (and says so in the log)."""
+    from engine.cli.train import add_arguments
+    from engine.generator.train import train
+    import argparse
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert p.parse_args(["--data", "d", "--psnr", "0"]).psnr == 0.0
+    for i, n in enumerate("av"):
+        _fake_clip(tmp_path / n, f"clip_{n}", seed=i)
+    for w, out in ((None, tmp_path / "default"), (0.0, tmp_path / "off")):
+        train(None, config=TINY, device="cpu", out_dir=out, steps=1, threads=1, log_fn=lambda m: None,
+              clips=([tmp_path / "a"], tmp_path / "v"), batch=1, crop=16, psnr=w)
+    assert "log-MSE" in (tmp_path / "default" / "train.log").read_text()
+    assert "log-MSE" not in (tmp_path / "off" / "train.log").read_text()

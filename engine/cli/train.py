@@ -32,6 +32,8 @@ def add_arguments(p):
                    help="start the generator from these weights (fine-tuning; same --config)")
     p.add_argument("--no-blend", action="store_true",
                    help="train without the generator's blend towards its 1/4-resolution warp (sharper output)")
+    p.add_argument("--psnr", type=float, default=None, metavar="W",
+                   help="weight of the per-sample log-MSE term (small: 1, full: 0); 0 drops its pull towards blur")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -40,6 +42,6 @@ def run(args) -> int:
     res = train(args.data, config=args.config, blend=not args.no_blend, device=args.device, resume=args.resume, out_dir=args.out,
                 steps=args.steps, threads=args.threads, seed=args.seed, taichi_frames=args.taichi_frames,
                 export_to=args.export, time_limit=args.time_limit, batch=args.batch, crop=args.crop, lr=args.lr,
-                adversarial=args.adversarial, val_every=args.val_every, init=args.init)
+                adversarial=args.adversarial, val_every=args.val_every, init=args.init, psnr=args.psnr)
     print(f"trained {res['step']} steps in {res['seconds']:.0f} s; best validation gain {res['best_gain_db']:+.3f} dB")
     return 0

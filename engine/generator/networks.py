@@ -318,9 +318,11 @@ class Generator(nn.Module):
         # body moved less than ~1/160 of the frame since the key get < 0.2 of the learned change
         self.gate_slope = nn.Parameter(torch.tensor(2.0))
         self.gate_knee = nn.Parameter(torch.tensor(math.log(0.1)))
-        # False switches the blend off (config "blend": False trains without it; bench --learned
-        # switches it off at inference to measure what it contributes)
+        # False switches the blend off (config "blend": False trains without it)
         self.use_blend = bool(cfg["blend"])
+        # how much of the learned blend is applied at inference (bench --learned sweeps it: PSNR against
+        # sharpness); the output is linear in it
+        self.blend_strength = 1.0
 
     # -- per key frame ----------------------------------------------------------------------
     def encode_key(self, key: torch.Tensor, key_mesh: torch.Tensor) -> dict:
@@ -365,7 +367,10 @@ class Generator(nn.Module):
         motion = torch.log(stats[:, :1].to(f1.dtype) + 0.01)
         gate = torch.sigmoid(self.gate_slope * (motion - self.gate_knee))[:, :, None, None]   # B x 1 x 1 x 1
         res = self.rgb_head(f1) * gate
-        beta = self.blend_head(f1).clamp(0, 1) * gate if self.use_blend else torch.zeros_like(res[:, :1])
+        if self.use_blend and self.blend_strength > 0:
+            beta = self.blend_head(f1).clamp(0, 1) * gate * self.blend_strength
+        else:
+            beta = torch.zeros_like(res[:, :1])
         if H % 4 == 0 and W % 4 == 0:
             smooth = Fn.interpolate(Fn.avg_pool2d(warped, 4), size=(H, W), mode="bilinear", align_corners=False)
         else:

@@ -145,6 +145,8 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
           steps: int | None = None, log_fn=print, threads: int | None = None, seed: int = 0,
           taichi_frames: int = 96, export_to: str | None = None, time_limit: float | None = None, clips=None,
           init: str | None = None, blend: bool = True, **overrides) -> dict:
+    if clips is None:
+        find_clips(data_dir)        # a missing or empty data folder fails before any output is written
     rank, world, dev = dist_setup(device)
     if threads:
         torch.set_num_threads(threads)
