@@ -203,7 +203,7 @@ class Decoder:
     def analyse(self, gop: GroupOfPictures, rows: np.ndarray):
         """The per-frame work before synthesis, for rows (B x D semantics of frames of one GOP):
         (KeyState, frame Raster, body-frame vertices B x V x 3, rot B x 3, trans B x 3, Motion).
-        Training (engine.learned.analyse) uses exactly this, so its inputs cannot drift."""
+        Training (engine/generator/dataset.py) uses exactly this, so its inputs cannot drift."""
         st = self.key_state(gop)
         B = rows.shape[0]
         sems = [gop.key.with_frame(FrameSemantics.from_array(r)) for r in rows]

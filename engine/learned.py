@@ -77,14 +77,6 @@ def key_mesh_image(dec, st, fparts: torch.Tensor) -> torch.Tensor:
     return mesh_image(r, st.world, faces, fparts, st.trans[:, 2])
 
 
-def analyse(dec, gop, rows: np.ndarray):
-    """The analytic decoder's per-frame computation for rows (B x D semantics of one GOP), kept:
-    (st, raster, body-frame vertices B x V x 3, rot B x 3, trans B x 3, Motion). The decoder's own
-    :meth:`engine.decoder.Decoder.analyse`, so that training and decoding inputs cannot drift apart.
-    """
-    return dec.analyse(gop, rows)
-
-
 # ----------------------------------------------------------------------------- the refiner
 
 class LearnedRefiner:

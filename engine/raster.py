@@ -184,11 +184,7 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, height
                   depth=zbuf.reshape(B, height, width))
 
 
-def bench(args=None) -> None:  # pragma: no cover - ``python main.py bench --raster``
-    _bench()
-
-
-def _bench(n: int = 20) -> None:  # pragma: no cover - measurement helper
+def bench(args=None, n: int = 20) -> None:  # pragma: no cover - ``python main.py bench --raster``
     """Time this rasterizer against a pyrender/EGL id buffer on an Anny-sized mesh."""
     import os
     import time
@@ -257,4 +253,4 @@ def _bench(n: int = 20) -> None:  # pragma: no cover - measurement helper
 
 
 if __name__ == "__main__":  # pragma: no cover
-    _bench()
+    bench()

@@ -195,14 +195,14 @@ def test_ddp_two_process_gloo_step(tmp_path):
 def test_refiner_in_decoder_matches_analytic_at_init():
     """The decoder entry (refine_decoder) of an untrained network reproduces the analytic decoder."""
     from engine.decoder import Decoder
-    from engine.learned import LearnedRefiner, analyse
+    from engine.learned import LearnedRefiner
     from tests.factories import make_bitstream
     bs = make_bitstream(n_frames=4, size=64)
     dec = Decoder(bs, device="cpu")
     ref = LearnedRefiner(Generator(TINY))
     gop = bs.gops[0]
     rows = gop.frames[1:3]
-    st, r, verts, rot, trans, mo = analyse(dec, gop, rows)
+    st, r, verts, rot, trans, mo = dec.analyse(gop, rows)
     out = ref.refine_decoder(dec, st, r, verts, rot, trans, mo)
     expect = np.stack([dec.decode_frame(1), dec.decode_frame(2)])
     got = out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()

@@ -276,10 +276,11 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
     for curve in dict.fromkeys(p.curve for p in points if p.codec == "ihvc"):
         # per metric, the curve is the Pareto front over key periods and QPs
         ihvc_all = [p for p in points if p.curve == curve]
+        fronts = {m: pareto(ihvc_all, m) for m in used}
         for a in anchor_names:
             ap = [p for p in points if p.codec == a]
             for m in used:
-                ihvc = pareto(ihvc_all, m)
+                ihvc = fronts[m]
                 bd, lo, hi, note = bd_rate(ihvc, ap, m)
                 bd_rows.append({"clip": name, "ihvc": curve, "anchor": a, "metric": m, "bd_rate_percent": bd,
                                 "overlap_lo": lo, "overlap_hi": hi, "note": note})

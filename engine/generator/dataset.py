@@ -2,7 +2,7 @@
 
 For each clip: encode it with the real encoder (engine.encoder.encode_video: analysis, body fit,
 VVC key picture), decode the key picture, and run the analytic decoder's per-frame computation
-(engine.learned.analyse: frame raster, analytic flow, occlusion, mesh images). Everything is cached
+(engine.decoder.Decoder.analyse: frame raster, analytic flow, occlusion, mesh images). Everything is cached
 on disk under ``~/.cache/ihvc/train/<clip>-<hash>/`` (IHVC_TRAIN_CACHE overrides), so the analysis
 runs once per clip and parameter set:
 
@@ -155,7 +155,7 @@ def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
     """The analytic decoder's per-frame inputs of every non-key frame, into memory-mapped arrays."""
     from ..camera import to_world
     from ..decoder import Decoder
-    from ..learned import analyse, face_parts, key_mesh_image, mesh_image
+    from ..learned import face_parts, key_mesh_image, mesh_image
     from ..motion import analytic_frame, hole_of
     H, W = bs.height, bs.width
     dec = Decoder(bs, device=device)
@@ -184,7 +184,7 @@ def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
         for c in range(0, len(idx), 4):
             chunk = idx[c:c + 4]
             rows = np.stack([gop.frames[i - gop.start] for i in chunk])
-            st, r, verts, rot, trans, mo = analyse(dec, gop, rows)
+            st, r, verts, rot, trans, mo = dec.analyse(gop, rows)      # the decoder's own inputs: no drift
             with torch.no_grad():
                 mi = mesh_image(r, to_world(verts, rot, trans), dec._faces_oriented, fparts, trans[:, 2])
                 img = analytic_frame(st.image, mo).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
