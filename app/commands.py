@@ -1,10 +1,10 @@
-"""QUndoCommands over engine.document.Change: every edit in the studio is one of these."""
+"""QUndoCommands over engine.studio.document.Change: every edit in the studio is one of these."""
 from __future__ import annotations
 
 import numpy as np
 from PySide6.QtGui import QUndoCommand
 
-from engine.document import Change
+from engine.studio.document import Change
 
 MERGE_ID = 4711
 

@@ -1,4 +1,4 @@
-"""Qt adapter over engine.document.Document: Qt signals, the undo stack, current frame and range.
+"""Qt adapter over engine.studio.document.Document: Qt signals, the undo stack, current frame and range.
 
 The engine Document emits plain callbacks; this adapter re-emits them as Qt
 signals for widgets, and turns every edit into a ChangeCommand on its
@@ -13,7 +13,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
-from engine.document import Document
+from engine.studio.document import Document
 
 from .commands import ChangeCommand
 
@@ -44,7 +44,7 @@ class DocumentAdapter(QObject):
     pathChanged = Signal(object)
     frameChanged = Signal(int)
     selectionChanged = Signal(object)    # (first, last) or None
-    saved = Signal(object)               # engine.verify.SavedFile, after a verified save
+    saved = Signal(object)               # engine.studio.verify.SavedFile, after a verified save
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -87,12 +87,12 @@ class DocumentAdapter(QObject):
         return self.doc is not None and (self.doc.dirty or self.untitled)
 
     def save(self, path=None):
-        """Write the edited bitstream, read it back and check it (engine.verify); returns a SavedFile.
+        """Write the edited bitstream, read it back and check it (engine.studio.verify); returns a SavedFile.
 
         On a failed check a VerifyError (one line) propagates, the previous file is left in
         place and the document stays unsaved.
         """
-        from engine.verify import save_verified
+        from engine.studio.verify import save_verified
         doc = self.doc
         path = Path(path) if path is not None else doc.path
         if path is None:

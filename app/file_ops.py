@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog
 
-from engine.document import Document, export_semantics_csv, export_semantics_json
+from engine.studio.document import Document, export_semantics_csv, export_semantics_json
 from engine.errors import InputError
 from engine.fileio import atomic_path
 
@@ -23,7 +23,7 @@ def open_video(win, path=None):
         return None
 
     def job(progress):
-        from engine.encoder import encode_video
+        from engine.analysis.encoder import encode_video
         out = encode_video(path, progress=progress)
         return out[0] if isinstance(out, tuple) else out
 
@@ -46,7 +46,7 @@ def export_video(win, path=None):
     factory, prefs = win.preview.decoder_factory, win.preview.prefs
 
     def job(progress):
-        from engine.video import write_video
+        from engine.codec.video import write_video
         decoder = factory(bitstream, prefs)
 
         def frames():
@@ -106,7 +106,7 @@ def export_mesh(win, path=None):
 
 
 def apply_edit_list_dialog(win, path=None):
-    from engine import edits as E
+    from engine.studio import edits as E
     if path is None:
         path, _ = QFileDialog.getOpenFileName(win, "Apply edit list", str(win._dir()), "Edit list (*.json)")
     if not path:

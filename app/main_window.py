@@ -25,7 +25,7 @@ from editor_widgets.mesh_viewport import MeshViewport
 from editor_widgets.preview import PreviewPane
 from editor_widgets.semantic_panel import SemanticPanel, panel_groups
 from editor_widgets.timeline import Timeline
-from engine.document import Document
+from engine.studio.document import Document
 from engine.errors import IHVCError
 
 from . import file_ops
@@ -215,7 +215,7 @@ class MainWindow(QMainWindow):
         if not self.maybe_save():
             return False
         try:
-            from engine import container
+            from engine.codec import container
             bs = container.read(Path(path))
         except USER_ERRORS as exc:
             self.report(exc, "Cannot open bitstream")
@@ -243,7 +243,7 @@ class MainWindow(QMainWindow):
 
     def _save_to(self, path) -> bool:
         try:
-            saved = self.adapter.save(path)      # written, read back and compared (engine.verify)
+            saved = self.adapter.save(path)      # written, read back and compared (engine.studio.verify)
         except USER_ERRORS as exc:
             self.report(exc, "Cannot save")
             return False
@@ -398,7 +398,7 @@ class MainWindow(QMainWindow):
         c.connect(self.mesh.ready, self._bitstream_mesh)
 
     def _set_file_bitstream(self, bs):
-        from engine.bitstream_stats import file_stats
+        from engine.codec.rate import file_stats
         doc = self.adapter.doc
         self._file_bs, self._file_stats = bs, None
         try:
@@ -421,8 +421,8 @@ class MainWindow(QMainWindow):
 
     def _bitstream_refresh(self):
         """Pending size change (the edited semantics coded in memory) and plausibility warnings."""
-        from engine import plausibility
-        from engine.bitstream_stats import pending_change
+        from engine.studio import plausibility
+        from engine.codec.rate import pending_change
         doc, bp = self.adapter.doc, self.bitstream_panel
         if doc is None or self._file_stats is None:
             return
@@ -439,7 +439,7 @@ class MainWindow(QMainWindow):
 
     def _bitstream_mesh(self, frame, faces, verts, ghost):
         """Keep the posed body of recent frames for the box check (the 3D view poses one frame at a time)."""
-        from engine.plausibility import FrameMesh
+        from engine.studio.plausibility import FrameMesh
         doc, wanted = self.adapter.doc, self._mesh_requested
         if doc is None or wanted is None or wanted[0] != frame:
             return

@@ -20,19 +20,19 @@ from .workers import FrameCache, LatestWorker
 
 
 def default_decoder_factory(bitstream, prefs):
-    """The decoder ``decode`` would use (engine.decoder.open_decoder), on the preferred device.
+    """The decoder ``decode`` would use (engine.synthesis.decoder.open_decoder), on the preferred device.
 
     "learned" takes the shipped refiner; when it is missing or unusable the analytic decoder
     runs and ``decoder.note`` says why (the preview header shows it): never a silent fallback.
     """
-    from engine.decoder import open_decoder
+    from engine.synthesis.decoder import open_decoder
     device = None if prefs.device == "auto" else prefs.device
     return open_decoder(bitstream, device=device, analytic=prefs.decoder != "learned")
 
 
 def default_body_model_factory(bitstream, prefs):
-    from engine.bitstream import BODY_MODEL_NAMES
-    from engine.body_model import load_body_model
+    from engine.codec.bitstream import BODY_MODEL_NAMES
+    from engine.synthesis.body import load_body_model
     name = BODY_MODEL_NAMES.get(bitstream.body_model, "anny")
     return load_body_model(name, device=None if prefs.device in ("auto", "cuda") else prefs.device)
 
@@ -156,8 +156,8 @@ def posed_vertices(model, key, rows: np.ndarray) -> np.ndarray:
     """Body-frame vertices rotated by each row's ``rot``: rows B x D -> B x V x 3 (y up, facing +z)."""
     import torch
 
-    from engine.camera import axis_angle_to_matrix
-    from engine.semantics import FrameSemantics
+    from engine.synthesis.camera import axis_angle_to_matrix
+    from engine.codec.semantics import FrameSemantics
     poses, rots = [], []
     for r in rows:
         full = key.with_frame(FrameSemantics.from_array(r))

@@ -1,7 +1,7 @@
 """Bitstream panel: the file's size and rate, what the pending edits change, plausibility warnings.
 
-Display only: the figures are computed by the engine (engine.bitstream_stats,
-engine.plausibility) in whoever owns the document. Edits arrive in bursts (a
+Display only: the figures are computed by the engine (engine.codec.rate,
+engine.studio.plausibility) in whoever owns the document. Edits arrive in bursts (a
 slider drag sends dozens of values a second) and the size of pending edits
 costs a real coding pass, so ``schedule()`` debounces: ``refreshDue`` fires
 once, DEBOUNCE_MS after the last call.
@@ -32,9 +32,9 @@ class BitstreamPanel(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.stats = None            # engine.bitstream_stats.BitstreamStats of the file
-        self.change = None           # engine.bitstream_stats.SizeChange of the pending edits
-        self.warnings: list = []     # engine.plausibility.PlausibilityWarning
+        self.stats = None            # engine.codec.rate.BitstreamStats of the file
+        self.change = None           # engine.codec.rate.SizeChange of the pending edits
+        self.warnings: list = []     # engine.studio.plausibility.PlausibilityWarning
         self.file_label, self.size_label = _label(self), _label(self)
         self.key_label, self.sem_label, self.camera_label, self.total_label = (_label(self) for _ in range(4))
         self.rate_label, self.rate25_label, self.pending_label = _label(self), _label(self), _label(self)

@@ -162,7 +162,7 @@ class Timeline(QWidget):
         self.bar.update()
 
     def set_warning_frames(self, frames):
-        """Mark frames that have plausibility warnings (engine.plausibility)."""
+        """Mark frames that have plausibility warnings (engine.studio.plausibility)."""
         self.bar.warnings = np.unique(np.asarray(list(frames), int))
         self.bar.update()
 

@@ -6,6 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets"         # small files the program ships (weights, sample bitstream)
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix: str | None = None):

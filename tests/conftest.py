@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from engine.bitstream import Bitstream, GroupOfPictures, KeyPicture  # noqa: E402
-from engine.semantics import KeySemantics, QuantSpec, snap  # noqa: E402
+from engine.codec.bitstream import Bitstream, GroupOfPictures, KeyPicture  # noqa: E402
+from engine.codec.semantics import KeySemantics, QuantSpec, snap  # noqa: E402
 
 
 def make_bitstream(n_frames: int = 30, gop: int = 15, camera: bool = False, size: int = 48, seed: int = 0):
@@ -94,7 +94,7 @@ def studio(qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
     from app.main_window import MainWindow
     from app.preferences import Preferences
-    from engine import container
+    from engine.codec import container
     path = tmp_path / "clip.ihvc"
     container.write(make_bitstream(), path)
     win = MainWindow(Preferences(), decoder_factory=FakeDecoder, body_model_factory=lambda bs, prefs: FakeBody())

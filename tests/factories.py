@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bitstream import BODY_MODEL_IDS, Bitstream, GroupOfPictures
-from engine.keypicture import encode_key_picture
-from engine.semantics import KeySemantics, QuantSpec, snap
+from engine.codec.bitstream import BODY_MODEL_IDS, Bitstream, GroupOfPictures
+from engine.codec.keypicture import encode_key_picture
+from engine.codec.semantics import KeySemantics, QuantSpec, snap
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -7,10 +7,12 @@ import pytest
 from PySide6.QtCore import Qt
 
 import main as cli
-from engine import container, plausibility, verify
-from engine.bitstream_stats import file_stats, pending_change
-from engine.document import Document
-from engine.plausibility import FrameMesh
+from engine.codec import container
+from engine.studio import plausibility
+from engine.studio import verify
+from engine.codec.rate import file_stats, pending_change
+from engine.studio.document import Document
+from engine.studio.plausibility import FrameMesh
 
 from .conftest import make_bitstream
 

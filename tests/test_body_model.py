@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.body_model import JOINT_NAMES, BodyOutput, load_body_model
+from engine.synthesis.body import JOINT_NAMES, BodyOutput, load_body_model
 from engine.errors import InputError
-from engine.semantics import BODY_JOINTS
+from engine.codec.semantics import BODY_JOINTS
 
 torch.set_num_threads(1)
 
@@ -180,7 +180,7 @@ def test_smplx_bad_file_is_input_error(tmp_path):
 
 
 def test_landmarks_anny_and_smplx(anny, tmp_path):
-    from engine.body_model import LANDMARK_NAMES
+    from engine.synthesis.body import LANDMARK_NAMES
     L = LANDMARK_NAMES.index
     pose = torch.zeros(2, 21, 3)
     pose[1, BODY_JOINTS.index("left_elbow"), 1] = 1.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.camera_motion import alignment_error, apply_camera_motion, camera_affine, estimate_camera_motion
+from engine.analysis.camera_motion import alignment_error, apply_camera_motion, camera_affine, estimate_camera_motion
 
 cv2 = pytest.importorskip("cv2")
 

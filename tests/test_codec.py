@@ -6,12 +6,12 @@ import zlib
 import numpy as np
 import pytest
 
-from engine import container
-from engine.entropy import (adaptive_entropy_bits, decode_residuals, encode_residuals, predict_residuals,
+from engine.codec import container
+from engine.codec.entropy import (adaptive_entropy_bits, decode_residuals, encode_residuals, predict_residuals,
                             reconstruct)
 from engine.errors import BitstreamError, InputError
-from engine.keypicture import decode_key_picture, encode_key_picture
-from engine.semantics import CORE_NAMES, FrameSemantics, QuantSpec, quantize, semantic_names, snap
+from engine.codec.keypicture import decode_key_picture, encode_key_picture
+from engine.codec.semantics import CORE_NAMES, FrameSemantics, QuantSpec, quantize, semantic_names, snap
 from tests.factories import make_bitstream, smooth_semantics, real_picture
 
 
@@ -206,7 +206,7 @@ def test_inspect_cli(tmp_path, capsys):
 
 
 def test_bits_per_dimension_adds_up_to_the_coded_size():
-    from engine.entropy import bits_per_dimension
+    from engine.codec.entropy import bits_per_dimension
     steps = QuantSpec().steps(True)
     q = quantize(smooth_semantics(120, True, 5), steps)
     r = predict_residuals(q, q[0])
@@ -238,7 +238,7 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
 
 @pytest.mark.parametrize("codec", ["vvc", "hevc"])
 def test_key_picture_has_no_colour_bias(codec):
-    # swscale's direct yuv420p -> rgb24 darkened pictures by ~1 level per channel; engine.colour must not
+    # swscale's direct yuv420p -> rgb24 darkened pictures by ~1 level per channel; engine.codec.colour must not
     from skimage import data
     from skimage.transform import resize
     img = (resize(data.astronaut(), (128, 128)) * 255).astype(np.uint8)
@@ -249,7 +249,7 @@ def test_key_picture_has_no_colour_bias(codec):
 
 def test_colour_round_trip_through_raw_planes():
     # raw planes (the anchors' ffmpeg pipes) and PyAV frames (key pictures) convert identically
-    from engine.colour import rgb_to_yuv420_bytes, rgb_to_yuv420_frame, yuv420_bytes_to_rgb, yuv420_frame_to_rgb
+    from engine.codec.colour import rgb_to_yuv420_bytes, rgb_to_yuv420_frame, yuv420_bytes_to_rgb, yuv420_frame_to_rgb
     rng = np.random.default_rng(0)
     frames = np.repeat(np.repeat(rng.integers(30, 220, (2, 4, 4, 3), dtype=np.uint8), 16, 1), 16, 2)
     for fmt in ("yuv420p", "yuv420p10le"):

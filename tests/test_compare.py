@@ -88,7 +88,7 @@ def test_match_size_nearest():
 # --- the engine's draft decoder ---------------------------------------------------------------
 
 def test_decoder_scaled_draft_is_small_and_close_to_the_full_frame():
-    from engine.decoder import Decoder
+    from engine.synthesis.decoder import Decoder
 
     from .test_decoder import BoxBody, make_stream
     bs = make_stream()

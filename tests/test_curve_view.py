@@ -9,9 +9,9 @@ from PySide6.QtGui import QColor
 
 import main as cli
 from editor_widgets.curve_view import CurveView
-from engine import container
-from engine import edits as E
-from engine.document import Document
+from engine.codec import container
+from engine.studio import edits as E
+from engine.studio.document import Document
 
 from .conftest import make_bitstream
 from .test_studio import drag

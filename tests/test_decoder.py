@@ -1,5 +1,5 @@
-"""engine/decoder.py and ``main.py decode``: a small bitstream built here, with a real key picture
-(engine.keypicture) and a synthetic two-box body whose "head" box follows the head joint."""
+"""engine/synthesis/decoder.py and ``main.py decode``: a small bitstream built here, with a real key picture
+(engine.codec.keypicture) and a synthetic two-box body whose "head" box follows the head joint."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -9,10 +9,10 @@ import pytest
 import torch
 import trimesh
 
-from engine.bitstream import BODY_MODEL_IDS, Bitstream, GroupOfPictures
+from engine.codec.bitstream import BODY_MODEL_IDS, Bitstream, GroupOfPictures
 from engine.errors import InputError
-from engine.keypicture import decode_key_picture, encode_key_picture
-from engine.semantics import KeySemantics, QuantSpec, snap
+from engine.codec.keypicture import decode_key_picture, encode_key_picture
+from engine.codec.semantics import KeySemantics, QuantSpec, snap
 
 SIZE = 64
 
@@ -70,7 +70,7 @@ def stream():
 
 
 def test_key_frame_is_the_decoded_key_picture(stream):
-    from engine.decoder import Decoder
+    from engine.synthesis.decoder import Decoder
     dec = Decoder(stream, device="cpu", body_model=BoxBody())
     key = decode_key_picture(stream.gops[0].key_picture)
     assert np.array_equal(dec.decode_frame(0), key)
@@ -81,7 +81,7 @@ def test_key_frame_is_the_decoded_key_picture(stream):
 
 
 def test_body_motion_moves_pixels(stream):
-    from engine.decoder import Decoder
+    from engine.synthesis.decoder import Decoder
     dec = Decoder(stream, device="cpu", body_model=BoxBody())
     key = decode_key_picture(stream.gops[0].key_picture).astype(int)
     row = stream.gops[0].frames[0].copy()
@@ -98,7 +98,7 @@ def test_body_motion_moves_pixels(stream):
 
 
 def test_decode_all_matches_decode_frame_and_caches_key(stream):
-    from engine.decoder import Decoder
+    from engine.synthesis.decoder import Decoder
     body = BoxBody()
     dec = Decoder(stream, device="cpu", body_model=body, batch=4)
     seen = []
@@ -117,7 +117,7 @@ def test_decode_all_matches_decode_frame_and_caches_key(stream):
 
 
 def test_camera_group_pans_background():
-    from engine.decoder import Decoder
+    from engine.synthesis.decoder import Decoder
     bs = make_stream(n=3, camera=True)
     dec = Decoder(bs, device="cpu", body_model=BoxBody())
     key = decode_key_picture(bs.gops[0].key_picture).astype(int)
@@ -128,9 +128,9 @@ def test_camera_group_pans_background():
 
 
 def test_cli_decode_writes_video_and_pngs(tmp_path, monkeypatch, stream):
-    import engine.body_model as bm
-    from engine import container
-    from engine.video import read_video
+    import engine.synthesis.body as bm
+    from engine.codec import container
+    from engine.codec.video import read_video
     from main import main
     monkeypatch.setattr(bm, "load_body_model", lambda name="anny", path=None, device=None: BoxBody())
     src = tmp_path / "clip.ihvc"
@@ -143,7 +143,7 @@ def test_cli_decode_writes_video_and_pngs(tmp_path, monkeypatch, stream):
     assert clip.frames.shape == (3, SIZE, SIZE, 3)
     pngs = sorted((tmp_path / "png").glob("*.png"))
     assert [p.name for p in pngs] == ["frame_000001.png", "frame_000002.png", "frame_000003.png"]
-    from engine.decoder import Decoder
+    from engine.synthesis.decoder import Decoder
     ref = Decoder(container.read(src), device="cpu", body_model=BoxBody()).decode_all(range(1, 4))
     assert np.array_equal(clip.frames, ref)              # lossless output
     # Bad ranges and formats are one-line user errors, and nothing is written.
@@ -154,7 +154,7 @@ def test_cli_decode_writes_video_and_pngs(tmp_path, monkeypatch, stream):
 
 
 def test_body_off_screen_and_refiner_hook(stream):
-    from engine.decoder import Decoder
+    from engine.synthesis.decoder import Decoder
     key = decode_key_picture(stream.gops[0].key_picture)
     dec = Decoder(stream, device="cpu", body_model=BoxBody())
     row = stream.gops[0].frames[0].copy()
@@ -176,11 +176,11 @@ def test_body_off_screen_and_refiner_hook(stream):
 
 
 def test_cli_decode_uses_shipped_weights_and_says_when_it_falls_back(tmp_path, monkeypatch, capsys, stream):
-    import engine.body_model as bm
-    import engine.learned as learned
-    from engine import container
-    from engine.decoder import Decoder
-    from engine.video import read_video
+    import engine.synthesis.body as bm
+    import engine.synthesis.refiner as learned
+    from engine.codec import container
+    from engine.synthesis.decoder import Decoder
+    from engine.codec.video import read_video
     from main import main
     monkeypatch.setattr(bm, "load_body_model", lambda name="anny", path=None, device=None: BoxBody())
     src = tmp_path / "clip.ihvc"

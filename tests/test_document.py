@@ -1,6 +1,6 @@
 import numpy as np
 
-from engine.document import Document, export_semantics_csv, export_semantics_json
+from engine.studio.document import Document, export_semantics_csv, export_semantics_json
 
 from .conftest import make_bitstream
 
@@ -45,7 +45,7 @@ def test_export_semantics(tmp_path):
 
 
 def test_save_keeps_key_picture_bytes(tmp_path):
-    from engine import container
+    from engine.codec import container
     bs = make_bitstream(30)
     doc = Document(bs, None)
     doc.set_range(doc.index("right_elbow.y"), 5, 25, offset=-0.3, ease_in=3, ease_out=3)

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from engine import edits as E
-from engine.document import Document
+from engine.studio import edits as E
+from engine.studio.document import Document
 from engine.errors import IHVCError, InputError
 
 from .conftest import make_bitstream

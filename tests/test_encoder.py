@@ -16,11 +16,11 @@ import torch
 
 from engine.analysis.fit import fit_errors, fit_sequence, project_landmarks
 from engine.analysis.landmarks import HAND_LANDMARKS, POSE_LANDMARKS, Landmarks
-from engine.body_model import LANDMARK_NAMES, load_body_model
-from engine.camera import axis_angle_to_matrix, project
-from engine.encoder import encode_video, sticky_snap
+from engine.synthesis.body import LANDMARK_NAMES, load_body_model
+from engine.synthesis.camera import axis_angle_to_matrix, project
+from engine.analysis.encoder import encode_video, sticky_snap
 from engine.errors import IHVCError, InputError
-from engine.semantics import BODY_JOINTS, QuantSpec
+from engine.codec.semantics import BODY_JOINTS, QuantSpec
 
 torch.set_num_threads(1)
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -151,7 +151,7 @@ def test_sticky_snap_stays_on_grid_and_within_tolerance():
 
 
 def test_render_mesh_lands_where_camera_projects(model):
-    from engine.render import render_mesh
+    from engine.synthesis.render import render_mesh
     pose, rot, trans, loc = _truth(1)
     loc = np.array([[0.45, 0.6, 0.7, 0.7]])
     with torch.no_grad():
@@ -176,7 +176,7 @@ def test_render_mesh_lands_where_camera_projects(model):
 # ----------------------------------------------------------------------------- end to end
 
 def _write(path, frames, fps=25):
-    from engine.video import write_video
+    from engine.codec.video import write_video
     write_video(path, frames, fps)
 
 
@@ -184,7 +184,7 @@ def _write(path, frames, fps=25):
 def synthetic_video(model, tmp_path_factory):
     import cv2
 
-    from engine.render import overlay, render_mesh
+    from engine.synthesis.render import overlay, render_mesh
     n, S = 8, 256
     pose, rot, trans, loc = _truth(n)
     rng = np.random.default_rng(0)
@@ -203,7 +203,7 @@ def synthetic_video(model, tmp_path_factory):
 
 
 def test_encode_synthetic_video_end_to_end(model, synthetic_video, tmp_path):
-    from engine.container import read, write
+    from engine.codec.container import read, write
     path, (pose, rot, trans, loc), S = synthetic_video
     calls = []
     bs, summary = encode_video(path, size=S, progress=lambda *a: calls.append(a), key_codec="hevc",
@@ -315,7 +315,7 @@ def test_real_ted_clip_short(tmp_path):
 
 
 def test_encode_groups_of_pictures_and_no_camera(synthetic_video, tmp_path):
-    from engine.container import from_bytes, to_bytes
+    from engine.codec.container import from_bytes, to_bytes
     path, _, S = synthetic_video
     bs, s = encode_video(path, size=S, gop=3, camera=False, key_codec="hevc", max_frames=7,
                          fit_options=dict(key_iters=60, iters=30))
@@ -329,8 +329,8 @@ def test_encode_groups_of_pictures_and_no_camera(synthetic_video, tmp_path):
 
 
 def test_overlay_cli_draws_the_coded_mesh(synthetic_video, tmp_path):
-    from engine.container import write
-    from engine.video import read_video
+    from engine.codec.container import write
+    from engine.codec.video import read_video
     path, _, S = synthetic_video
     bs, _ = encode_video(path, size=S, key_codec="hevc", max_frames=3, fit_options=dict(key_iters=60, iters=30))
     write(bs, tmp_path / "s.ihvc")
@@ -348,7 +348,7 @@ def test_overlay_cli_draws_the_coded_mesh(synthetic_video, tmp_path):
 
 def test_person_leaving_carries_semantics(synthetic_video, tmp_path):
     """Frames without a person (a whole group of pictures here) carry the last semantics."""
-    from engine.video import read_video
+    from engine.codec.video import read_video
     path, _, S = synthetic_video
     frames = read_video(path).frames.copy()
     bg = frames[0].copy()
@@ -366,8 +366,8 @@ def test_encode_with_smplx_backend(synthetic_video, tmp_path):
     the fit is meaningless, the plumbing and the signalled model id are what is checked)."""
     from tests.test_body_model import _write_synthetic_smplx
 
-    from engine.bitstream import BODY_MODEL_IDS
-    from engine.container import from_bytes, to_bytes
+    from engine.codec.bitstream import BODY_MODEL_IDS
+    from engine.codec.container import from_bytes, to_bytes
     path, _, S = synthetic_video
     _write_synthetic_smplx(tmp_path / "SMPLX_NEUTRAL.npz", seed=2)
     bs, s = encode_video(path, size=S, max_frames=3, key_codec="hevc", body_model="smplx",

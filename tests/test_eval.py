@@ -1,6 +1,6 @@
-"""engine/metrics.py, engine/anchors.py and ``main.py eval`` on a 10-frame synthetic clip.
+"""engine/evaluation/metrics.py, engine/evaluation/anchors.py and ``main.py eval`` on a 10-frame synthetic clip.
 
-The IHVC encoder (engine.encoder) is replaced by a stand-in that codes the first frame as the
+The IHVC encoder (engine.analysis.encoder) is replaced by a stand-in that codes the first frame as the
 key picture and constant semantics for the synthetic box body of tests/test_decoder.py; the
 anchors, metrics, BD-rate, CSVs and plot are the real ones.
 """
@@ -13,7 +13,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from engine import anchors, metrics
+from engine.evaluation import anchors
+
+from engine.evaluation import metrics
 from engine.cli import evaluate as ev
 from tests.test_decoder import BoxBody, make_stream
 
@@ -33,8 +35,8 @@ def fake_encoder(frames, fps, key_qp, path=None, region=None, gop=0):
     """make_stream's semantics, a key picture from the clip every ``gop`` frames (0: one)."""
     from dataclasses import replace
 
-    from engine.bitstream import GroupOfPictures
-    from engine.keypicture import encode_key_picture
+    from engine.codec.bitstream import GroupOfPictures
+    from engine.codec.keypicture import encode_key_picture
     bs = make_stream(n=len(frames), size=frames.shape[1])
     g = bs.gops[0]
     gop = gop or len(frames)
@@ -85,8 +87,8 @@ def test_anchor_counts_every_byte_and_decodes():
 
 
 def test_eval_cli_writes_csv_and_plot(tmp_path, monkeypatch):
-    import engine.body_model as bm
-    from engine.video import write_video
+    import engine.synthesis.body as bm
+    from engine.codec.video import write_video
     from main import main
     monkeypatch.setattr(bm, "load_body_model", lambda name="anny", path=None, device=None: BoxBody())
     monkeypatch.setattr(ev, "default_ihvc_encoder", fake_encoder)
@@ -167,7 +169,7 @@ SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent /
 @pytest.mark.skipif(not (SHARED_DATA / "ted" / "ted_a_384.mkv").exists(),
                     reason=f"real clips not available at {SHARED_DATA}")
 def test_vvc_anchor_on_real_clip():
-    from engine.video import read_video
+    from engine.codec.video import read_video
     frames = read_video(SHARED_DATA / "ted" / "ted_a_384.mkv", max_frames=8).frames
     hi, lo = anchors.encode_anchor(frames, "vvc", 40), anchors.encode_anchor(frames, "vvc", 55)
     assert hi.frames.shape == frames.shape and hi.n_bytes > lo.n_bytes

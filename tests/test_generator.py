@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from engine.errors import IHVCError, InputError
-from engine.generator import checkpoint as ckpt
-from engine.generator.dataset import synthetic_batch
-from engine.generator.losses import GeneratorLoss, d_loss, loss_plan
-from engine.generator.networks import Generator, MultiScaleDiscriminator, RefinerInputs
-from engine.motion import warp
+from engine.synthesis import checkpoint as ckpt
+from engine.training.dataset import synthetic_batch
+from engine.training.losses import GeneratorLoss, d_loss, loss_plan
+from engine.synthesis.networks import Generator, MultiScaleDiscriminator, RefinerInputs
+from engine.synthesis.motion import warp
 
 torch.set_num_threads(1)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -92,7 +92,7 @@ def test_checkpoint_round_trip(tmp_path):
     net, meta2 = ckpt.load_generator(path)
     inp, _ = synthetic_batch(batch=1, size=32)
     assert torch.equal(net(inp)[0], gen.eval()(inp)[0])
-    from engine.learned import load_refiner
+    from engine.synthesis.refiner import load_refiner
     ref = load_refiner(path)
     out = ref.refine(inp.key, inp.grid, inp.visible, inp.body, inp.weight, inp.mesh, inp.key_mesh)
     assert out.shape == (1, 3, 32, 32) and out.min() >= 0 and out.max() <= 255
@@ -163,7 +163,7 @@ def _ddp_worker(rank, world, port, out_dir):
     torch.set_num_threads(1)
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from engine.generator.train import dist_setup
+    from engine.training.train import dist_setup
     r, w, dev = dist_setup("cpu")
     assert (r, w, dev.type) == (rank, world, "cpu") and torch.distributed.get_backend() == "gloo"
     torch.manual_seed(100 + rank)                       # different init: DDP must broadcast rank 0's
@@ -194,8 +194,8 @@ def test_ddp_two_process_gloo_step(tmp_path):
 
 def test_refiner_in_decoder_matches_analytic_at_init():
     """The decoder entry (refine_decoder) of an untrained network reproduces the analytic decoder."""
-    from engine.decoder import Decoder
-    from engine.learned import LearnedRefiner
+    from engine.synthesis.decoder import Decoder
+    from engine.synthesis.refiner import LearnedRefiner
     from tests.factories import make_bitstream
     bs = make_bitstream(n_frames=4, size=64)
     dec = Decoder(bs, device="cpu")
@@ -211,7 +211,7 @@ def test_refiner_in_decoder_matches_analytic_at_init():
 
 
 def test_shipped_generator_is_valid():
-    from engine.learned import DEFAULT_CHECKPOINT, load_refiner
+    from engine.synthesis.refiner import DEFAULT_CHECKPOINT, load_refiner
     if not DEFAULT_CHECKPOINT.exists():
         pytest.skip("no shipped generator (assets/generator.safetensors): the analytic decoder is used")
     ref = load_refiner(body_model="anny")
@@ -246,15 +246,15 @@ def test_blend_switch_removes_only_the_blend():
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason=f"real clips not available at {SHARED_DATA}")
 def test_held_out_clips_stay_out_of_training():
-    from engine.generator.dataset import find_clips
-    from engine.generator.train import HOLDOUT_TEST, HOLDOUT_VAL
+    from engine.training.dataset import find_clips
+    from engine.training.train import HOLDOUT_TEST, HOLDOUT_VAL
     names = [p.stem for p in find_clips(SHARED_DATA)]
     assert any(n.startswith(HOLDOUT_VAL) for n in names)
     assert all(any(n.startswith(t) for n in names) for t in HOLDOUT_TEST)
 
 
 def _fake_clip(folder: Path, name: str, n: int = 4, size: int = 32, seed: int = 0) -> Path:
-    """A cache folder in engine/generator/dataset.py's layout, from the synthetic batch."""
+    """A cache folder in engine/training/dataset.py's layout, from the synthetic batch."""
     inp, tgt = synthetic_batch(batch=n - 1, size=size, seed=seed)
     folder.mkdir(parents=True)
     frames = np.concatenate([inp.key.permute(0, 2, 3, 1).numpy(), tgt.permute(0, 2, 3, 1).numpy()]).round()
@@ -274,7 +274,7 @@ def _fake_clip(folder: Path, name: str, n: int = 4, size: int = 32, seed: int = 
 def _train_worker(rank, world, port, tmp):
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    from engine.generator.train import train
+    from engine.training.train import train
     tmp = Path(tmp)
     train(None, config=TINY, device="cpu", out_dir=tmp / "out", steps=3, threads=1, log_fn=lambda m: None,
           clips=([tmp / "a", tmp / "b"], tmp / "v"), batch=2, crop=16, adversarial=1.0, val_every=3, log_every=1,
@@ -299,14 +299,14 @@ def test_train_loop_under_ddp_and_resume(tmp_path):
     assert (out / "samples" / "step_000003.png").exists()
     meta = json.loads((out / "last.json").read_text())
     assert meta["step"] == 3 and "optim_d" in meta and meta["validation_clip"] == "clip_v"
-    from engine.generator.train import train
+    from engine.training.train import train
     res = train(None, config=TINY, device="cpu", out_dir=out, steps=4, resume=True, threads=1, log_fn=lambda m: None,
                 clips=([tmp_path / "a"], tmp_path / "v"), batch=1, crop=16, adversarial=1.0, val_every=10)
     assert res["step"] == 4 and "resumed from" in (out / "train.log").read_text()
 
 
 def test_fine_tuning_starts_from_init_weights(tmp_path):
-    from engine.generator.train import train
+    from engine.training.train import train
     for i, n in enumerate("av"):
         _fake_clip(tmp_path / n, f"clip_{n}", seed=i)
     gen, path = _save_tiny(tmp_path)
@@ -330,7 +330,7 @@ def test_fine_tuning_starts_from_init_weights(tmp_path):
 def test_training_without_the_blend_keeps_it_off(tmp_path):
     """train(blend=False) from blended weights: the blend head gets no gradient and the saved
     config says blend False, so the decoder loads a generator with the blend off."""
-    from engine.generator.train import train
+    from engine.training.train import train
     for i, n in enumerate("av"):
         _fake_clip(tmp_path / n, f"clip_{n}", seed=i)
     gen, path = _save_tiny(tmp_path)
@@ -346,7 +346,7 @@ def test_training_without_the_blend_keeps_it_off(tmp_path):
 
 
 def test_training_on_a_missing_data_folder_writes_nothing(tmp_path):
-    from engine.generator.train import train
+    from engine.training.train import train
     out = tmp_path / "out"
     with pytest.raises(InputError, match="no such data folder"):
         train(tmp_path / "nope", out_dir=out, steps=1, log_fn=lambda m: None)
@@ -359,7 +359,7 @@ def test_training_on_a_missing_data_folder_writes_nothing(tmp_path):
 def test_psnr_term_can_be_switched_off(tmp_path):
     """train --psnr 0 drops the small config's per-sample log-MSE term (and says so in the log)."""
     from engine.cli.train import add_arguments
-    from engine.generator.train import train
+    from engine.training.train import train
     import argparse
     p = argparse.ArgumentParser()
     add_arguments(p)

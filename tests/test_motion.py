@@ -1,4 +1,4 @@
-"""engine/motion.py: analytic flow from rigid motions, identity, occlusion, off-body extension, warping."""
+"""engine/synthesis/motion.py: analytic flow from rigid motions, identity, occlusion, off-body extension, warping."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,9 @@ import numpy as np
 import torch
 import trimesh
 
-from engine.camera import project, to_world
-from engine.motion import analytic_motion, background_grid, identity_grid, warp
-from engine.raster import rasterize
+from engine.synthesis.camera import project, to_world
+from engine.synthesis.motion import analytic_motion, background_grid, identity_grid, warp
+from engine.synthesis.raster import rasterize
 
 H = W = 64
 FOCAL = torch.tensor([[2.0, 2.0]])
@@ -149,7 +149,7 @@ def test_warp_shift_moves_content():
 
 
 def test_background_grid_inverts_camera_motion_convention():
-    from engine.camera_motion import camera_affine
+    from engine.analysis.camera_motion import camera_affine
     cam = (0.03, -0.05, 0.1)
     g = background_grid(_t(cam), 40, 50)[0]                 # H x W x 2, our coords (centres at +0.5)
     A = camera_affine(cam, 50, 40)                          # key pixel index -> frame pixel index
@@ -159,7 +159,7 @@ def test_background_grid_inverts_camera_motion_convention():
 
 
 def test_background_disocclusion_is_a_hole_and_filled():
-    from engine.motion import fill_holes, person_mask
+    from engine.synthesis.motion import fill_holes, person_mask
     m = box((0.4, 0.6, 0.2))
     key = ((0, 0, 0), (0, 0, 5), (0.3, 0.5, 1, 1))
     frame = ((0, 0, 0), (0, 0, 5), (0.7, 0.5, 1, 1))        # the person walked 25 px right

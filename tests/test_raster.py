@@ -1,4 +1,4 @@
-"""engine/raster.py: coverage, barycentrics, depth order, batching, back-face culling."""
+"""engine/synthesis/raster.py: coverage, barycentrics, depth order, batching, back-face culling."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 import trimesh
 
-from engine.camera import project
-from engine.raster import rasterize
+from engine.synthesis.camera import project
+from engine.synthesis.raster import rasterize
 
 
 def _proj(mesh, rot=(0, 0, 0), trans=(0, 0, 5), loc=(0.5, 0.5, 1, 1), size=64, focal=2.0):

@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtWidgets import QMessageBox
 
 import main as cli
-from engine import container
+from engine.codec import container
 
 from .conftest import make_bitstream
 
@@ -189,7 +189,7 @@ def test_export_video_and_semantics(studio, qtbot, tmp_path):
     task = file_ops.export_video(studio, tmp_path / "out.mp4")
     with qtbot.waitSignal(task.succeeded, timeout=30000):
         pass
-    from engine.video import read_video
+    from engine.codec.video import read_video
     clip = read_video(tmp_path / "out.mp4")
     assert clip.frames.shape[0] == studio.adapter.doc.n_frames
     assert file_ops.export_semantics(studio, "csv", tmp_path / "s.csv")
@@ -199,7 +199,7 @@ def test_export_video_and_semantics(studio, qtbot, tmp_path):
 def test_open_video_errors_and_cancel(studio, qtbot, monkeypatch):
     import threading
 
-    import engine.encoder as enc
+    import engine.analysis.encoder as enc
     from app import file_ops
     from engine.errors import InputError
     shown = []
@@ -255,7 +255,7 @@ def test_group_reset_and_paste(studio):
 @pytest.mark.skipif(not SAMPLE.exists(), reason="assets/sample.ihvc not generated")
 def test_sample_with_real_decoder(qtbot, monkeypatch):
     """Integration: the real analytic decoder and body model behind the studio, on the sample."""
-    pytest.importorskip("engine.decoder")
+    pytest.importorskip("engine.synthesis.decoder")
     from app.main_window import MainWindow
     from app.preferences import Preferences
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)

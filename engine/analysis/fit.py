@@ -12,7 +12,7 @@ only the 31 per-frame semantics (the 7 head/arm joints, rot, trans; loc from
 the landmarks) and inherit the first 14 joints and the shape from the key.
 
 Loss terms (all frames of a group of pictures in one batch):
-  * 2D reprojection of detector-style keypoints (engine.body_model.LANDMARK_NAMES)
+  * 2D reprojection of detector-style keypoints (engine.synthesis.body.LANDMARK_NAMES)
     onto MediaPipe pose landmarks; the nose and eyes come from the face mesh
     (head rotation) and three knuckles per hand from the hand landmarks (wrist
     rotation) when present; residuals in box units, Cauchy-robust, weighted by
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..body_model import LANDMARK_NAMES, BodyModel
-from ..camera import axis_angle_to_matrix, project
-from ..errors import InputError
-from ..semantics import N_INHERITED_JOINTS, BODY_JOINTS
-from .landmarks import (FACE_LEFT_EYE, FACE_NOSE, FACE_RIGHT_EYE, HAND_LANDMARKS, POSE_LANDMARKS,
+from engine.synthesis.body import LANDMARK_NAMES, BodyModel
+from engine.synthesis.camera import axis_angle_to_matrix, project
+from engine.errors import InputError
+from engine.codec.semantics import N_INHERITED_JOINTS, BODY_JOINTS
+from engine.analysis.landmarks import (FACE_LEFT_EYE, FACE_NOSE, FACE_RIGHT_EYE, HAND_LANDMARKS, POSE_LANDMARKS,
                         Landmarks)
 
 FOCAL = 5.0                     # crop-camera focal length in crop widths (KeySemantics default)

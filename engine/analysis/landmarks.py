@@ -23,9 +23,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..errors import IHVCError
+from engine.errors import IHVCError
 
-# MediaPipe pose landmark index -> engine.body_model.LANDMARK_NAMES entry.
+# MediaPipe pose landmark index -> engine.synthesis.body.LANDMARK_NAMES entry.
 POSE_LANDMARKS = {
     0: "nose", 2: "left_eye", 5: "right_eye", 7: "left_ear", 8: "right_ear",
     11: "left_shoulder", 12: "right_shoulder", 13: "left_elbow", 14: "right_elbow",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..entropy import adaptive_entropy_bits, encode_residuals, predict_residuals
-from ..semantics import GROUPS, QuantSpec, quantize, snap
+from engine.codec.entropy import adaptive_entropy_bits, encode_residuals, predict_residuals
+from engine.codec.semantics import GROUPS, QuantSpec, quantize, snap
 
 
 def machine() -> str:
@@ -46,14 +46,14 @@ def semantic_bits(values: np.ndarray, steps: np.ndarray) -> float:
 def clip_analysis(data: str, max_frames: int | None) -> tuple:
     """(name, float semantics N x 34 before quantization, key body_pose 21 x 3, betas, focal) per TED clip.
 
-    The encoder's own fit (engine.encoder.encode_video) of every clip in DATA/ted; synthetic
+    The encoder's own fit (engine.analysis.encoder.encode_video) of every clip in DATA/ted; synthetic
     motion (no key pose) when the clips are absent. Cached for the process: --quant and
     --entropy share one analysis.
     """
     clips = sorted((Path(data) / "ted").glob("*.m*")) if Path(data).exists() else []
     out = []
     if clips:
-        from ..encoder import encode_video
+        from engine.analysis.encoder import encode_video
         for clip in clips:
             _, _, an = encode_video(clip, max_frames=max_frames, camera=True, return_analysis=True)
             fit = an["fits"][0]
@@ -74,9 +74,9 @@ def run_quant(args) -> None:
     """Rate vs joint-position error as every step is scaled: pick the knee."""
     import torch
 
-    from ..body_model import load_body_model
-    from ..camera import project, to_world
-    from ..encoder import sticky_snap
+    from engine.synthesis.body import load_body_model
+    from engine.synthesis.camera import project, to_world
+    from engine.analysis.encoder import sticky_snap
 
     model = load_body_model("anny", device="cpu")
     clips = clip_analysis(str(args.data), args.max_frames)
@@ -135,7 +135,7 @@ def run_entropy(args) -> None:
     print("`python main.py bench --entropy` — residuals from the previous decoded frame at the default steps.\n")
     print("| clip | frames | dims | coded bits/frame | adaptive entropy bits/frame | ratio | encode ms | decode ms |")
     print("|---|---|---|---|---|---|---|---|")
-    from ..entropy import decode_residuals
+    from engine.codec.entropy import decode_residuals
     for name, values in clips:
         d = values.shape[1]
         q = quantize(values, steps[:d])
@@ -161,8 +161,8 @@ def run_entropy(args) -> None:
 
 def run_keypicture(args) -> None:
 
-    from ..keypicture import decode_key_picture, encode_key_picture
-    from ..video import read_video
+    from engine.codec.keypicture import decode_key_picture, encode_key_picture
+    from engine.codec.video import read_video
 
     data = Path(args.data)
     clips = sorted((data / "ted").glob("*.m*"))

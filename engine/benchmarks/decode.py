@@ -1,6 +1,6 @@
 """``python main.py bench --decode``: decoder speed and memory at 384 x 384 on a TED clip.
 
-Encodes ``ted/ted_a_384.mkv`` from the data folder with engine.encoder when it
+Encodes ``ted/ted_a_384.mkv`` from the data folder with engine.analysis.encoder when it
 is available; otherwise builds a bitstream from the clip's first frame (VVC key
 picture, QP 37) and smooth synthetic semantics, which costs the decoder exactly
 the same work. Then measures, per device: first-frame latency (key picture
@@ -31,9 +31,9 @@ CLIP = Path("ted") / "ted_a_384.mkv"
 
 
 def _synthetic_bitstream(frames: np.ndarray, fps) -> "Bitstream":  # noqa: F821
-    from engine.bitstream import BODY_MODEL_IDS, Bitstream, GroupOfPictures
-    from engine.keypicture import encode_key_picture
-    from engine.semantics import KeySemantics, QuantSpec, snap
+    from engine.codec.bitstream import BODY_MODEL_IDS, Bitstream, GroupOfPictures
+    from engine.codec.keypicture import encode_key_picture
+    from engine.codec.semantics import KeySemantics, QuantSpec, snap
     n, h, w, _ = frames.shape
     bs = Bitstream(width=w, height=h, fps=Fraction(fps), quant=QuantSpec(), body_model=BODY_MODEL_IDS["anny"],
                    has_camera=True)
@@ -58,9 +58,9 @@ def _synthetic_bitstream(frames: np.ndarray, fps) -> "Bitstream":  # noqa: F821
 def _bitstream(frames, fps, path):
     try:
         from engine.cli.evaluate import default_ihvc_encoder
-        return default_ihvc_encoder(frames, fps, 37, path=path), "engine.encoder (VVC key QP 37)"
+        return default_ihvc_encoder(frames, fps, 37, path=path), "engine.analysis.encoder (VVC key QP 37)"
     except ImportError:
-        return _synthetic_bitstream(frames, fps), "synthetic semantics (engine.encoder not available)"
+        return _synthetic_bitstream(frames, fps), "synthetic semantics (engine.analysis.encoder not available)"
 
 
 def _peak_rss_mib() -> float:
@@ -84,9 +84,9 @@ def _measure(ihvc_path: str, frames_path: str, dev: str, threads: int) -> tuple:
     """One measurement in a fresh process (so that peak RSS is the decoder's alone)."""
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from engine.container import read
-    from engine.decoder import Decoder
-    from engine.metrics import psnr_frames
+    from engine.codec.container import read
+    from engine.synthesis.decoder import Decoder
+    from engine.evaluation.metrics import psnr_frames
     torch.set_num_threads(threads)
     bs = read(ihvc_path)
     if dev == "cuda":
@@ -129,8 +129,8 @@ def run(args) -> int:
     import multiprocessing as mp
     import tempfile
 
-    from engine.container import write
-    from engine.video import read_video
+    from engine.codec.container import write
+    from engine.codec.video import read_video
     path = Path(args.data) / CLIP
     if not path.exists():
         raise InputError(f"decode benchmark needs {path} (pass --data)")

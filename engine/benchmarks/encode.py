@@ -41,16 +41,16 @@ def _clips(data: Path):
 def _overlay_png(bs, frames, model, path):
     import cv2
 
-    from ..render import bitstream_overlay_frames
+    from engine.synthesis.render import bitstream_overlay_frames
     idx = sorted({0, bs.n_frames // 2, bs.n_frames - 1})
     tiles = [img for i, img in enumerate(bitstream_overlay_frames(bs, frames, model, alpha=0.55)) if i in idx]
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(tiles, 1), cv2.COLOR_RGB2BGR))
 
 
 def run(args) -> int:
-    from ..analysis.fit import fit_errors
-    from ..camera_motion import alignment_error
-    from ..encoder import encode_video
+    from engine.analysis.fit import fit_errors
+    from engine.analysis.camera_motion import alignment_error
+    from engine.analysis.encoder import encode_video
     data = Path(args.data)
     if not (data / "ted").is_dir():
         print(f"no clips under {data} (expected {data}/ted and {data}/taichi)")

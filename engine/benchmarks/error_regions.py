@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from engine.errors import InputError
 
 GOP, KEY_QP, BAND_PX = 20, 42, 16
 REGIONS = ("body", "band", "disoccluded", "rest")
@@ -50,8 +50,8 @@ def error_by_region(dec, frames: np.ndarray) -> dict[str, tuple[float, float]]:
 
 
 def run(args) -> dict:
-    from ..decoder import Decoder
-    from ..encoder import encode_video
+    from engine.synthesis.decoder import Decoder
+    from engine.analysis.encoder import encode_video
     data = Path(getattr(args, "data", None) or "../shared/data") / "ted"
     clips = sorted(p for p in data.glob("*") if p.suffix in (".mkv", ".mp4"))
     if not clips:

@@ -4,8 +4,8 @@
     python main.py bench --learned          (once engine/cli/bench.py lists it)
 
 Clips: the held-out TED clip (ted_e: validation during training, so mildly selected-on) and the taichi
-clips never used in training (engine.generator.train.HOLDOUT_TEST). Each is encoded once by the real
-encoder (cached with the training analysis, engine/generator/dataset.py), then decoded twice: by the
+clips never used in training (engine.training.train.HOLDOUT_TEST). Each is encoded once by the real
+encoder (cached with the training analysis, engine/training/dataset.py), then decoded twice: by the
 analytic path and by the learned refiner. PSNR, SSIM, MS-SSIM and VMAF over all frames (key
 frames included, identical in both), and the learned decode speed (analysis + network) at 384 x 384.
 Further decodes scale the generator's blend towards its 1/4-resolution warp (``Generator.blend_strength``,
@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError
+from engine.errors import InputError
 
 PASS_MARGIN_DB = 0.3
 BLEND_SWEEP = (0.0, 0.25, 0.5)      # blend strengths decoded besides the shipped 1.0
 
 
 def _clips(data: Path, max_frames_taichi: int):
-    from ..generator.dataset import clip_spec, find_clips
-    from ..generator.train import HOLDOUT_TEST, HOLDOUT_VAL
+    from engine.training.dataset import clip_spec, find_clips
+    from engine.training.train import HOLDOUT_TEST, HOLDOUT_VAL
     out = []
     for p in find_clips(data):
         if p.stem.startswith(HOLDOUT_VAL):
@@ -42,7 +42,7 @@ def _clips(data: Path, max_frames_taichi: int):
 def _save_grid(path, dec, ref, ana, lrn) -> None:
     """key | target | analytic | learned for two frames (1/3 and 2/3 into the clip)."""
     import cv2
-    from ..fileio import atomic_path
+    from engine.fileio import atomic_path
     n = len(ref)
     lines = []
     for i in (n // 3, (2 * n) // 3):
@@ -55,11 +55,11 @@ def _save_grid(path, dec, ref, ana, lrn) -> None:
 
 
 def run(args) -> dict:
-    from .. import container
-    from ..decoder import Decoder
-    from ..generator.dataset import ClipData, build_cache
-    from ..learned import DEFAULT_CHECKPOINT, load_refiner
-    from ..metrics import ms_ssim_frames, psnr_frames, ssim_frames, vmaf
+    from engine.codec import container
+    from engine.synthesis.decoder import Decoder
+    from engine.training.dataset import ClipData, build_cache
+    from engine.synthesis.refiner import DEFAULT_CHECKPOINT, load_refiner
+    from engine.evaluation.metrics import ms_ssim_frames, psnr_frames, ssim_frames, vmaf
     data = Path(getattr(args, "data", None) or "../shared/data")
     if not data.exists():
         raise InputError(f"no such data folder: {data}")

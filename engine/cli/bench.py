@@ -9,7 +9,7 @@ BENCHES = {
     "entropy": ("engine.benchmarks.codec", "run_entropy", "arithmetic-coder length vs adaptive empirical entropy"),
     "keypicture": ("engine.benchmarks.codec", "run_keypicture", "key-picture bytes and PSNR per codec and QP"),
     "encode": ("engine.benchmarks.encode", "run", "fit error, semantic rate, camera alignment, encode speed"),
-    "raster": ("engine.raster", "bench", "PyTorch rasterizer vs a pyrender/EGL id buffer"),
+    "raster": ("engine.synthesis.raster", "bench", "PyTorch rasterizer vs a pyrender/EGL id buffer"),
     "decode": ("engine.benchmarks.decode", "run", "decode frames per second and peak memory"),
     "learned": ("engine.benchmarks.learned", "run", "learned vs analytic decoder on held-out clips, learned speed"),
     "regions": ("engine.benchmarks.error_regions", "run", "where the analytic decoder's error lies (body, band, disocclusions)"),

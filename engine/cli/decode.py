@@ -7,7 +7,7 @@ The learned decoder (assets/generator.safetensors) is used when it is shipped;
 ``--analytic`` forces the training-free analytic path, and a fallback to it is
 always said on stderr.
 
-The video is lossless by default (engine.video.write_video: x264 RGB QP 0 for
+The video is lossless by default (engine.codec.video.write_video: x264 RGB QP 0 for
 .mp4, FFV1 for .mkv) so that what is measured is what the decoder produced;
 ``--crf`` writes a small x264 preview instead. Every output is written
 atomically: an interrupted or failed decode leaves no partial file.
@@ -65,8 +65,8 @@ def busy_machine() -> bool:
 
 
 def run(args) -> int:
-    from engine.container import read
-    from engine.decoder import open_decoder
+    from engine.codec.container import read
+    from engine.synthesis.decoder import open_decoder
     if args.output is None and args.png_dir is None:
         raise InputError("nothing to write: give -o OUT.mp4 and/or --png-dir DIR")
     if args.output is not None and Path(args.output).suffix.lower() not in (".mp4", ".mkv", ".mov"):
@@ -109,7 +109,7 @@ def run(args) -> int:
 
     try:
         if args.output is not None:
-            from engine.video import write_video
+            from engine.codec.video import write_video
             n = write_video(args.output, frames_iter(), bs.fps, crf=args.crf)
         else:
             n = sum(1 for _ in frames_iter())

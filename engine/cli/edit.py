@@ -1,6 +1,6 @@
 """``python main.py edit IN.ihvc --edits edits.json -o OUT.ihvc``: apply an edit list without the GUI.
 
-The edit list format is described in engine/edits.py. The key pictures are
+The edit list format is described in engine/studio/edits.py. The key pictures are
 copied byte for byte; only the semantics are re-quantized and re-coded. Nothing
 is written when the input, the edit list or any edit in it is bad.
 """
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine import edits as E
+from engine.studio import edits as E
 from engine.errors import InputError
 
 
 def add_arguments(p):
     p.add_argument("input", help="input .ihvc bitstream")
-    p.add_argument("--edits", required=True, help="JSON edit list (see engine/edits.py)")
+    p.add_argument("--edits", required=True, help="JSON edit list (see engine/studio/edits.py)")
     p.add_argument("-o", "--output", required=True, help="output .ihvc bitstream")
 
 
@@ -27,7 +27,7 @@ def apply_to_bitstream(bs, edit_list):
 
 
 def run(args) -> int:
-    from engine import container
+    from engine.codec import container
     src, dst = Path(args.input), Path(args.output)
     if not src.is_file():
         raise InputError(f"no such bitstream: {src}")

@@ -33,8 +33,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from engine.container import write
-    from engine.encoder import encode_video
+    from engine.codec.container import write
+    from engine.analysis.encoder import encode_video
     out = Path(args.output)
     if out.suffix.lower() != ".ihvc":
         raise InputError(f"output must be an .ihvc file, got {out.name}")

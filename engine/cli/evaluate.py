@@ -1,7 +1,7 @@
 """``python main.py eval VIDEO``: rate-distortion of IHVC against VVC, x265 and SVT-AV1.
 
 Per clip (DESIGN.md "Evaluation", data README "Protocol"): IHVC at each key
-QP plus the three low-delay anchors of engine/anchors.py; every point is
+QP plus the three low-delay anchors of engine/evaluation/anchors.py; every point is
 counted entirely (IHVC: ``container.to_bytes`` of the whole bitstream) and
 reported as bits per frame and kbps at 25 fps, with PSNR, SSIM, MS-SSIM and
 VMAF on the decoded RGB frames against the clip's frames. Then BD-rate of
@@ -137,12 +137,12 @@ def quality_at_rate(points: list[Point], metric: str, kbps: float) -> float:
 # ----------------------------------------------------------------------------- IHVC
 
 def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region=None, gop: int = 0):
-    """engine.encoder.encode_video of the clip at ``path`` at one key QP -> Bitstream.
+    """engine.analysis.encoder.encode_video of the clip at ``path`` at one key QP -> Bitstream.
 
     The encoder reads the clip itself; it is asked for the same frames (count, size, region)
     as ``frames``, and the result is checked against them.
     """
-    from engine.encoder import encode_video
+    from engine.analysis.encoder import encode_video
     if path is None:
         raise InputError("the IHVC encoder needs the clip's path")
     bs, _ = encode_video(path, key_codec="vvc", key_qp=key_qp, size=int(frames.shape[1]),
@@ -161,14 +161,14 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
     The analysis runs once per period (at the first QP); the other QPs re-code only the key
     pictures, since the semantics do not depend on the key QP. "learned" is skipped (said)
     when no weights are shipped. encoder(frames, fps, key_qp, path=..., region=..., gop=...) ->
-    Bitstream (default: engine.encoder). With a ``scorer`` the points are handed to it (and come
+    Bitstream (default: engine.analysis.encoder). With a ``scorer`` the points are handed to it (and come
     out of its ``close``); without one they are returned.
     """
     from dataclasses import replace
 
-    from engine import container
-    from engine.decoder import open_decoder
-    from engine.keypicture import encode_key_picture
+    from engine.codec import container
+    from engine.synthesis.decoder import open_decoder
+    from engine.codec.keypicture import encode_key_picture
     encoder = encoder or default_ihvc_encoder
     own = scorer is None
     sc = Scorer(frames, with_vmaf) if own else scorer
@@ -219,7 +219,7 @@ class Scorer:
         self.points: list[Point] = []
 
     def submit(self, decoded: np.ndarray, done: Callable[[dict], Point]) -> None:
-        from engine import metrics
+        from engine.evaluation import metrics
         while len(self.pending) >= 2:
             self._finish_one()
         self.pending.append((self.pool.submit(metrics.evaluate, self.frames, decoded, self.with_vmaf), done))
@@ -260,7 +260,7 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
                   encoder: Callable | None = None, device=None, with_vmaf: bool = True, log=print,
                   path=None, region=None, decoders=("learned", "analytic"), gops=(0,)) -> dict:
     """Evaluate one clip; writes the CSVs and the plot; returns {"points", "bd", "matched"}."""
-    from engine import anchors
+    from engine.evaluation import anchors
     sc = Scorer(frames, with_vmaf)
     ihvc_points(frames, fps, key_qps, encoder, device, with_vmaf, log, path, region, decoders, gops, scorer=sc)
     qps = {a: (anchor_qps or anchors.DEFAULT_QPS)[a] for a in anchor_names}
@@ -392,7 +392,7 @@ def _region(path: Path):
 
 
 def _load(path: Path, max_frames):
-    from engine.video import read_video
+    from engine.codec.video import read_video
     return read_video(path, max_frames=max_frames, region=_region(path))
 
 
@@ -421,7 +421,7 @@ def run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) -
 def _run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) -> int:
     key_qps = _parse_qps(args.key_qps)
     anchor_names = tuple(a for a in args.anchors.split(",") if a and a != "none")
-    from engine import anchors
+    from engine.evaluation import anchors
     for a in anchor_names:
         if a not in anchors.ANCHORS:
             raise InputError(f"unknown anchor {a!r}: choose from {', '.join(anchors.ANCHORS)}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..container import body_model_name, read, semantic_bits_by_group
+from engine.codec.container import body_model_name, read, semantic_bits_by_group
 
 
 def add_arguments(p):

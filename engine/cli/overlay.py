@@ -31,10 +31,10 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from engine.body_model import body_model_for_id, load_body_model
-    from engine.encoder import _parse_region
-    from engine.render import bitstream_overlay_frames
-    from engine.video import read_video, write_video
+    from engine.synthesis.body import body_model_for_id, load_body_model
+    from engine.analysis.encoder import _parse_region
+    from engine.synthesis.render import bitstream_overlay_frames
+    from engine.codec.video import read_video, write_video
     out = Path(args.output)
     if out.suffix.lower() not in (".mp4", ".mkv", ".mov"):
         raise InputError(f"unsupported output format {out.suffix or '(none)'}: use .mp4 or .mkv")
@@ -42,7 +42,7 @@ def run(args) -> int:
         raise InputError(f"--alpha must be within 0..1, got {args.alpha}")
     region = _parse_region(args.region)
     if args.bitstream:
-        from engine.container import read
+        from engine.codec.container import read
         bs = read(args.bitstream)
         model = body_model_for_id(bs.body_model, args.body_model_path)
         clip = read_video(args.input, size=bs.width, max_frames=min(args.max_frames or bs.n_frames, bs.n_frames),
@@ -51,7 +51,7 @@ def run(args) -> int:
             raise InputError(f"{args.input} does not match the bitstream's {bs.width}x{bs.height} frames")
         frames, fps = clip.frames, clip.fps
     else:
-        from engine.encoder import encode_video
+        from engine.analysis.encoder import encode_video
         bs, _, analysis = encode_video(args.input, size=args.size, max_frames=args.max_frames, region=region,
                                        camera=False, body_model=args.body_model,
                                        body_model_path=args.body_model_path, return_analysis=True)

@@ -38,7 +38,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from engine.generator.train import train
+    from engine.training.train import train
     res = train(args.data, config=args.config, blend=not args.no_blend, device=args.device, resume=args.resume, out_dir=args.out,
                 steps=args.steps, threads=args.threads, seed=args.seed, taichi_frames=args.taichi_frames,
                 export_to=args.export, time_limit=args.time_limit, batch=args.batch, crop=args.crop, lr=args.lr,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import IHVCError
-from ..fileio import atomic_path
-from .networks import CONFIGS, Generator, MultiScaleDiscriminator, config as make_config
+from engine.errors import IHVCError
+from engine.fileio import REPO, atomic_path
+from engine.synthesis.networks import CONFIGS, Generator, MultiScaleDiscriminator, config as make_config
 
 FORMAT = "ihvc-generator"
 FORMAT_VERSION = 1
@@ -28,7 +28,7 @@ CODE_VERSION = "ihvc-generator-1"      # used when git is unavailable
 
 
 def code_version() -> str:
-    root = Path(__file__).resolve().parents[2]
+    root = REPO
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root, capture_output=True,
                              text=True, timeout=5)

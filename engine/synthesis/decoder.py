@@ -4,7 +4,7 @@ DESIGN.md "Data flow", decode: key picture + key semantics + per-frame
 semantics -> body model -> meshes (key, frame) -> rasterize -> dense flow +
 occlusion -> frame. This is the training-free analytic decoder (DESIGN.md:
 "The analytic flow alone is a complete, training-free decoder"): the key
-picture is backward-warped with the mesh-derived motion of engine/motion.py.
+picture is backward-warped with the mesh-derived motion of engine/synthesis/motion.py.
 
 Everything that depends only on the key frame (decoded key picture, key mesh,
 its world-space vertices, its depth buffer, the key person masks) is computed
@@ -34,12 +34,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .bitstream import BODY_MODEL_NAMES, Bitstream, GroupOfPictures
-from .camera import project, to_world
-from .errors import IHVCError, InputError
-from .motion import analytic_frame, analytic_motion, person_mask
-from .raster import rasterize
-from .semantics import FrameSemantics
+from engine.codec.bitstream import BODY_MODEL_NAMES, Bitstream, GroupOfPictures
+from engine.synthesis.camera import project, to_world
+from engine.errors import IHVCError, InputError
+from engine.synthesis.motion import analytic_frame, analytic_motion, person_mask
+from engine.synthesis.raster import rasterize
+from engine.codec.semantics import FrameSemantics
 
 
 @dataclass
@@ -49,7 +49,7 @@ class KeyState:
     image: 1 x 3 x H x W float (0..255) decoded key picture; rgb: H x W x 3 uint8 (the same);
     world: 1 x V x 3 key vertices in world space; depth: 1 x H x W key depth buffer;
     trans/loc/focal: 1 x 3, 1 x 4, 1 x 2 key camera; betas: 1 x K or None; tol: visibility tolerance;
-    person: 1 x 2 x H x W float, the key mesh's coverage dilated and eroded (engine.motion.person_mask).
+    person: 1 x 2 x H x W float, the key mesh's coverage dilated and eroded (engine.synthesis.motion.person_mask).
     """
     rgb: np.ndarray
     image: torch.Tensor
@@ -80,16 +80,16 @@ def _oriented_faces(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor
 
 
 class Decoder:
-    """Decode frames of an IHVC :class:`~engine.bitstream.Bitstream`.
+    """Decode frames of an IHVC :class:`~engine.codec.bitstream.Bitstream`.
 
-    bitstream:  the Bitstream (engine.container.read gives one)
+    bitstream:  the Bitstream (engine.codec.container.read gives one)
     device:     "cpu", "cuda" or None (CUDA when available)
     body_model: an object with ``.faces`` (F x 3) and ``.forward(body_pose B x 21 x 3, betas B x K | None)``
-                returning ``.vertices`` B x V x 3 (engine.body_model's BodyModel); default: loaded
+                returning ``.vertices`` B x V x 3 (engine.synthesis.body's BodyModel); default: loaded
                 from the model id the bitstream records
     cull_backfaces: rasterize front faces only (about 40 % faster; needs a closed body mesh)
     batch:      frames per batch in :meth:`iter_frames` (default 1 on CPU, 8 on CUDA)
-    refiner:    optional learned refiner (engine.learned.LearnedRefiner or any object with
+    refiner:    optional learned refiner (engine.synthesis.refiner.LearnedRefiner or any object with
                 ``refine_decoder(dec, st, raster, verts, rot, trans, motion) -> B x 3 x H x W``) used
                 instead of the plain analytic warp; None = the training-free analytic decoder
     fill_disocclusions: background that the person hid in the key frame (``Motion.hole``) is filled
@@ -110,7 +110,7 @@ class Decoder:
             name = BODY_MODEL_NAMES.get(bitstream.body_model)
             if name is None or name == "synthetic":
                 raise IHVCError(f"bitstream uses body model #{bitstream.body_model}, which this decoder cannot load")
-            from .body_model import load_body_model
+            from engine.synthesis.body import load_body_model
             body_model = load_body_model(name, device=self.device)
         self.body = body_model
         faces = torch.as_tensor(np.asarray(body_model.faces), dtype=torch.int64, device=self.device)
@@ -162,7 +162,7 @@ class Decoder:
             return self._key_state(gop)
 
     def _key_state(self, gop: GroupOfPictures) -> KeyState:
-        from .keypicture import decode_key_picture
+        from engine.codec.keypicture import decode_key_picture
         rgb = decode_key_picture(gop.key_picture)
         if rgb.shape[:2] != (self.bs.height, self.bs.width):
             raise IHVCError(f"key picture of GOP at frame {gop.start} is {rgb.shape[1]}x{rgb.shape[0]}, "
@@ -203,7 +203,7 @@ class Decoder:
     def analyse(self, gop: GroupOfPictures, rows: np.ndarray):
         """The per-frame work before synthesis, for rows (B x D semantics of frames of one GOP):
         (KeyState, frame Raster, body-frame vertices B x V x 3, rot B x 3, trans B x 3, Motion).
-        Training (engine/generator/dataset.py) uses exactly this, so its inputs cannot drift."""
+        Training (engine/training/dataset.py) uses exactly this, so its inputs cannot drift."""
         st = self.key_state(gop)
         B = rows.shape[0]
         sems = [gop.key.with_frame(FrameSemantics.from_array(r)) for r in rows]
@@ -306,11 +306,11 @@ def open_decoder(bitstream: Bitstream, device=None, analytic: bool = False, chec
     body = None
     name = BODY_MODEL_NAMES.get(bitstream.body_model)
     if body_model_path is not None or name == "smplx":
-        from .body_model import body_model_for_id
+        from engine.synthesis.body import body_model_for_id
         body = body_model_for_id(bitstream.body_model, body_model_path, str(default_device(device)))
     refiner, note = None, ""
     if not analytic:
-        from .learned import DEFAULT_CHECKPOINT, load_refiner
+        from engine.synthesis.refiner import DEFAULT_CHECKPOINT, load_refiner
         try:
             refiner = load_refiner(checkpoint, device=device, body_model=name)
             if refiner is None:

@@ -1,8 +1,8 @@
 """Training pairs (key picture, target frame) from real clips, with the analytic decoder's inputs cached.
 
-For each clip: encode it with the real encoder (engine.encoder.encode_video: analysis, body fit,
+For each clip: encode it with the real encoder (engine.analysis.encoder.encode_video: analysis, body fit,
 VVC key picture), decode the key picture, and run the analytic decoder's per-frame computation
-(engine.decoder.Decoder.analyse: frame raster, analytic flow, occlusion, mesh images). Everything is cached
+(engine.synthesis.decoder.Decoder.analyse: frame raster, analytic flow, occlusion, mesh images). Everything is cached
 on disk under ``~/.cache/ihvc/train/<clip>-<hash>/`` (IHVC_TRAIN_CACHE overrides), so the analysis
 runs once per clip and parameter set:
 
@@ -13,7 +13,7 @@ runs once per clip and parameter set:
                      bit 2 background disocclusion (Motion.hole)
     base.npy         N x H x W x 3 uint8, the analytic decoder's frame (holes filled)
     weight.npy       N x H x W float16, body-motion weight
-    mesh.npy         N x 6 x H x W float16, frame mesh image (engine.generator.networks.MESH_CHANNELS)
+    mesh.npy         N x 6 x H x W float16, frame mesh image (engine.synthesis.networks.MESH_CHANNELS)
     keys.npz         per GOP: start, key picture (H x W x 3 uint8), key mesh image (6 x H x W)
     meta.json        source, parameters, sizes (written last: its presence means complete)
 
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError
-from .networks import N_PARTS, RefinerInputs, frame_stats
+from engine.errors import InputError
+from engine.synthesis.networks import N_PARTS, RefinerInputs, frame_stats
 
 CACHE_VERSION = 2          # the encode (bitstream + frames); part of the folder name. 2: key-pinned fit
 ANALYSIS_VERSION = 2       # the analysis arrays; recomputed from the stored bitstream when it changes
@@ -89,7 +89,7 @@ def _hash(spec: ClipSpec) -> str:
 
 
 def _part_flip_map() -> np.ndarray:
-    from ..body_model import JOINT_NAMES
+    from engine.synthesis.body import JOINT_NAMES
     idx = {n: i for i, n in enumerate(JOINT_NAMES)}
     m = np.arange(N_PARTS)
     for n, i in idx.items():
@@ -113,7 +113,7 @@ def build_cache(spec: ClipSpec, log=print, device="cpu") -> Path:
     failed = out.with_name(out.name + ".failed")
     if failed.exists():                  # e.g. no person detected: remembered, not re-analysed
         raise InputError(failed.read_text().strip())
-    from .. import container
+    from engine.codec import container
     t0 = time.time()
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -124,7 +124,7 @@ def build_cache(spec: ClipSpec, log=print, device="cpu") -> Path:
             shutil.copy2(out / "frames.npy", tmp / "frames.npy")
             bs = container.read(tmp / "bitstream.ihvc")
         else:
-            from ..encoder import encode_video
+            from engine.analysis.encoder import encode_video
             bs, _s, ana = encode_video(str(spec.path), key_codec="vvc", key_qp=spec.key_qp, gop=spec.gop,
                                        size=spec.size, max_frames=spec.max_frames, region=spec.region,
                                        return_analysis=True)
@@ -153,10 +153,10 @@ def build_cache(spec: ClipSpec, log=print, device="cpu") -> Path:
 
 def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
     """The analytic decoder's per-frame inputs of every non-key frame, into memory-mapped arrays."""
-    from ..camera import to_world
-    from ..decoder import Decoder
-    from ..learned import face_parts, key_mesh_image, mesh_image
-    from ..motion import analytic_frame, hole_of
+    from engine.synthesis.camera import to_world
+    from engine.synthesis.decoder import Decoder
+    from engine.synthesis.refiner import face_parts, key_mesh_image, mesh_image
+    from engine.synthesis.motion import analytic_frame, hole_of
     H, W = bs.height, bs.width
     dec = Decoder(bs, device=device)
     try:
@@ -348,7 +348,7 @@ def validation_frames(clip: ClipData, n: int = 12) -> list[int]:
 def synthetic_batch(batch: int = 2, size: int = 32, seed: int = 0) -> tuple[RefinerInputs, torch.Tensor]:
     """A tiny batch where the analytic flow is off by a known shift: a refiner can learn it."""
     g = torch.Generator().manual_seed(seed)
-    from ..motion import identity_grid, warp
+    from engine.synthesis.motion import identity_grid, warp
     H = W = size
     yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
     key = (127 + 100 * torch.sin(xx / 3.0) * torch.cos(yy / 4.0))[None, None].expand(1, 3, H, W).clone()

@@ -1,6 +1,6 @@
 """The in-memory IHVC bitstream: what a .ihvc file holds, as dataclasses.
 
-Serialisation lives in engine/container.py (``to_bytes`` / ``from_bytes`` /
+Serialisation lives in engine/codec/container.py (``to_bytes`` / ``from_bytes`` /
 ``read`` / ``write``); this module is the object every other part uses.
 
     Bitstream
@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .semantics import FrameSemantics, KeySemantics, QuantSpec, semantic_names, snap
+from engine.codec.semantics import FrameSemantics, KeySemantics, QuantSpec, semantic_names, snap
 
 # Fixed numeric ids: never renumber (old files must keep decoding).
 CODEC_IDS = {"vvc": 1, "hevc": 2, "av1": 3}
@@ -30,7 +30,7 @@ BODY_MODEL_NAMES = {v: k for k, v in BODY_MODEL_IDS.items()}
 
 @dataclass
 class KeyPicture:
-    """An intra-coded picture: the bytes are opaque to everything but engine/keypicture.py."""
+    """An intra-coded picture: the bytes are opaque to everything but engine/codec/keypicture.py."""
     codec: int
     qp: int
     width: int

@@ -1,19 +1,19 @@
 """Decoder-side entry of the learned motion refinement and generator (DESIGN.md "Decoder", steps 2-3).
 
-The analytic decoder (engine/decoder.py) computes, per frame, the frame-mesh raster
-and the analytic motion (engine/motion.py). The learned refiner takes those, the
+The analytic decoder (engine/synthesis/decoder.py) computes, per frame, the frame-mesh raster
+and the analytic motion (engine/synthesis/motion.py). The learned refiner takes those, the
 decoded key picture and the mesh images of key and frame, and returns the frame:
 
     refiner = load_refiner()            # assets/generator.{safetensors,json}; None when not shipped
     ...
-    # in Decoder.render, instead of ``out = analytic_frame(st.image, mo)`` (engine.motion):
+    # in Decoder.render, instead of ``out = analytic_frame(st.image, mo)`` (engine.synthesis.motion):
     out = refiner.refine_decoder(self, st, r, verts, rot, trans, mo)   # B x 3 x H x W float 0..255
 
 An untrained network reproduces ``warp(st.image, mo.grid)`` exactly (zero-initialised
 heads); the shipped weights are only shipped when they beat the analytic decoder on
 held-out clips (docs/BENCHMARKS.md, ``engine/benchmarks/learned.py``).
 
-:func:`analyse` is the same computation for training (engine/generator/dataset.py), so
+:func:`analyse` is the same computation for training (engine/training/dataset.py), so
 that training inputs and decoding inputs cannot drift apart.
 """
 from __future__ import annotations
@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .camera import crop_to_frame, to_world, world_to_crop
-from .errors import IHVCError
-from .generator.networks import N_PARTS, Generator, RefinerInputs
-from .motion import analytic_frame, hole_of
-from .raster import Raster, rasterize
+from engine.synthesis.camera import crop_to_frame, to_world, world_to_crop
+from engine.errors import IHVCError
+from engine.fileio import ASSETS
+from engine.synthesis.networks import N_PARTS, Generator, RefinerInputs
+from engine.synthesis.motion import analytic_frame, hole_of
+from engine.synthesis.raster import Raster, rasterize
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "generator.safetensors"
 
 
@@ -56,7 +56,7 @@ def mesh_image(raster: Raster, world: torch.Tensor, faces: torch.Tensor, fparts:
                body_z: torch.Tensor) -> torch.Tensor:
     """B x 6 x H x W mesh image (networks.MESH_CHANNELS): mask, normals, depth - body distance, part id.
 
-    world: B x V x 3 world vertices (engine.camera.to_world); body_z: B body distances (trans z).
+    world: B x V x 3 world vertices (engine.synthesis.camera.to_world); body_z: B body distances (trans z).
     """
     mask = raster.mask
     nrm = raster.interpolate(vertex_normals(world, faces), faces)             # B x H x W x 3
@@ -80,7 +80,7 @@ def key_mesh_image(dec, st, fparts: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the refiner
 
 class LearnedRefiner:
-    """A trained :class:`~engine.generator.networks.Generator` ready to decode (eval mode, no grad).
+    """A trained :class:`~engine.synthesis.networks.Generator` ready to decode (eval mode, no grad).
 
     meta: the checkpoint's JSON (config, code version, body model, training figures).
     """
@@ -110,7 +110,7 @@ class LearnedRefiner:
                base: torch.Tensor | None = None) -> torch.Tensor:
         """The frame(s), B x 3 x H x W float clamped to 0..255.
 
-        key_image 1 x 3 x H x W (0..255); grid B x H x W x 2 analytic backward map (engine.motion.Motion.grid);
+        key_image 1 x 3 x H x W (0..255); grid B x H x W x 2 analytic backward map (engine.synthesis.motion.Motion.grid);
         visible, body B x H x W bool; weight B x H x W (Motion fields); mesh B x 6 x H x W frame mesh image and
         key_mesh 1 x 6 x H x W key mesh image (:func:`mesh_image`); key_ctx: :meth:`key_context` to reuse;
         hole B x H x W bool (Motion.hole) with base B x 3 x H x W, the analytic frame with the holes filled.
@@ -125,7 +125,7 @@ class LearnedRefiner:
             rgb, _ = self.net(inp, key_ctx)
         return rgb.clamp_(0, 255)
 
-    # -- engine.decoder integration ---------------------------------------------------------
+    # -- engine.synthesis.decoder integration ---------------------------------------------------------
     def _face_parts(self, dec) -> torch.Tensor:
         if self._fparts is None or self._fparts[0] is not dec:
             try:
@@ -149,10 +149,10 @@ class LearnedRefiner:
 
     def refine_decoder(self, dec, st, raster: Raster, verts: torch.Tensor, rot: torch.Tensor,
                        trans: torch.Tensor, mo) -> torch.Tensor:
-        """Drop-in for ``warp(st.image, mo.grid)`` inside engine.decoder.Decoder._synthesize.
+        """Drop-in for ``warp(st.image, mo.grid)`` inside engine.synthesis.decoder.Decoder._synthesize.
 
         dec: the Decoder; st: its KeyState for the GOP; raster: the frame-mesh Raster (``r``); verts: B x V x 3
-        body-frame vertices; rot, trans: B x 3; mo: engine.motion.Motion. Returns B x 3 x H x W float 0..255.
+        body-frame vertices; rot, trans: B x 3; mo: engine.synthesis.motion.Motion. Returns B x 3 x H x W float 0..255.
         """
         if self.device != dec.device:
             self.net.to(dec.device)
@@ -176,7 +176,7 @@ def load_refiner(path=None, device=None, body_model: str | None = None) -> Learn
     body_model: the bitstream's body-model name; a checkpoint trained on another model raises IHVCError.
     Missing, corrupt or mismatched files raise :class:`~engine.errors.IHVCError` (one line).
     """
-    from .generator.checkpoint import load_generator
+    from engine.synthesis.checkpoint import load_generator
     if path is None:
         if not DEFAULT_CHECKPOINT.exists() or not DEFAULT_CHECKPOINT.with_suffix(".json").exists():
             return None

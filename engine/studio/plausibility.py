@@ -13,7 +13,7 @@ not blamed on the editor:
              JUMP_FLOOR[group]), per semantic;
 * ``box``    the person box (loc) with no size, or pushed out of the frame; and, for frames
              whose posed mesh is known (``meshes``, e.g. the 3D view's), the projected body
-             leaving its box or the frame (engine/camera.py's projection).
+             leaving its box or the frame (engine/synthesis/camera.py's projection).
 
 Limitation: without meshes the box check cannot see a body that outgrows its
 box through pose / trans edits (that needs the body model, which the studio
@@ -27,11 +27,11 @@ from typing import Mapping
 
 import numpy as np
 
-from .bitstream import BODY_MODEL_IDS
-from .semantics import FRAME_JOINTS, group_of
+from engine.codec.bitstream import BODY_MODEL_IDS
+from engine.codec.semantics import FRAME_JOINTS, group_of
 
 # Axis-angle components are measured along unit axes in the body frame at the rest pose
-# (y up, the body facing +z, its left towards +x; engine/body_model.py), which is where the
+# (y up, the body facing +z, its left towards +x; engine/synthesis/body.py), which is where the
 # SMPL-X convention expresses a joint's rotation relative to its parent.
 _X, _Y, _Z = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
 # Rest-pose directions of the left arm (body frame): upper arm (shoulder -> elbow) and forearm
@@ -155,7 +155,7 @@ class FrameMesh:
 
 def check(original: np.ndarray, edited: np.ndarray, names, body_model: int = BODY_MODEL_IDS["anny"],
           meshes: Mapping[int, FrameMesh] | None = None) -> list[PlausibilityWarning]:
-    """Warnings for the edited frames of semantics (N, D); names as engine.semantics.semantic_names."""
+    """Warnings for the edited frames of semantics (N, D); names as engine.codec.semantics.semantic_names."""
     original = np.asarray(original, float)
     edited = np.asarray(edited, float)
     names = list(names)
@@ -253,7 +253,7 @@ def box_inside_fraction(loc: np.ndarray) -> np.ndarray:
 def project_to_frame(vertices: np.ndarray, trans: np.ndarray, loc: np.ndarray, focal: np.ndarray):
     """V x 3 turned body vertices -> crop coordinates V x 2 and frame fractions V x 2.
 
-    engine/camera.py's projection in NumPy (world = v + (tx, ty, 0), d = tz - Z,
+    engine/synthesis/camera.py's projection in NumPy (world = v + (tx, ty, 0), d = tz - Z,
     u = 0.5 + fx X / d, v = 0.5 - fy Y / d, frame = box centre + (uv - 0.5) * box size).
     """
     v = np.asarray(vertices, float).reshape(-1, 3)

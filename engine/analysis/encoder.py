@@ -5,10 +5,10 @@
 Pipeline: read_video (square working frames) -> MediaPipe Holistic landmarks
 (engine.analysis.landmarks) -> body-model fit per group of pictures
 (engine.analysis.fit) -> background camera motion per group
-(engine.camera_motion) -> key picture per group (engine.keypicture) ->
+(engine.analysis.camera_motion) -> key picture per group (engine.codec.keypicture) ->
 semantics snapped to the bitstream's quantization grid.
 
-Nothing is written here; engine.container.write does that (atomically).
+Nothing is written here; engine.codec.container.write does that (atomically).
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from .bitstream import Bitstream, GroupOfPictures
-from .errors import InputError
-from .semantics import KeySemantics, QuantSpec, snap
+from engine.codec.bitstream import Bitstream, GroupOfPictures
+from engine.errors import InputError
+from engine.codec.semantics import KeySemantics, QuantSpec, snap
 
 # progress(stage, done, total): stage is "landmarks" (frames), "fit" (percent x groups of
 # pictures) or "key picture" (groups of pictures); it may raise to cancel the encode.
@@ -61,7 +61,7 @@ def sticky_snap(values: np.ndarray, steps: np.ndarray, hold: float = 0.3) -> np.
     A dimension keeps the previous frame's integer while the new value lies within
     0.5 + ``hold`` steps of it (a zero residual is the cheapest symbol); otherwise it
     rounds as usual. The error stays below (0.5 + hold) steps; hold=0 is plain
-    ``engine.semantics.snap``. Row 0 (the key frame) is always plain rounding.
+    ``engine.codec.semantics.snap``. Row 0 (the key frame) is always plain rounding.
     """
     x = np.asarray(values, float) / steps
     q = np.rint(x)
@@ -113,13 +113,13 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
 
     Raises InputError for unreadable input, bad options or a video with no person.
     """
-    from .analysis.fit import fit_errors, fit_sequence
-    from .analysis.landmarks import detect_landmarks
-    from .body_model import load_body_model
-    from .camera_motion import estimate_camera_motion
-    from .container import from_bytes, semantic_bits_by_group, to_bytes
-    from .keypicture import QP_RANGE, encode_key_picture
-    from .video import read_video
+    from engine.analysis.fit import fit_errors, fit_sequence
+    from engine.analysis.landmarks import detect_landmarks
+    from engine.synthesis.body import load_body_model
+    from engine.analysis.camera_motion import estimate_camera_motion
+    from engine.codec.container import from_bytes, semantic_bits_by_group, to_bytes
+    from engine.codec.keypicture import QP_RANGE, encode_key_picture
+    from engine.codec.video import read_video
 
     if key_codec not in QP_RANGE:
         raise InputError(f"unknown key-picture codec {key_codec!r}: choose vvc, hevc or av1")
@@ -239,7 +239,7 @@ def _carry_fit(prev, sub, lm, model, device, source):
     """A GOP with no person: hold the previous GOP's last state (or the first GOP's that has one)."""
     from dataclasses import replace
 
-    from .analysis.fit import fit_sequence
+    from engine.analysis.fit import fit_sequence
     if prev is None:
         first = int(np.flatnonzero(lm.detected)[0])
         prev = fit_sequence(lm.subset(slice(first, first + 1)), model, 0, device=device, source=source)

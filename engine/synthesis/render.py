@@ -1,4 +1,4 @@
-"""Offscreen mesh rendering (pyrender, EGL) in the projection convention of engine/camera.py.
+"""Offscreen mesh rendering (pyrender, EGL) in the projection convention of engine/synthesis/camera.py.
 
     render_mesh(vertices, faces, rot, trans, loc, focal, width, height) -> H x W x 4 uint8 RGBA
     overlay(frame_rgb, rgba) -> H x W x 3 uint8
@@ -6,7 +6,7 @@
 The crop camera and the box collapse into one pinhole camera in frame pixels:
 x_px = cx W + fx w W X / d and y_px = cy H - fy h H Y / d (d = tz - Z), i.e.
 intrinsics (fx w W, fy h H, cx W, cy H) with the camera at (0, 0, tz) looking
-down -z. ``render_mesh`` draws exactly where ``engine.camera.project`` puts
+down -z. ``render_mesh`` draws exactly where ``engine.synthesis.camera.project`` puts
 the vertices (checked by tests/test_encoder.py).
 
 Nothing here imports Qt; the studio's 3D viewport and the decoder can call it
@@ -21,7 +21,7 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 import numpy as np
 
-from .errors import IHVCError
+from engine.errors import IHVCError
 
 DEFAULT_COLOR = (0.55, 0.75, 1.0)
 _local = threading.local()
@@ -120,8 +120,8 @@ def render_mesh(vertices, faces, rot, trans, loc, focal, width: int, height: int
                 color=DEFAULT_COLOR, alpha: float = 1.0, vertex_colors=None) -> np.ndarray:
     """Render a body-frame mesh placed by (rot, trans, loc, focal): H x W x 4 uint8 RGBA.
 
-    vertices: V x 3 (numpy or torch) in the body frame (engine.body_model output);
-    faces: F x 3; rot, trans (3,), loc (4,), focal (2,) as in engine.camera.
+    vertices: V x 3 (numpy or torch) in the body frame (engine.synthesis.body output);
+    faces: F x 3; rot, trans (3,), loc (4,), focal (2,) as in engine.synthesis.camera.
     """
     return _renderer(width, height).render(vertices, faces, rot, trans, loc, focal, color, alpha, vertex_colors)
 
@@ -136,8 +136,8 @@ def overlay(frame: np.ndarray, rgba: np.ndarray) -> np.ndarray:
 def bitstream_overlay_frames(bs, frames, model, alpha: float = 0.6, color=DEFAULT_COLOR):
     """Yield frames with the mesh of each frame's (decoded) semantics drawn over them.
 
-    bs: engine.bitstream.Bitstream; frames: iterable of H x W x 3 uint8 matching
-    bs.width x bs.height; model: the engine.body_model.BodyModel that coded it.
+    bs: engine.codec.bitstream.Bitstream; frames: iterable of H x W x 3 uint8 matching
+    bs.width x bs.height; model: the engine.synthesis.body.BodyModel that coded it.
     """
     import torch
     for i, rgb in enumerate(frames):

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .fileio import atomic_write_bytes
-from .semantics import ANGLE_GROUPS, CAMERA_NAMES, CORE_NAMES, FRAME_JOINTS, GROUPS, group_of, snap
+from engine.errors import InputError
+from engine.fileio import atomic_write_bytes
+from engine.codec.semantics import ANGLE_GROUPS, CAMERA_NAMES, CORE_NAMES, FRAME_JOINTS, GROUPS, group_of, snap
 
 FORMAT_VERSION = 1
 OPS = ("offset", "set", "mirror", "revert")
@@ -67,7 +67,7 @@ class Edit:
         return out
 
 
-# --- pure numeric operations (shared by engine.document and the CLI) -------------------------
+# --- pure numeric operations (shared by engine.studio.document and the CLI) -------------------------
 
 def smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)

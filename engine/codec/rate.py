@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import container
-from .bitstream import Bitstream
+from engine.codec import container
+from engine.codec.bitstream import Bitstream
 
 REFERENCE_FPS = 25.0      # inspect reports kbps at 25 fps too: the paper's rate tables use 25 fps
 
@@ -53,7 +53,7 @@ def with_sizes(bs: Bitstream) -> Bitstream:
 
 
 def file_stats(bs: Bitstream) -> BitstreamStats:
-    from .cli.inspect import summarize      # inspect's own helper: identical figures by construction
+    from engine.cli.inspect import summarize      # inspect's own helper: identical figures by construction
     return BitstreamStats.from_summary(summarize(with_sizes(bs)))
 
 

@@ -15,9 +15,9 @@ from typing import Iterable, Iterator
 import av
 import numpy as np
 
-from .colour import yuv420_frame_to_rgb
-from .errors import InputError
-from .fileio import atomic_path
+from engine.codec.colour import yuv420_frame_to_rgb
+from engine.errors import InputError
+from engine.fileio import atomic_path
 
 MAX_SIDE = 8192          # refuse absurd frame sizes before allocating anything
 MAX_WORKING_SIZE = 2048

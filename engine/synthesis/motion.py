@@ -3,7 +3,7 @@
 DESIGN.md, "Decoder: mesh-based motion and generation", step 1 (the paper's
 mesh-image-guided motion, sec. 3.3, computed here in closed form instead of
 being regressed): every pixel of the frame covered by the frame mesh knows its
-surface point (triangle + barycentrics, engine/raster.py); the same surface
+surface point (triangle + barycentrics, engine/synthesis/raster.py); the same surface
 point on the key mesh projects to a key-frame pixel, which is an exact
 backward flow key <- frame. The key frame's depth buffer says whether that
 point was visible in the key frame (occlusion, the paper's eq. 5 weight). Off
@@ -12,7 +12,7 @@ blends into the background motion of the camera group (identity when the
 bitstream has none). "The analytic flow alone is a complete, training-free
 decoder" (DESIGN.md): :func:`warp` applies it to the key picture.
 
-Pixel convention (engine/raster.py): pixel (row i, col j) has its centre at
+Pixel convention (engine/synthesis/raster.py): pixel (row i, col j) has its centre at
 (j + 0.5, i + 0.5) in continuous frame coordinates; a *grid* is B x H x W x 2
 of (x, y) key-frame coordinates per frame pixel, i.e. the backward map;
 ``flow = grid - identity``.
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as Fn
 
-from .camera import crop_to_frame, world_to_crop
-from .raster import Raster
+from engine.synthesis.camera import crop_to_frame, world_to_crop
+from engine.synthesis.raster import Raster
 
 PERSON_MARGIN = 0.02      # hair, clothes and fit error around the mesh, fraction of the frame size
 
@@ -72,7 +72,7 @@ def background_grid(camera: torch.Tensor | None, height: int, width: int, batch:
     """Backward map of the background from the camera group, B x H x W x 2.
 
     camera: B x 3 (pan_x, pan_y, zoom) or None (identity). The convention is
-    engine/camera_motion.py's (``camera_affine``): a background point at p_key in
+    engine/analysis/camera_motion.py's (``camera_affine``): a background point at p_key in
     the key frame is seen in frame t at p_t = exp(zoom) (p_key - c) + c + (pan_x W, pan_y H),
     c the frame centre. Its pixel-index coordinates are ours minus 0.5, so c = (W/2, H/2)
     here and the key pixel seen at p_t is p_key = c + (p_t - c - pan) / exp(zoom).
@@ -92,9 +92,9 @@ def surface_grid(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor, ke
     """Key-frame position and depth of the surface point seen at each covered frame pixel.
 
     frame: Raster of B frame meshes (B x H x W); faces: F x 3; key_world: 1 x V x 3 or B x V x 3
-    world-space key vertices (engine.camera.to_world); key_trans 1|B x 3; key_loc 1|B x 4; focal 1|B x 2.
+    world-space key vertices (engine.synthesis.camera.to_world); key_trans 1|B x 3; key_loc 1|B x 4; focal 1|B x 2.
     Returns (idx, xy, depth): idx N flat indices into B*H*W of the covered pixels, xy N x 2 key-frame
-    pixels, depth N key-camera depths (engine.camera.world_to_crop).
+    pixels, depth N key-camera depths (engine.synthesis.camera.world_to_crop).
     """
     B, H, W = frame.tri.shape
     idx = frame.mask.reshape(-1).nonzero().squeeze(1)
@@ -185,8 +185,8 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
 
     frame:     Raster of the frame meshes (B x H x W)
     faces:     F x 3 int64
-    key_world: 1 x V x 3 key-mesh vertices in world space (engine.camera.to_world)
-    key_trans, key_loc, focal: 1 x 3, 1 x 4, 1 x 2 key-frame camera (engine.camera conventions)
+    key_world: 1 x V x 3 key-mesh vertices in world space (engine.synthesis.camera.to_world)
+    key_trans, key_loc, focal: 1 x 3, 1 x 4, 1 x 2 key-frame camera (engine.synthesis.camera conventions)
     key_depth: 1 x H x W depth buffer of the key mesh (Raster.depth)
     camera:    B x 3 camera group of the frames (pan_x, pan_y, zoom) or None
     tol:       depth tolerance of the visibility test, in body-model units

@@ -1,4 +1,4 @@
-"""Build assets/sample.ihvc: the studio's demo bitstream (``python -m engine.sample``).
+"""Build assets/sample.ihvc: the studio's demo bitstream (``python -m engine.studio.sample``).
 
 Key picture: the public-domain NASA portrait of astronaut Eileen Collins that
 scikit-image ships (``skimage.data.astronaut()``), cropped around her to a
@@ -12,7 +12,7 @@ Inter frames: 100 frames at 25 fps of scripted smooth motion: a head turn
 (left, right, back), her right arm raised sideways and lowered with the elbow
 bending, and a small box move (the person drifts right and back).
 
-    python -m engine.sample [--out assets/sample.ihvc] [--frames 100] [--overlay out/sample_overlay.png]
+    python -m engine.studio.sample [--out assets/sample.ihvc] [--frames 100] [--overlay out/sample_overlay.png]
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bitstream import BODY_MODEL_IDS, Bitstream, GroupOfPictures
-from .semantics import BODY_JOINTS, FrameSemantics, KeySemantics, QuantSpec, semantic_names, snap
+from engine.codec.bitstream import BODY_MODEL_IDS, Bitstream, GroupOfPictures
+from engine.codec.semantics import BODY_JOINTS, FrameSemantics, KeySemantics, QuantSpec, semantic_names, snap
+from engine.fileio import ASSETS
 
 SIZE = 384
 CROP = (0, 0, 448)                         # x0, y0, side in the 512 x 512 photo
@@ -61,8 +62,8 @@ def fit_trans(model, body_pose: np.ndarray) -> np.ndarray:
     import torch
     from scipy.optimize import least_squares
 
-    from .body_model import JOINT_NAMES
-    from .camera import project
+    from engine.synthesis.body import JOINT_NAMES
+    from engine.synthesis.camera import project
     with torch.no_grad():
         joints = model.joints(torch.as_tensor(body_pose[None], dtype=torch.float32),
                               torch.as_tensor(BETAS[None], dtype=torch.float32))
@@ -101,8 +102,8 @@ def script(key_row: np.ndarray, n: int, names) -> np.ndarray:
 
 
 def build(n_frames: int = 100, qp: int = 32, body_model=None) -> Bitstream:
-    from .body_model import load_body_model
-    from .keypicture import encode_key_picture
+    from engine.synthesis.body import load_body_model
+    from engine.codec.keypicture import encode_key_picture
     model = body_model or load_body_model("anny")
     pose = key_body_pose()
     trans = fit_trans(model, pose)
@@ -125,10 +126,10 @@ def overlay(bs: Bitstream, frame: int = 0, body_model=None, alpha: float = 0.5) 
     """The key picture with the frame's body mesh rendered over it (a visual check of the placement)."""
     import torch
 
-    from .body_model import load_body_model
-    from .keypicture import decode_key_picture
-    from .render import overlay as blend
-    from .render import render_mesh
+    from engine.synthesis.body import load_body_model
+    from engine.codec.keypicture import decode_key_picture
+    from engine.synthesis.render import overlay as blend
+    from engine.synthesis.render import render_mesh
     model = body_model or load_body_model("anny")
     g, _ = bs.gop_of(frame)
     full = g.key.with_frame(bs.frame(frame))
@@ -141,13 +142,13 @@ def overlay(bs: Bitstream, frame: int = 0, body_model=None, alpha: float = 0.5) 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engine.sample", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "sample.ihvc"))
+    ap = argparse.ArgumentParser(prog="python -m engine.studio.sample", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ASSETS / "sample.ihvc"))
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--qp", type=int, default=32)
     ap.add_argument("--overlay", default=None, help="also write a PNG of frame 0 with the mesh drawn on it")
     args = ap.parse_args(argv)
-    from . import container
+    from engine.codec import container
     bs = build(args.frames, args.qp)
     n = container.write(bs, args.out)
     print(f"wrote {args.out}: {bs.n_frames} frames, {bs.width}x{bs.height}, {n} bytes, trans={bs.gops[0].key.trans}")

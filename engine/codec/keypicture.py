@@ -19,9 +19,9 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from .bitstream import CODEC_IDS, KeyPicture
-from .colour import rgb_to_yuv420_bytes, rgb_to_yuv420_frame, yuv420_frame_to_rgb
-from .errors import IHVCError, InputError
+from engine.codec.bitstream import CODEC_IDS, KeyPicture
+from engine.codec.colour import rgb_to_yuv420_bytes, rgb_to_yuv420_frame, yuv420_frame_to_rgb
+from engine.errors import IHVCError, InputError
 
 # QP range per codec (the user-facing scale of each codec).
 QP_RANGE = {"vvc": (0, 63), "hevc": (0, 51), "av1": (0, 63)}
@@ -53,7 +53,7 @@ def _check(rgb: np.ndarray, codec: str, qp: int) -> np.ndarray:
 
 def _encode_vvc(rgb: np.ndarray, qp: int) -> bytes:
     h, w = rgb.shape[:2]
-    # RGB -> YUV here (engine.colour), so that every codec gets the same conversion
+    # RGB -> YUV here (engine.codec.colour), so that every codec gets the same conversion
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p10le",
            "-s", f"{w}x{h}", "-i", "-", "-frames:v", "1", "-c:v", "libvvenc", "-qp", str(qp),
            "-preset", "medium", "-qpa", "0", "-f", "vvc", "-"]

@@ -1,7 +1,7 @@
 """Learned motion refinement and generator (DESIGN.md "Decoder", steps 2 and 3; paper eqs. 3-5).
 
 Everything here works in *frame* coordinates and refines the analytic decoder
-(engine/motion.py), so that an untrained network reproduces it exactly:
+(engine/synthesis/motion.py), so that an untrained network reproduces it exactly:
 
 * :class:`MotionNet` (eqs. 3-4), at 1/4 resolution: from the key picture and the
   key mesh image (both warped to the frame by the analytic flow), the frame mesh
@@ -24,8 +24,8 @@ differ from frame statistics under instance or batch normalisation.
 Tensor conventions (``RefinerInputs``):
   key      1|B x 3 x Hk x Wk   key picture, float 0..255 (whole key frame)
   key_mesh 1|B x 6 x Hk x Wk   key mesh image (see MESH_CHANNELS)
-  grid     B x H x W x 2       analytic backward map, key-frame pixel coords (x, y) (engine.motion)
-  visible, body  B x H x W     bool; weight B x H x W float (engine.motion.Motion)
+  grid     B x H x W x 2       analytic backward map, key-frame pixel coords (x, y) (engine.synthesis.motion)
+  visible, body  B x H x W     bool; weight B x H x W float (engine.synthesis.motion.Motion)
   mesh     B x 6 x H x W       frame mesh image
   hole     B x H x W bool      optional: background the person hid in the key (filled analytically)
   base     B x 3 x H x W       optional with hole: the analytic decoder's frame, holes filled (0..255)
@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as Fn
 
-N_PARTS = 22                       # engine.body_model.JOINT_NAMES
+N_PARTS = 22                       # engine.synthesis.body.JOINT_NAMES
 # Mesh image channels: covered mask, normal x/y/z (world = camera axes), depth relative to the
 # body's distance (body-model units), part id (0..21, -1 off the body).
 MESH_CHANNELS = ("mask", "nx", "ny", "nz", "depth", "part")
@@ -78,7 +78,7 @@ class RefinerInputs:
     body: torch.Tensor
     weight: torch.Tensor
     mesh: torch.Tensor
-    hole: torch.Tensor | None = None      # B x H x W bool: background disocclusion (engine.motion.Motion.hole)
+    hole: torch.Tensor | None = None      # B x H x W bool: background disocclusion (engine.synthesis.motion.Motion.hole)
     base: torch.Tensor | None = None      # B x 3 x H x W: the analytic decoder's frame (holes filled)
     stats: torch.Tensor | None = None     # B x N_STATS whole-frame motion statistics (frame_stats); computed
                                           # from grid when None (so pass them when grid is a crop)
@@ -136,7 +136,7 @@ def frame_stats(grid: torch.Tensor, body: torch.Tensor, visible: torch.Tensor) -
     """Whole-frame cues of how far the frame is from its key frame (how much to trust the analytic warp):
     mean flow magnitude on the body and overall (in 1/16 of the frame size), and the occluded share of the
     body. grid B x H x W x 2 (whole frame), body, visible B x H x W -> B x N_STATS."""
-    from engine.motion import identity_grid  # noqa: PLC0415
+    from engine.synthesis.motion import identity_grid  # noqa: PLC0415
     B, H, W, _ = grid.shape
     mag = (grid - identity_grid(H, W, grid.device, grid.dtype)).norm(dim=-1) / (max(H, W) / 16.0)
     b = body.to(grid.dtype)
@@ -246,7 +246,7 @@ class MotionNet(nn.Module):
         wk = warp_px(key_lo, grid4, key_hw) / 127.5 - 1.0
         fm = mesh_features(inp.mesh, s)
         km = warp_px(key_mesh_lo, grid4, key_hw)
-        from engine.motion import identity_grid  # noqa: PLC0415 (no Qt, light)
+        from engine.synthesis.motion import identity_grid  # noqa: PLC0415 (no Qt, light)
         ident = grid_down(identity_grid(inp.grid.shape[1], inp.grid.shape[2], inp.grid.device, inp.grid.dtype), s)
         flow = (grid4 - ident).permute(0, 3, 1, 2) / 32.0
         vis = pool(inp.visible[:, None].to(wk.dtype), s)

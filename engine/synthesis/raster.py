@@ -20,7 +20,7 @@ On real decoded TED frames (Anny, 13,718 vertices / 27,420 triangles, person
 covering 35 % of 384 x 384) it costs 12.3 ms CPU per frame with culling,
 19.7 ms without.
 
-Conventions (engine/camera.py): vertices arrive already projected to frame
+Conventions (engine/synthesis/camera.py): vertices arrive already projected to frame
 pixels, ``xy`` B x V x 2 in continuous pixel coordinates where pixel (row i,
 column j) covers [j, j+1) x [i, i+1) and its centre is (j + 0.5, i + 0.5)
 (the same convention as ``torch.nn.functional.grid_sample`` with

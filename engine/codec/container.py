@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .bitstream import BODY_MODEL_NAMES, CODEC_NAMES, Bitstream, GroupOfPictures, KeyPicture
-from .entropy import EntropyError, bits_per_dimension, decode_residuals, encode_residuals, predict_residuals, reconstruct
-from .errors import BitstreamError, InputError
-from .fileio import atomic_write_bytes
-from .semantics import GROUPS, N_BODY_JOINTS, KeySemantics, QuantSpec, quantize
+from engine.codec.bitstream import BODY_MODEL_NAMES, CODEC_NAMES, Bitstream, GroupOfPictures, KeyPicture
+from engine.codec.entropy import EntropyError, bits_per_dimension, decode_residuals, encode_residuals, predict_residuals, reconstruct
+from engine.errors import BitstreamError, InputError
+from engine.fileio import atomic_write_bytes
+from engine.codec.semantics import GROUPS, N_BODY_JOINTS, KeySemantics, QuantSpec, quantize
 
 MAGIC = b"IHVC"
 VERSION = 1

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import container
-from .bitstream import Bitstream
-from .errors import IHVCError
-from .fileio import atomic_path
+from engine.codec import container
+from engine.codec.bitstream import Bitstream
+from engine.errors import IHVCError
+from engine.fileio import atomic_path
 
 
 class VerifyError(IHVCError):

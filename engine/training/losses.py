@@ -88,7 +88,7 @@ def l1(pred, target):
 
 
 def ms_ssim_loss(pred, target):
-    """1 - MS-SSIM on 0..255 images (window shrunk for small crops, like engine.metrics)."""
+    """1 - MS-SSIM on 0..255 images (window shrunk for small crops, like engine.evaluation.metrics)."""
     from pytorch_msssim import ms_ssim, ssim
     side = min(pred.shape[-2:])
     win = 11

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IHVCError, InputError
+from engine.errors import IHVCError, InputError
 
 # Default QP sweeps: a sensible number of points per codec, from the paper's
 # VVC QPs down to the lowest rates each encoder reaches.
@@ -74,8 +74,8 @@ def _encoder_args(codec: str, qp: int, n: int) -> tuple[list[str], str, str]:
 
 def encode_anchor(frames: np.ndarray, codec: str, qp: int, fps: int = 25, workdir=None) -> AnchorResult:
     """Encode uint8 N x H x W x 3 frames with one anchor at one QP; decode them back."""
-    from .colour import rgb_to_yuv420_bytes, yuv420_bytes_to_rgb
-    from .keypicture import ffmpeg_exe
+    from engine.codec.colour import rgb_to_yuv420_bytes, yuv420_bytes_to_rgb
+    from engine.codec.keypicture import ffmpeg_exe
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise InputError(f"anchor input must be uint8 N x H x W x 3, got {frames.dtype} {frames.shape}")
@@ -85,7 +85,7 @@ def encode_anchor(frames: np.ndarray, codec: str, qp: int, fps: int = 25, workdi
     args, muxer, suffix = _encoder_args(codec, qp, n)
     with tempfile.TemporaryDirectory(prefix="ihvc_anchor_", dir=workdir) as tmp:
         out = Path(tmp) / f"stream{suffix}"
-        # RGB <-> YUV in-process (engine.colour), the same conversion as IHVC's key pictures get
+        # RGB <-> YUV in-process (engine.codec.colour), the same conversion as IHVC's key pictures get
         pix_fmt = args[args.index("-pix_fmt") + 1]
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", pix_fmt,
                "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", *args, "-f", muxer, str(out)]

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as Fn
 
-from ..errors import IHVCError, InputError
-from ..fileio import atomic_path
-from . import checkpoint as ckpt
-from .dataset import ClipData, PairSampler, build_cache, clip_spec, find_clips, validation_frames
-from .losses import GeneratorLoss, d_loss, loss_plan
-from .networks import CONFIGS, Generator, MultiScaleDiscriminator, n_params, warp_px
+from engine.errors import IHVCError, InputError
+from engine.fileio import atomic_path
+from engine.synthesis import checkpoint as ckpt
+from engine.training.dataset import ClipData, PairSampler, build_cache, clip_spec, find_clips, validation_frames
+from engine.training.losses import GeneratorLoss, d_loss, loss_plan
+from engine.synthesis.networks import CONFIGS, Generator, MultiScaleDiscriminator, n_params, warp_px
 
 DEFAULTS = {
     "small": dict(batch=4, crop=160, adversarial=0.0, psnr=1.0, residual=5.0, val_every=200, ckpt_every=200, log_every=10,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import IHVCError, InputError
+from engine.errors import IHVCError, InputError
 
 _MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -91,7 +91,7 @@ def vmaf(ref, dist, threads: int | None = None) -> float:
 
     Both sequences go to FFmpeg's libvmaf as raw RGB (converted to 4:2:0 there, as VMAF expects).
     """
-    from .keypicture import ffmpeg_exe
+    from engine.codec.keypicture import ffmpeg_exe
     ref, dist = _pair(ref, dist)
     n, h, w, _ = ref.shape
     threads = threads or min(4, os.cpu_count() or 1)

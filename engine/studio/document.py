@@ -11,7 +11,7 @@ before, after) without touching the document, and :meth:`Document.apply` /
 :meth:`Document.unapply` write it. The app wraps a Change in a QUndoCommand;
 scripts call the convenience methods (``set_value``, ``set_range``, ...).
 
-Edit log: every Change also carries the edit-list records (:class:`engine.edits.Edit`)
+Edit log: every Change also carries the edit-list records (:class:`engine.studio.edits.Edit`)
 that reproduce it: the Edit itself for range edits, mirror, revert and applied
 edit lists; ``set`` records for slider values, pasted poses and partial reverts.
 ``apply`` appends a Change's records to the log, ``unapply`` removes them from
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import edits as E
-from .fileio import atomic_path
-from .semantics import GROUPS, snap
+from engine.studio import edits as E
+from engine.fileio import atomic_path
+from engine.codec.semantics import GROUPS, snap
 
 
 class EventEmitter:
@@ -268,7 +268,7 @@ class Document:
         return self.bitstream.with_semantics(self._edited)
 
     def save(self, path=None) -> Path:
-        from . import container
+        from engine.codec import container
         path = Path(path) if path is not None else self.path
         if path is None:
             raise ValueError("no path to save to")
