@@ -24,8 +24,7 @@ def open_video(win, path=None):
 
     def job(progress):
         from engine.analysis.encoder import encode_video
-        out = encode_video(path, progress=progress)
-        return out[0] if isinstance(out, tuple) else out
+        return encode_video(path, progress=progress).bitstream
 
     def done(bs):
         win.set_document(Document(bs, None), untitled=True)

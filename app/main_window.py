@@ -398,11 +398,11 @@ class MainWindow(QMainWindow):
         c.connect(self.mesh.ready, self._bitstream_mesh)
 
     def _set_file_bitstream(self, bs):
-        from engine.codec.rate import file_stats
+        from engine.codec.rate import rate_of
         doc = self.adapter.doc
         self._file_bs, self._file_stats = bs, None
         try:
-            self._file_stats = file_stats(bs)
+            self._file_stats = rate_of(bs)
         except USER_ERRORS as exc:       # a freshly encoded bitstream the writer refuses
             self.bitstream_panel.set_stats(None)
             self.bitstream_panel.set_pending(None, error=one_line(exc))

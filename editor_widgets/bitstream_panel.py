@@ -32,18 +32,18 @@ class BitstreamPanel(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.stats = None            # engine.codec.rate.BitstreamStats of the file
+        self.stats = None            # engine.codec.rate.Rate of the file
         self.change = None           # engine.codec.rate.SizeChange of the pending edits
         self.warnings: list = []     # engine.studio.plausibility.PlausibilityWarning
         self.file_label, self.size_label = _label(self), _label(self)
         self.key_label, self.sem_label, self.camera_label, self.total_label = (_label(self) for _ in range(4))
-        self.rate_label, self.rate25_label, self.pending_label = _label(self), _label(self), _label(self)
+        self.rate_label, self.pending_label = _label(self), _label(self)
         form = QFormLayout()
         form.setContentsMargins(0, 0, 0, 0)
         for text, lab in (("File", self.file_label), ("Size", self.size_label),
-                          ("Key picture", self.key_label), ("Semantics", self.sem_label),
+                          ("Key pictures", self.key_label), ("Semantics + headers", self.sem_label),
                           ("  of which camera", self.camera_label), ("Total", self.total_label),
-                          ("Rate", self.rate_label), ("Rate at 25 fps", self.rate25_label),
+                          ("Rate", self.rate_label),
                           ("Pending edits", self.pending_label)):
             form.addRow(text, lab)
         self.warnings_title = QLabel("Warnings", self)
@@ -79,22 +79,21 @@ class BitstreamPanel(QWidget):
 
     # --- model -> widget ----------------------------------------------------------------------
     def set_stats(self, stats, name: str = ""):
-        """The file's figures (BitstreamStats) or None when no document is open."""
+        """The file's figures (engine.codec.rate.Rate) or None when no document is open."""
         self.stats = stats
         if stats is None:
             for lab in (self.file_label, self.size_label, self.key_label, self.sem_label, self.camera_label,
-                        self.total_label, self.rate_label, self.rate25_label, self.pending_label):
+                        self.total_label, self.rate_label, self.pending_label):
                 lab.setText("–")
             return
         self.file_label.setText(f"{name} · {stats.frames} frames at {stats.fps:g} fps" if name
                                 else f"{stats.frames} frames at {stats.fps:g} fps")
         self.size_label.setText(f"{stats.bytes:,} bytes")
         self.key_label.setText(f"{stats.key_picture_bpf:.1f} bits")
-        self.sem_label.setText(f"{stats.semantics_bpf:.1f} bits")
+        self.sem_label.setText(f"{stats.side_bpf:.1f} bits")
         self.camera_label.setText(f"{stats.camera_bpf:.1f} bits")
         self.total_label.setText(f"{stats.total_bpf:.1f} bits")
-        self.rate_label.setText(f"{stats.kbps_at_file_fps:.2f} kbps at {stats.fps:g} fps")
-        self.rate25_label.setText(f"{stats.kbps_at_25fps:.2f} kbps")
+        self.rate_label.setText(stats.rate_text())
 
     def set_pending(self, change, edited_frames: int = 0, error: str = ""):
         """The pending edits' size change (SizeChange), or why it cannot be computed."""

@@ -18,8 +18,10 @@ from engine.codec.bitstream import Bitstream, GroupOfPictures, KeyPicture  # noq
 from engine.codec.semantics import KeySemantics, QuantSpec, snap  # noqa: E402
 
 
-def make_bitstream(n_frames: int = 30, gop: int = 15, camera: bool = False, size: int = 48, seed: int = 0):
-    """A valid Bitstream with smooth semantics on the quantization grid and opaque key-picture bytes."""
+def opaque_bitstream(n_frames: int = 30, gop: int = 15, camera: bool = False, size: int = 48, seed: int = 0):
+    """A valid Bitstream with smooth semantics on the quantization grid and opaque (undecodable) key-picture
+    bytes: for the document, edits and the studio, which never decode pixels here (FakeDecoder does).
+    tests.factories.make_bitstream makes decodable ones."""
     rng = np.random.default_rng(seed)
     quant = QuantSpec()
     dims = 34 if camera else 31
@@ -79,7 +81,7 @@ class FakeBody:
 
 @pytest.fixture
 def bitstream():
-    return make_bitstream()
+    return opaque_bitstream()
 
 
 @pytest.fixture
@@ -96,7 +98,7 @@ def studio(qtbot, tmp_path, monkeypatch):
     from app.preferences import Preferences
     from engine.codec import container
     path = tmp_path / "clip.ihvc"
-    container.write(make_bitstream(), path)
+    container.write(opaque_bitstream(), path)
     win = MainWindow(Preferences(), decoder_factory=FakeDecoder, body_model_factory=lambda bs, prefs: FakeBody())
     qtbot.addWidget(win)
     win.show()

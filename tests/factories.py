@@ -20,6 +20,11 @@ def real_picture(size: int = 128) -> np.ndarray:
         import cv2
         rgb = cv2.cvtColor(cv2.imread(str(still)), cv2.COLOR_BGR2RGB)
         return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    return generated_picture(size)
+
+
+def generated_picture(size: int = 128) -> np.ndarray:
+    """A smooth synthetic picture with a face-like blob (licence-clean, the same on every machine)."""
     y, x = np.mgrid[0:size, 0:size] / size
     img = np.stack([0.5 + 0.5 * np.sin(6 * x), 0.5 + 0.5 * np.cos(5 * y), (x * y) ** 0.5], -1)
     img[(x - 0.5) ** 2 + (y - 0.45) ** 2 < 0.04] = (0.9, 0.7, 0.6)    # a face-like blob
@@ -39,7 +44,8 @@ def smooth_semantics(n: int, camera: bool, seed: int = 0) -> np.ndarray:
 
 
 def make_bitstream(n_frames: int = 30, gop: int | None = None, camera: bool = True, codec: str = "hevc",
-                   qp: int = 37, size: int = 128, seed: int = 0) -> Bitstream:
+                   qp: int = 37, size: int = 128, seed: int = 0, picture=real_picture) -> Bitstream:
+    """A decodable Bitstream: smooth synthetic semantics, key pictures coded from ``picture(size)``."""
     quant = QuantSpec()
     bs = Bitstream(width=size, height=size, fps=Fraction(25), quant=quant,
                    body_model=BODY_MODEL_IDS["anny"], has_camera=camera)
@@ -53,6 +59,6 @@ def make_bitstream(n_frames: int = 30, gop: int | None = None, camera: bool = Tr
         pose[14:] = frames[0, :21].reshape(7, 3)
         key = KeySemantics(body_pose=pose, betas=rng.normal(0, 1, 10), rot=frames[0, 21:24],
                            trans=frames[0, 24:27], loc=frames[0, 27:31], focal=np.array([5.0, 5.0]))
-        kp = encode_key_picture(real_picture(size), codec, qp)
+        kp = encode_key_picture(picture(size), codec, qp)
         bs.gops.append(GroupOfPictures(start=start, key_picture=kp, key=key, frames=frames))
     return bs

@@ -13,7 +13,7 @@ from engine.codec import container
 from engine.studio import edits as E
 from engine.studio.document import Document
 
-from .conftest import make_bitstream
+from .conftest import opaque_bitstream
 from .test_studio import drag
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +45,8 @@ def test_curve_shows_original_and_edited(studio):
     i = doc.index("left_elbow.z")
     ad.set_frame(10)
     studio.panel.row("left_elbow.z").spin.setValue(60.0)            # degrees in the UI
-    assert cv.index == i and cv.combo.currentText() == "left_elbow.z"   # follows the last-edited semantic
+    assert cv.index == i and cv.combo.currentData() == "left_elbow.z"   # follows the last-edited semantic
+    assert cv.combo.currentText() == "left elbow z (°)"                # shown by its human name (#16)
     assert plot.scale == pytest.approx(180 / math.pi)                   # an angle: drawn in degrees
     assert plot.edited[10, i] == doc.edited[10, i] != doc.original[10, i]
     assert np.array_equal(plot.original[:, i], doc.original[:, i])
@@ -201,7 +202,7 @@ def test_undo_redo_keep_the_log_in_step(studio):
 
 
 def test_edit_log_engine_only_and_compaction():
-    doc = Document(make_bitstream(20))
+    doc = Document(opaque_bitstream(20))
     i = doc.index("head.x")
     for v in (0.1, 0.12, 0.3333):
         doc.set_value(4, i, v)

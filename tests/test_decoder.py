@@ -166,9 +166,9 @@ def test_body_off_screen_and_refiner_hook(stream):
         def __init__(self):
             self.seen = None
 
-        def refine_decoder(self, dec, st, raster, verts, rot, trans, mo):
-            self.seen = (raster.tri.shape, verts.shape, mo.grid.shape)
-            return torch.full((rot.shape[0], 3, dec.height, dec.width), 7.0)
+        def refine_decoder(self, fa):
+            self.seen = (fa.raster.tri.shape, fa.vertices.shape, fa.motion.grid.shape)
+            return torch.full((fa.rot.shape[0], 3) + fa.key.image.shape[2:], 7.0)
     ref = Refiner()
     dec = Decoder(stream, device="cpu", body_model=BoxBody(), refiner=ref)
     assert (dec.decode_frame(2) == 7).all()

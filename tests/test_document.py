@@ -2,11 +2,11 @@ import numpy as np
 
 from engine.studio.document import Document, export_semantics_csv, export_semantics_json
 
-from .conftest import make_bitstream
+from .conftest import opaque_bitstream
 
 
 def test_plan_apply_unapply_and_events():
-    doc = Document(make_bitstream(20))
+    doc = Document(opaque_bitstream(20))
     seen, dirty = [], []
     doc.events.values_changed.connect(lambda f: seen.append(list(f)))
     doc.events.dirty_changed.connect(dirty.append)
@@ -21,7 +21,7 @@ def test_plan_apply_unapply_and_events():
 
 
 def test_revert_paste_and_noop():
-    doc = Document(make_bitstream(20))
+    doc = Document(opaque_bitstream(20))
     doc.set_range(0, 0, 19, offset=0.2)
     doc.revert(3, 5)
     assert np.array_equal(doc.edited[3:6], doc.original[3:6])
@@ -34,7 +34,7 @@ def test_revert_paste_and_noop():
 
 
 def test_export_semantics(tmp_path):
-    doc = Document(make_bitstream(10))
+    doc = Document(opaque_bitstream(10))
     export_semantics_json(tmp_path / "s.json", doc.names, doc.edited, doc.fps)
     export_semantics_csv(tmp_path / "s.csv", doc.names, doc.edited)
     import json
@@ -46,7 +46,7 @@ def test_export_semantics(tmp_path):
 
 def test_save_keeps_key_picture_bytes(tmp_path):
     from engine.codec import container
-    bs = make_bitstream(30)
+    bs = opaque_bitstream(30)
     doc = Document(bs, None)
     doc.set_range(doc.index("right_elbow.y"), 5, 25, offset=-0.3, ease_in=3, ease_out=3)
     doc.save(tmp_path / "o.ihvc")

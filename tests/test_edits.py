@@ -7,18 +7,23 @@ from engine.studio import edits as E
 from engine.studio.document import Document
 from engine.errors import IHVCError, InputError
 
-from .conftest import make_bitstream
+from .conftest import opaque_bitstream
 
 
 def test_range_with_easing_ends_middle_and_outside():
-    bs = make_bitstream(40)
+    bs = opaque_bitstream(40)
     doc = Document(bs)
     i = doc.index("left_shoulder.z")
     before = doc.edited.copy()
     doc.set_range(i, 10, 30, offset=0.5, ease_in=5, ease_out=5)
     after = doc.edited
     d = after[:, i] - before[:, i]
-    assert d[10] == 0 and d[30] == 0                       # eased ends start/finish at the original
+    assert 0 < d[10] < d[11] < 0.5 and 0 < d[30] < d[29] < 0.5   # eased ends are part of the edit (#16)
+    # a small eased offset still moves both end frames (one grid step at least)
+    small = Document(bs)
+    small.set_range(i, 10, 30, offset=0.1, ease_in=12, ease_out=12)
+    ds = small.edited[:, i] - before[:, i]
+    assert ds[10] > 0 and ds[30] > 0 and np.all(ds[:10] == 0) and np.all(ds[31:] == 0)
     assert np.allclose(d[15:26], 0.5, atol=0.011)          # full offset in the middle (snapped)
     assert 0 < d[12] < 0.5 and 0 < d[28] < 0.5             # ramps in between
     assert np.all(d[:10] == 0) and np.all(d[31:] == 0)     # outside untouched
@@ -28,7 +33,7 @@ def test_range_with_easing_ends_middle_and_outside():
 
 
 def test_value_without_easing_covers_whole_range():
-    doc = Document(make_bitstream(20))
+    doc = Document(opaque_bitstream(20))
     i = doc.index("loc.cx")
     doc.set_range(i, 3, 7, value=0.25)
     assert np.allclose(doc.edited[3:8, i], 0.25, atol=1e-9)
@@ -36,7 +41,7 @@ def test_value_without_easing_covers_whole_range():
 
 
 def test_mirror_twice_is_identity_and_swaps_arms():
-    doc = Document(make_bitstream(20))
+    doc = Document(opaque_bitstream(20))
     before = doc.edited.copy()
     doc.mirror(0, 19)
     ls, rs = doc.index("left_shoulder.x"), doc.index("right_shoulder.x")
@@ -66,7 +71,7 @@ def test_json_round_trip_and_degrees(tmp_path):
     ({"semantic": "camera.zoom", "frames": 1, "offset": 1}, "no camera group"),
 ])
 def test_bad_edits_are_one_line_errors(item, needle):
-    bs = make_bitstream(20)
+    bs = opaque_bitstream(20)
     with pytest.raises(InputError) as ei:
         edits = E.loads(json.dumps({"edits": [item]}), "e.json")
         E.check_all(edits, bs.names, bs.n_frames, "e.json")

@@ -206,15 +206,16 @@ def test_encode_synthetic_video_end_to_end(model, synthetic_video, tmp_path):
     from engine.codec.container import read, write
     path, (pose, rot, trans, loc), S = synthetic_video
     calls = []
-    bs, summary = encode_video(path, size=S, progress=lambda *a: calls.append(a), key_codec="hevc",
+    summary = encode_video(path, size=S, progress=lambda *a: calls.append(a), key_codec="hevc",
                                fit_options=dict(key_iters=120, iters=60))
+    bs = summary.bitstream
     assert bs.n_frames == 8 and bs.width == S and bs.has_camera and bs.dims == 34
-    assert summary.frames == 8 and summary.undetected == 0 and summary.gops == 1
+    assert summary.undetected == 0 and len(summary.bitstream.gops) == 1
     assert {c[0] for c in calls} == {"landmarks", "fit", "key picture"}
     fit_done = [c[1] for c in calls if c[0] == "fit"]
     assert len(fit_done) > 5 and fit_done == sorted(fit_done) and fit_done[-1] == calls[-2][2] == 100
     assert [c[1] for c in calls if c[0] == "landmarks"] == list(range(1, 9))
-    b = summary.bits_per_frame
+    b = summary.rate.parts()
     assert b["key_picture"] > 0 and b["semantics"] > 0
     assert b["total"] == pytest.approx(sum(v for k, v in b.items() if k != "total"), rel=1e-6)
     out = tmp_path / "s.ihvc"
@@ -307,20 +308,22 @@ def test_bad_options(tmp_path, synthetic_video):
 
 @pytest.mark.skipif(not (DATA / "ted" / "ted_a_384.mkv").exists(), reason=f"real clips not found under {DATA}")
 def test_real_ted_clip_short(tmp_path):
-    bs, s = encode_video(DATA / "ted" / "ted_a_384.mkv", max_frames=10, key_codec="hevc", key_qp=40,
+    s = encode_video(DATA / "ted" / "ted_a_384.mkv", max_frames=10, key_codec="hevc", key_qp=40,
                          fit_options=dict(key_iters=100, iters=60))
+    bs = s.bitstream
     assert bs.n_frames == 10 and s.undetected == 0
     assert s.fit_error_px[0] < 8.0
-    assert s.bits_per_frame["semantics"] + s.bits_per_frame["camera"] < 200
+    assert s.rate.semantics_bpf + s.rate.camera_bpf < 200
 
 
 def test_encode_groups_of_pictures_and_no_camera(synthetic_video, tmp_path):
     from engine.codec.container import from_bytes, to_bytes
     path, _, S = synthetic_video
-    bs, s = encode_video(path, size=S, gop=3, camera=False, key_codec="hevc", max_frames=7,
+    s = encode_video(path, size=S, gop=3, camera=False, key_codec="hevc", max_frames=7,
                          fit_options=dict(key_iters=60, iters=30))
+    bs = s.bitstream
     assert [g.start for g in bs.gops] == [0, 3, 6] and [g.n_frames for g in bs.gops] == [3, 3, 1]
-    assert not bs.has_camera and bs.dims == 31 and s.gops == 3 and s.bits_per_frame["camera"] == 0
+    assert not bs.has_camera and bs.dims == 31 and len(bs.gops) == 3 and s.rate.camera_bpf == 0
     back = from_bytes(to_bytes(bs))
     for g, h in zip(bs.gops, back.gops):
         assert np.allclose(g.frames, h.frames)
@@ -332,7 +335,8 @@ def test_overlay_cli_draws_the_coded_mesh(synthetic_video, tmp_path):
     from engine.codec.container import write
     from engine.codec.video import read_video
     path, _, S = synthetic_video
-    bs, _ = encode_video(path, size=S, key_codec="hevc", max_frames=3, fit_options=dict(key_iters=60, iters=30))
+    res = encode_video(path, size=S, key_codec="hevc", max_frames=3, fit_options=dict(key_iters=60, iters=30))
+    bs = res.bitstream
     write(bs, tmp_path / "s.ihvc")
     out = tmp_path / "ov.mp4"
     assert _cli(["overlay", str(path), "-o", str(out), "--bitstream", str(tmp_path / "s.ihvc"), "--quiet"]) == 0
@@ -355,7 +359,8 @@ def test_person_leaving_carries_semantics(synthetic_video, tmp_path):
     frames[4:, :, :] = bg[:, :1].mean(axis=(0, 1)).astype(np.uint8)  # flat grey: nobody there
     p = tmp_path / "leaving.mkv"
     _write(p, frames)
-    bs, s = encode_video(p, size=S, gop=4, key_codec="hevc", fit_options=dict(key_iters=60, iters=30))
+    s = encode_video(p, size=S, gop=4, key_codec="hevc", fit_options=dict(key_iters=60, iters=30))
+    bs = s.bitstream
     assert s.undetected == 4 and bs.n_frames == 8 and len(bs.gops) == 2
     sem = bs.semantics()
     assert np.array_equal(sem[4:, :31], np.repeat(sem[3:4, :31], 4, 0))   # held at the last coded state
@@ -370,8 +375,9 @@ def test_encode_with_smplx_backend(synthetic_video, tmp_path):
     from engine.codec.container import from_bytes, to_bytes
     path, _, S = synthetic_video
     _write_synthetic_smplx(tmp_path / "SMPLX_NEUTRAL.npz", seed=2)
-    bs, s = encode_video(path, size=S, max_frames=3, key_codec="hevc", body_model="smplx",
+    s = encode_video(path, size=S, max_frames=3, key_codec="hevc", body_model="smplx",
                          body_model_path=str(tmp_path), fit_options=dict(key_iters=20, iters=10))
+    bs = s.bitstream
     assert bs.body_model == BODY_MODEL_IDS["smplx"] and bs.gops[0].key.betas.shape == (10,)
     back = from_bytes(to_bytes(bs))
     assert back.body_model == 2 and np.isfinite(back.semantics()).all()

@@ -16,7 +16,8 @@ import pytest
 from engine.evaluation import anchors
 
 from engine.evaluation import metrics
-from engine.cli import evaluate as ev
+from engine.evaluation import rd as ev
+from engine.evaluation import scoring
 from tests.test_decoder import BoxBody, make_stream
 
 
@@ -91,7 +92,7 @@ def test_eval_cli_writes_csv_and_plot(tmp_path, monkeypatch):
     from engine.codec.video import write_video
     from main import main
     monkeypatch.setattr(bm, "load_body_model", lambda name="anny", path=None, device=None: BoxBody())
-    monkeypatch.setattr(ev, "default_ihvc_encoder", fake_encoder)
+    monkeypatch.setattr(scoring, "default_ihvc_encoder", fake_encoder)
     monkeypatch.setattr(anchors, "DEFAULT_QPS", {"vvc": (44, 58), "x265": (40, 51), "svtav1": (50, 63)})
     video = tmp_path / "synthetic.mkv"
     write_video(video, clip(10), Fraction(25))

@@ -202,12 +202,12 @@ def test_refiner_in_decoder_matches_analytic_at_init():
     ref = LearnedRefiner(Generator(TINY))
     gop = bs.gops[0]
     rows = gop.frames[1:3]
-    st, r, verts, rot, trans, mo = dec.analyse(gop, rows)
-    out = ref.refine_decoder(dec, st, r, verts, rot, trans, mo)
+    fa = dec.analyse(gop, rows)
+    out = ref.refine_decoder(fa)
     expect = np.stack([dec.decode_frame(1), dec.decode_frame(2)])
     got = out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     assert got.shape == expect.shape and np.array_equal(got, expect)
-    assert r.mask.any()                                     # the body is in the picture
+    assert fa.raster.mask.any()                                     # the body is in the picture
 
 
 def test_shipped_generator_is_valid():

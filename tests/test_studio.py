@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QMessageBox
 import main as cli
 from engine.codec import container
 
-from .conftest import make_bitstream
+from .conftest import opaque_bitstream
 
 pytestmark = pytest.mark.timeout(60)
 SAMPLE = Path(__file__).resolve().parent.parent / "assets" / "sample.ihvc"
@@ -85,7 +85,7 @@ def test_corrupt_file_shows_error_and_keeps_document(studio, tmp_path, monkeypat
     shown = []
     monkeypatch.setattr(QMessageBox, "critical", lambda *a, **k: shown.append(a[2]))
     bad = tmp_path / "bad.ihvc"
-    data = bytearray(container.to_bytes(make_bitstream()))
+    data = bytearray(container.to_bytes(opaque_bitstream()))
     data[40:60] = b"\xff" * 20
     bad.write_bytes(bytes(data[:200]))
     doc = studio.adapter.doc
@@ -198,6 +198,7 @@ def test_export_video_and_semantics(studio, qtbot, tmp_path):
 
 def test_open_video_errors_and_cancel(studio, qtbot, monkeypatch):
     import threading
+    from types import SimpleNamespace
 
     import engine.analysis.encoder as enc
     from app import file_ops
@@ -228,7 +229,7 @@ def test_open_video_errors_and_cancel(studio, qtbot, monkeypatch):
     assert studio.adapter.doc is doc and len(shown) == 1
 
     def fine(path, progress=None, **k):
-        return make_bitstream(12), None
+        return SimpleNamespace(bitstream=opaque_bitstream(12))
     monkeypatch.setattr(enc, "encode_video", fine)
     task = file_ops.open_video(studio, "/tmp/ok.mp4")
     qtbot.waitUntil(lambda: studio.adapter.doc is not doc, timeout=10000)

@@ -1,6 +1,6 @@
 """Encode a video of one person into an IHVC Bitstream.
 
-    encode_video(path, ...) -> (Bitstream, EncodeSummary)
+    encode_video(path, ...) -> EncodeResult (the Bitstream, its rate, fit error, speed; the analysis on request)
 
 Pipeline: read_video (square working frames) -> MediaPipe Holistic landmarks
 (engine.analysis.landmarks) -> body-model fit per group of pictures
@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from engine.codec.bitstream import Bitstream, GroupOfPictures
+from engine.codec.rate import Rate, rate_of, with_sizes
 from engine.errors import InputError
 from engine.codec.semantics import KeySemantics, QuantSpec, snap
 
@@ -28,27 +29,35 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclass
-class EncodeSummary:
-    frames: int
-    width: int
-    height: int
-    gops: int
-    bits_per_frame: dict            # key_picture, key_semantics, semantics, camera, header, total
-    kbps_25: float                  # total bits per frame x 25 / 1000
+class EncodeAnalysis:
+    """What the encoder worked from, for benchmarks, overlays and training caches."""
+    landmarks: object               # engine.analysis.landmarks.Landmarks of the whole clip
+    fits: list                      # engine.analysis.fit.FitResult per group of pictures
+    frames: np.ndarray              # N x H x W x 3 uint8 working frames
+    camera: list                    # per group: n x 3 camera semantics (empty without the camera group)
+    starts: list                    # first frame of each group
+    model: object                   # the engine.synthesis.body.BodyModel that was fitted
+
+
+@dataclass
+class EncodeResult:
+    bitstream: Bitstream
+    rate: Rate                      # engine.codec.rate: every byte counted in one part
     encode_fps: float
     seconds: float
     undetected: int                 # frames without a detected person (semantics carried)
     fit_error_px: tuple = (float("nan"), float("nan"))    # mean, p90 (fused landmarks, snapped semantics)
     timings: dict = field(default_factory=dict)
+    analysis: EncodeAnalysis | None = None                # with ``keep_analysis=True``
 
     def lines(self) -> list[str]:
-        b = self.bits_per_frame
+        bs, r = self.bitstream, self.rate
         return [
-            f"frames: {self.frames} ({self.width}x{self.height}), groups of pictures: {self.gops}",
-            f"bits per frame: total {b['total']:.1f} = key picture {b['key_picture']:.1f} + semantics "
-            f"{b['semantics']:.1f} + camera {b['camera']:.1f} + key semantics {b['key_semantics']:.1f} "
-            f"+ header {b['header']:.1f}",
-            f"rate: {self.kbps_25:.2f} kbps at 25 fps",
+            f"frames: {bs.n_frames} ({bs.width}x{bs.height}), key pictures: {len(bs.gops)}",
+            f"bits per frame: total {r.total_bpf:.1f} = key pictures {r.key_picture_bpf:.1f} + semantics "
+            f"{r.semantics_bpf:.1f} + camera {r.camera_bpf:.1f} + key semantics {r.key_semantics_bpf:.1f} "
+            f"+ headers {r.header_bpf:.1f}",
+            f"rate: {r.rate_text()}",
             f"fit error: mean {self.fit_error_px[0]:.2f} px, p90 {self.fit_error_px[1]:.2f} px",
             f"frames without a detected person: {self.undetected}",
             f"encode speed: {self.encode_fps:.1f} frames/s ({self.seconds:.1f} s)",
@@ -105,9 +114,9 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
                  max_frames: int | None = None, region=None, camera: bool = True,
                  progress: Progress | None = None, body_model: str = "anny", body_model_path: str | None = None,
                  device: str | None = None, quant: QuantSpec | None = None, hold: float = 0.3,
-                 fit_options: dict | None = None, return_analysis: bool = False):
-    """Encode ``path``; returns (Bitstream, EncodeSummary) (plus the analysis dict if
-    ``return_analysis``: landmarks, fits, frames, camera — for benchmarks and overlays).
+                 fit_options: dict | None = None, keep_analysis: bool = False) -> EncodeResult:
+    """Encode ``path`` into an :class:`EncodeResult` (with the :class:`EncodeAnalysis` if
+    ``keep_analysis``: landmarks, fits, frames, camera, for benchmarks and overlays).
     ``hold``: rate-aware snapping (see ``sticky_snap``); ``fit_options``: keyword
     arguments for engine.analysis.fit.fit_sequence (iterations, weights).
 
@@ -117,7 +126,6 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
     from engine.analysis.landmarks import detect_landmarks
     from engine.synthesis.body import load_body_model
     from engine.analysis.camera_motion import estimate_camera_motion
-    from engine.codec.container import from_bytes, semantic_bits_by_group, to_bytes
     from engine.codec.keypicture import QP_RANGE, encode_key_picture
     from engine.codec.video import read_video
 
@@ -205,34 +213,18 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
 
     bs = Bitstream(width=W, height=H, fps=clip.fps, quant=quant, body_model=model.model_id,
                    has_camera=has_cam, gops=gops)
-    data = to_bytes(bs)
-    sizes = from_bytes(data).sizes
-    bs.sizes = sizes
+    bs.sizes = with_sizes(bs).sizes          # the section sizes the writer produces, on the bitstream itself
+    rate = rate_of(bs)
     seconds = time.perf_counter() - t0
-    fsem_bits = 8.0 * sizes.get("FSEM", 0)
-    by_group = semantic_bits_by_group(bs)
-    ideal = sum(by_group.values()) or 1.0
-    cam_bits = fsem_bits * by_group.get("camera", 0.0) / ideal
-    bpf = {
-        "key_picture": 8.0 * sizes.get("KPIC", 0) / N,
-        "key_semantics": 8.0 * sizes.get("KSEM", 0) / N,
-        "semantics": (fsem_bits - cam_bits) / N,
-        "camera": cam_bits / N,
-        "header": 8.0 * (sizes.get("header", 0) + sizes.get("SEQH", 0) + sizes.get("END_", 0)) / N,
-    }
-    bpf["total"] = 8.0 * len(data) / N
     e = np.concatenate(errs) if errs else np.zeros(0)
-    summary = EncodeSummary(
-        frames=N, width=W, height=H, gops=len(gops), bits_per_frame=bpf, kbps_25=bpf["total"] * 25 / 1000,
-        encode_fps=N / seconds if seconds > 0 else float("inf"), seconds=seconds,
+    analysis = EncodeAnalysis(landmarks=lm, fits=fits, frames=frames, camera=cams, starts=starts,
+                              model=model) if keep_analysis else None
+    return EncodeResult(
+        bitstream=bs, rate=rate, encode_fps=N / seconds if seconds > 0 else float("inf"), seconds=seconds,
         undetected=int((~lm.detected).sum()),
         fit_error_px=(float(e.mean()) if e.size else float("nan"),
                       float(np.percentile(e, 90)) if e.size else float("nan")),
-        timings=timings)
-    if return_analysis:
-        return bs, summary, {"landmarks": lm, "fits": fits, "frames": frames, "camera": cams,
-                             "starts": starts, "model": model}
-    return bs, summary
+        timings=timings, analysis=analysis)
 
 
 def _carry_fit(prev, sub, lm, model, device, source):

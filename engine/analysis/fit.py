@@ -36,6 +36,7 @@ import torch
 from engine.synthesis.body import LANDMARK_NAMES, BodyModel
 from engine.synthesis.camera import axis_angle_to_matrix, project
 from engine.errors import InputError
+from engine.synthesis.device import resolve_device
 from engine.codec.semantics import N_INHERITED_JOINTS, BODY_JOINTS
 from engine.analysis.landmarks import (FACE_LEFT_EYE, FACE_NOSE, FACE_RIGHT_EYE, HAND_LANDMARKS, POSE_LANDMARKS,
                         Landmarks)
@@ -300,7 +301,7 @@ def fit_sequence(lm: Landmarks, model: BodyModel, key_index: int = 0, *, key_ite
 
     Raises InputError when no frame has a person.
     """
-    device = torch.device(device or "cpu")
+    device = resolve_device(device)
     N = lm.n_frames
     if N == 0 or not lm.detected.any():
         raise InputError(f"no person detected in {source}")

@@ -55,9 +55,9 @@ def clip_analysis(data: str, max_frames: int | None) -> tuple:
     if clips:
         from engine.analysis.encoder import encode_video
         for clip in clips:
-            _, _, an = encode_video(clip, max_frames=max_frames, camera=True, return_analysis=True)
-            fit = an["fits"][0]
-            values = np.concatenate([fit.semantics(), an["camera"][0]], 1)
+            an = encode_video(clip, max_frames=max_frames, camera=True, keep_analysis=True).analysis
+            fit = an.fits[0]
+            values = np.concatenate([fit.semantics(), an.camera[0]], 1)
             out.append((clip.name, values, fit.body_pose[0].copy(), np.asarray(fit.betas, float),
                         np.asarray(fit.focal, float)))
     else:

@@ -57,7 +57,7 @@ def _synthetic_bitstream(frames: np.ndarray, fps) -> "Bitstream":  # noqa: F821
 
 def _bitstream(frames, fps, path):
     try:
-        from engine.cli.evaluate import default_ihvc_encoder
+        from engine.evaluation.scoring import default_ihvc_encoder
         return default_ihvc_encoder(frames, fps, 37, path=path), "engine.analysis.encoder (VVC key QP 37)"
     except ImportError:
         return _synthetic_bitstream(frames, fps), "synthetic semantics (engine.analysis.encoder not available)"

@@ -60,21 +60,22 @@ def run(args) -> int:
     for path, region in _clips(data):
         mf = args.max_frames if args.max_frames else (TAICHI_DEFAULT_FRAMES if region else None)
         c0 = time.process_time()
-        bs, s, an = encode_video(path, max_frames=mf, region=region, device=args.device, return_analysis=True)
+        s = encode_video(path, max_frames=mf, region=region, device=args.device, keep_analysis=True)
+        bs, an = s.bitstream, s.analysis
         cpu = time.process_time() - c0
-        lm, model, frames = an["landmarks"], an["model"], an["frames"]
-        fit = an["fits"][0]
+        lm, model, frames = an.landmarks, an.model, an.frames
+        fit = an.fits[0]
         sem = bs.semantics()
         fused = fit_errors(model, fit, lm, semantics=sem) if bs.n_frames == fit.n_frames else np.zeros(0)
         pose = fit_errors(model, fit, lm, semantics=sem, targets="pose")
         cam = sem[:, 31:34]
         raw, comp = alignment_error(frames, cam, lm.masks)
-        b = s.bits_per_frame
+        r = s.rate
         rows.append({
-            "clip": path.stem + (" (top)" if region else ""), "frames": s.frames,
+            "clip": path.stem + (" (top)" if region else ""), "frames": bs.n_frames,
             "fused": (fused.mean(), np.percentile(fused, 90)), "pose": (pose.mean(), np.percentile(pose, 90)),
-            "sem": b["semantics"] + b["camera"], "cam_bits": b["camera"], "total": b["total"],
-            "align": (raw, comp), "fps": s.encode_fps, "cpu_fps": s.frames / cpu, "undet": s.undetected,
+            "sem": r.semantics_bpf + r.camera_bpf, "cam_bits": r.camera_bpf, "total": r.total_bpf,
+            "align": (raw, comp), "fps": s.encode_fps, "cpu_fps": bs.n_frames / cpu, "undet": s.undetected,
             "t": s.timings, "ted": region is None,
         })
         if overlays < 2 and (overlays == 0 or region is not None):

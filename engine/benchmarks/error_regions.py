@@ -35,9 +35,9 @@ def error_by_region(dec, frames: np.ndarray) -> dict[str, tuple[float, float]]:
     acc = {k: [0.0, 0.0] for k in REGIONS}
     for g in dec.bs.gops:
         rows = g.frames
-        analysis = dec.analyse(g, rows)
-        _, r, *_, mo = analysis
-        out = dec.render(analysis).astype(np.float32)
+        fa = dec.analyse(g, rows)
+        r, mo = fa.raster, fa.motion
+        out = dec.render(fa).astype(np.float32)
         ref = frames[g.start:g.start + g.n_frames].astype(np.float32)
         err = ((out - ref) ** 2).mean(-1)
         body = r.mask.cpu().numpy()
@@ -62,9 +62,10 @@ def run(args) -> dict:
              "|---|---|" + "---|" * len(REGIONS)]
     out = {}
     for path in clips:
-        bs, _s, an = encode_video(path, key_qp=KEY_QP, gop=GOP, max_frames=getattr(args, "max_frames", None),
-                                  return_analysis=True)
-        acc = error_by_region(Decoder(bs, device=getattr(args, "device", None)), an["frames"])
+        res = encode_video(path, key_qp=KEY_QP, gop=GOP, max_frames=getattr(args, "max_frames", None),
+                                  keep_analysis=True)
+        bs = res.bitstream
+        acc = error_by_region(Decoder(bs, device=getattr(args, "device", None)), res.analysis.frames)
         n_all = sum(n for n, _ in acc.values())
         se_all = sum(se for _, se in acc.values())
         psnr = lambda se, n: 10 * np.log10(255.0 ** 2 * n / se) if se > 0 else float("inf")  # noqa: E731

@@ -40,6 +40,8 @@ def run(args) -> int:
         raise InputError(f"output must be an .ihvc file, got {out.name}")
     if out.exists() and out.is_dir():
         raise InputError(f"output is a folder: {out}")
+    from engine.fileio import refuse_same_file
+    refuse_same_file(out, args.input)
     progress = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
@@ -54,13 +56,13 @@ def run(args) -> int:
             b.refresh()
             if done >= total:
                 b.close()
-    bs, summary = encode_video(
+    res = encode_video(
         args.input, key_codec=args.key_codec, key_qp=args.key_qp, gop=args.gop, size=args.size,
         max_frames=args.max_frames, region=args.region, camera=not args.no_camera, progress=progress,
         body_model=args.body_model, body_model_path=args.body_model_path, device=args.device)
-    n = write(bs, out)
+    n = write(res.bitstream, out)
     if not args.quiet:
         print(f"wrote {out} ({n} bytes)")
-        for line in summary.lines():
+        for line in res.lines():
             print(line)
     return 0

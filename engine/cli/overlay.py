@@ -52,11 +52,12 @@ def run(args) -> int:
         frames, fps = clip.frames, clip.fps
     else:
         from engine.analysis.encoder import encode_video
-        bs, _, analysis = encode_video(args.input, size=args.size, max_frames=args.max_frames, region=region,
+        res = encode_video(args.input, size=args.size, max_frames=args.max_frames, region=region,
                                        camera=False, body_model=args.body_model,
-                                       body_model_path=args.body_model_path, return_analysis=True)
+                                       body_model_path=args.body_model_path, keep_analysis=True)
+        bs = res.bitstream
         model = load_body_model(args.body_model, args.body_model_path)
-        frames, fps = analysis["frames"], bs.fps
+        frames, fps = res.analysis.frames, bs.fps
     it = bitstream_overlay_frames(bs, frames, model, alpha=args.alpha)
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm

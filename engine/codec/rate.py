@@ -1,13 +1,16 @@
-"""Rate figures of a bitstream for the studio's bitstream panel (Qt-free).
+"""The one rate accounting: what every byte of a bitstream is spent on (Qt-free).
 
-    file_stats(bs)                      -> BitstreamStats   (the figures ``python main.py inspect --json`` prints)
-    pending_change(bs, edited, stats)   -> SizeChange       (what saving the edited semantics would change)
+    rate_of(bs)                         -> Rate          (encode's summary, ``inspect`` and the studio's panel)
+    summarize(bs)                       -> dict          (what ``python main.py inspect --json`` prints)
+    pending_change(bs, edited, rate)    -> SizeChange    (what saving edited semantics would change)
 
-The figures come from ``engine.cli.inspect.summarize`` itself, so the panel and
-``inspect`` can never disagree. The size of pending edits is not estimated: the
-semantics coder is adaptive (context counts follow the whole clip), so the only
-exact answer is to code the edited semantics with the real container writer, in
-memory, and count bytes. That costs about 25 ms per 1,000 frames.
+Every byte of the file is counted in exactly one part: key-picture payloads (the intra
+codec's bytes), key semantics (KSEM), per-frame semantics (FSEM, split into the camera
+group and the rest by the coder's ideal code length per dimension), and headers (magic,
+sequence header, section framing and checksums, key-picture headers, end). The size of
+pending edits is not estimated: the semantics coder is adaptive (context counts follow the
+whole clip), so the only exact answer is to code the edited semantics with the real
+container writer, in memory, and count bytes (about 25 ms per 1,000 frames).
 """
 from __future__ import annotations
 
@@ -18,28 +21,50 @@ import numpy as np
 from engine.codec import container
 from engine.codec.bitstream import Bitstream
 
-REFERENCE_FPS = 25.0      # inspect reports kbps at 25 fps too: the paper's rate tables use 25 fps
+REFERENCE_FPS = 25.0      # rates are also given at 25 fps: the paper's rate tables use 25 fps
 
 
 @dataclass(frozen=True)
-class BitstreamStats:
-    """A file's size and rate. Bits per frame count every byte of the file in one part."""
+class Rate:
+    """A bitstream's size and rate; the *_bpf parts are bits per frame and add up to ``total_bpf``."""
     frames: int
     fps: float
     bytes: int
     key_picture_bpf: float      # key-picture payloads
-    semantics_bpf: float        # everything else: headers, checksums, key + per-frame semantics
-    camera_bpf: float           # the coded camera group (part of semantics_bpf)
-    total_bpf: float
-    kbps_at_file_fps: float
-    kbps_at_25fps: float
+    key_semantics_bpf: float    # the key frames' semantics (KSEM)
+    semantics_bpf: float        # coded per-frame semantics (FSEM) other than the camera group
+    camera_bpf: float           # the camera group's share of FSEM
+    header_bpf: float           # magic, sequence header, framing, checksums, key-picture headers
+    per_group_bpf: dict         # coded per-frame semantics by group (pose, rot, trans, loc, camera)
 
-    @classmethod
-    def from_summary(cls, info: dict) -> "BitstreamStats":
-        b = info["bits_per_frame"]
-        return cls(frames=info["frames"], fps=info["fps"], bytes=info["bytes"], key_picture_bpf=b["key_picture"],
-                   semantics_bpf=b["semantics"], camera_bpf=b["camera"], total_bpf=b["total"],
-                   kbps_at_file_fps=info["kbps_at_file_fps"], kbps_at_25fps=info["kbps_at_25fps"])
+    @property
+    def total_bpf(self) -> float:
+        return 8.0 * self.bytes / self.frames
+
+    @property
+    def side_bpf(self) -> float:
+        """Everything but the key pictures: what the semantics cost with their headers."""
+        return self.total_bpf - self.key_picture_bpf
+
+    @property
+    def kbps_at_file_fps(self) -> float:
+        return self.total_bpf * self.fps / 1000.0
+
+    @property
+    def kbps_at_25fps(self) -> float:
+        return self.total_bpf * REFERENCE_FPS / 1000.0
+
+    def parts(self) -> dict:
+        return {"key_picture": self.key_picture_bpf, "key_semantics": self.key_semantics_bpf,
+                "semantics": self.semantics_bpf, "camera": self.camera_bpf, "header": self.header_bpf,
+                "total": self.total_bpf}
+
+    def rate_text(self) -> str:
+        """The rate, once: at the file's frame rate, and at 25 fps only when that differs."""
+        text = f"{self.kbps_at_file_fps:.2f} kbps at {self.fps:g} fps"
+        if abs(self.fps - REFERENCE_FPS) > 1e-9:
+            text += f" ({self.kbps_at_25fps:.2f} kbps at 25 fps)"
+        return text
 
 
 def with_sizes(bs: Bitstream) -> Bitstream:
@@ -52,9 +77,40 @@ def with_sizes(bs: Bitstream) -> Bitstream:
     return container.from_bytes(container.to_bytes(bs))
 
 
-def file_stats(bs: Bitstream) -> BitstreamStats:
-    from engine.cli.inspect import summarize      # inspect's own helper: identical figures by construction
-    return BitstreamStats.from_summary(summarize(with_sizes(bs)))
+def rate_of(bs: Bitstream) -> Rate:
+    """Where the bits of ``bs`` go (coded in memory first when it was never read from a file)."""
+    bs = with_sizes(bs)
+    n = bs.n_frames
+    sizes = bs.sizes
+    total = sum(sizes.values())
+    key_payload = sum(len(g.key_picture.payload) for g in bs.gops)
+    ksem = sizes.get("KSEM", 0)
+    fsem_bits = 8.0 * sizes.get("FSEM", 0)
+    groups = container.semantic_bits_by_group(bs)           # ideal code lengths, scaled to the real FSEM bits
+    scale = fsem_bits / (sum(groups.values()) or 1.0)
+    per_group = {k: v * scale / n for k, v in groups.items()}
+    camera = per_group.get("camera", 0.0)
+    return Rate(frames=n, fps=float(bs.fps), bytes=total, key_picture_bpf=8.0 * key_payload / n,
+                key_semantics_bpf=8.0 * ksem / n, semantics_bpf=fsem_bits / n - camera, camera_bpf=camera,
+                header_bpf=8.0 * (total - key_payload - ksem - sizes.get("FSEM", 0)) / n, per_group_bpf=per_group)
+
+
+def summarize(bs: Bitstream) -> dict:
+    """What ``inspect`` prints, as a dict (JSON-ready)."""
+    bs = with_sizes(bs)
+    r = rate_of(bs)
+    return {
+        "format_version": container.VERSION, "width": bs.width, "height": bs.height, "frames": r.frames,
+        "fps": r.fps, "fps_rational": f"{bs.fps.numerator}/{bs.fps.denominator}",
+        "body_model": container.body_model_name(bs), "camera_group": bs.has_camera,
+        "key_frames": bs.key_frames,
+        "quantization": dict(zip(("pose", "rot", "trans", "loc", "camera"), bs.quant.as_tuple())),
+        "key_pictures": [{"frame": g.start, "codec": g.key_picture.codec_name, "qp": g.key_picture.qp,
+                          "bytes": len(g.key_picture.payload)} for g in bs.gops],
+        "sections": dict(bs.sizes), "bytes": r.bytes,
+        "bits_per_frame": {**r.parts(), "per_group": r.per_group_bpf},
+        "kbps_at_25fps": r.kbps_at_25fps, "kbps_at_file_fps": r.kbps_at_file_fps,
+    }
 
 
 def encoded_bytes(bs: Bitstream, semantics: np.ndarray | None = None) -> int:
@@ -85,11 +141,11 @@ class SizeChange:
         return f"{self.delta_bytes:+d} bytes ({self.delta_kbps:+.1f} kbps)"
 
 
-def pending_change(bs: Bitstream, edited: np.ndarray, stats: BitstreamStats | None = None) -> SizeChange:
+def pending_change(bs: Bitstream, edited: np.ndarray, rate: Rate | None = None) -> SizeChange:
     """What writing ``edited`` (N, D) over ``bs`` would change in size, against the file's bytes.
 
-    ``stats`` are ``file_stats(bs)`` when the caller has them (saves coding ``bs`` again).
+    ``rate`` is ``rate_of(bs)`` when the caller has it (saves coding ``bs`` again).
     Raises engine.errors.InputError when the values cannot be coded (NaN, out of range).
     """
-    stats = stats or file_stats(bs)
-    return SizeChange(stats.bytes, encoded_bytes(bs, edited), stats.frames, stats.fps)
+    rate = rate or rate_of(bs)
+    return SizeChange(rate.bytes, encoded_bytes(bs, edited), rate.frames, rate.fps)

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -37,8 +38,9 @@ import torch
 from engine.codec.bitstream import BODY_MODEL_NAMES, Bitstream, GroupOfPictures
 from engine.synthesis.camera import project, to_world
 from engine.errors import IHVCError, InputError
-from engine.synthesis.motion import analytic_frame, analytic_motion, person_mask
-from engine.synthesis.raster import rasterize
+from engine.synthesis.device import resolve_device
+from engine.synthesis.motion import Motion, analytic_frame, analytic_motion, person_mask
+from engine.synthesis.raster import Raster, rasterize
 from engine.codec.semantics import FrameSemantics
 
 
@@ -61,15 +63,38 @@ class KeyState:
     betas: torch.Tensor | None
     tol: float
     person: torch.Tensor | None = None
+    _mesh_of: object = field(default=None, repr=False, compare=False)    # () -> key mesh image, from the decoder
+
+    @cached_property
+    def mesh(self) -> torch.Tensor:
+        """1 x 6 x H x W mesh image of the key frame (engine.synthesis.mesh_image), computed on first use."""
+        return self._mesh_of()
 
 
-def default_device(device=None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("CUDA was asked for but is not available on this machine: use --device cpu")
-    return dev
+@dataclass
+class FrameAnalysis:
+    """The per-frame work before synthesis (:meth:`Decoder.analyse`), for a batch of B frames of one GOP.
+
+    The refiner (engine.synthesis.refiner) and training (engine.training.dataset) take it as it is,
+    so their inputs are the decoder's own.
+    """
+    key: KeyState
+    raster: Raster                  # the frame meshes rasterized
+    vertices: torch.Tensor          # B x V x 3 body-frame vertices
+    rot: torch.Tensor               # B x 3
+    trans: torch.Tensor             # B x 3
+    motion: Motion                  # backward map to the key picture, visibility, holes
+    _mesh_of: object = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def world(self) -> torch.Tensor:
+        """B x V x 3 world-space vertices."""
+        return to_world(self.vertices, self.rot, self.trans)
+
+    @cached_property
+    def mesh(self) -> torch.Tensor:
+        """B x 6 x H x W mesh image of the frames (engine.synthesis.mesh_image), computed on first use."""
+        return self._mesh_of(self)
 
 
 def _oriented_faces(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -90,7 +115,7 @@ class Decoder:
     cull_backfaces: rasterize front faces only (about 40 % faster; needs a closed body mesh)
     batch:      frames per batch in :meth:`iter_frames` (default 1 on CPU, 8 on CUDA)
     refiner:    optional learned refiner (engine.synthesis.refiner.LearnedRefiner or any object with
-                ``refine_decoder(dec, st, raster, verts, rot, trans, motion) -> B x 3 x H x W``) used
+                ``refine_decoder(FrameAnalysis) -> B x 3 x H x W``) used
                 instead of the plain analytic warp; None = the training-free analytic decoder
     fill_disocclusions: background that the person hid in the key frame (``Motion.hole``) is filled
                 smoothly from the surrounding background instead of showing the key frame's person
@@ -104,7 +129,7 @@ class Decoder:
                  batch: int | None = None, cache_gops: int = 4, refiner=None, fill_disocclusions: bool = True,
                  size: tuple[int, int] | None = None):
         self.bs = bitstream
-        self.device = default_device(device)
+        self.device = resolve_device(device)
         self.dtype = torch.float32
         if body_model is None:
             name = BODY_MODEL_NAMES.get(bitstream.body_model)
@@ -115,7 +140,8 @@ class Decoder:
         self.body = body_model
         faces = torch.as_tensor(np.asarray(body_model.faces), dtype=torch.int64, device=self.device)
         self.faces = faces
-        self._faces_oriented = None
+        self._faces_oriented = None         # set from the first key mesh (faces_oriented)
+        self._face_parts = None
         self.cull = cull_backfaces
         # CPU: one frame at a time is as fast per frame and peaks ~140 MB lower than batches of 4.
         self.batch = max(1, int(batch)) if batch is not None else (8 if self.device.type == "cuda" else 1)
@@ -141,6 +167,36 @@ class Decoder:
                        size=size)
 
     # -- body model -----------------------------------------------------------------------
+    @property
+    def faces_oriented(self) -> torch.Tensor:
+        """F x 3 faces wound outwards (counter-clockwise seen from outside), as rasterized."""
+        if self._faces_oriented is None:
+            verts = self._vertices(np.zeros((1, 21, 3)), None)
+            self._faces_oriented = _oriented_faces(verts[0], self.faces)
+        return self._faces_oriented
+
+    @property
+    def face_parts(self) -> torch.Tensor:
+        """F body-part ids (engine.synthesis.mesh_image.face_parts) for the mesh images."""
+        if self._face_parts is None:
+            from engine.synthesis.mesh_image import face_parts
+            try:
+                labels = self.body.part_labels()
+            except (NotImplementedError, AttributeError):
+                labels = np.zeros(int(self.faces.max()) + 1, np.int64)
+            self._face_parts = face_parts(labels, self.faces_oriented)
+        return self._face_parts
+
+    def _key_mesh(self, st: KeyState) -> torch.Tensor:
+        from engine.synthesis.mesh_image import key_mesh_image
+        with torch.no_grad():
+            return key_mesh_image(st, self.faces_oriented, self.face_parts, self.height, self.width, self.cull)
+
+    def _frame_mesh(self, fa: FrameAnalysis) -> torch.Tensor:
+        from engine.synthesis.mesh_image import mesh_image
+        with torch.no_grad():
+            return mesh_image(fa.raster, fa.world, self.faces_oriented, self.face_parts, fa.trans[:, 2])
+
     def _vertices(self, body_pose: np.ndarray, betas: torch.Tensor | None) -> torch.Tensor:
         """body_pose B x 21 x 3 -> vertices B x V x 3 (body frame)."""
         pose = torch.as_tensor(np.asarray(body_pose), dtype=self.dtype, device=self.device)
@@ -188,6 +244,7 @@ class Decoder:
         image = torch.as_tensor(rgb, device=self.device).permute(2, 0, 1)[None].to(self.dtype)
         st = KeyState(rgb=rgb, image=image, world=world, depth=r.depth, trans=trans, loc=loc, focal=focal,
                       betas=betas, tol=float(0.015 * ext), person=person_mask(r.mask))
+        st._mesh_of = lambda: self._key_mesh(st)
         self._cache[gop.start] = st
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -200,9 +257,8 @@ class Decoder:
             raise InputError(f"semantics must be 31 or 34 finite values, got shape {a.shape}")
         return a
 
-    def analyse(self, gop: GroupOfPictures, rows: np.ndarray):
-        """The per-frame work before synthesis, for rows (B x D semantics of frames of one GOP):
-        (KeyState, frame Raster, body-frame vertices B x V x 3, rot B x 3, trans B x 3, Motion).
+    def analyse(self, gop: GroupOfPictures, rows: np.ndarray) -> FrameAnalysis:
+        """The per-frame work before synthesis, for rows (B x D semantics of frames of one GOP).
         Training (engine/training/dataset.py) uses exactly this, so its inputs cannot drift."""
         st = self.key_state(gop)
         B = rows.shape[0]
@@ -219,21 +275,21 @@ class Decoder:
             r = rasterize(xy, d, self._faces_oriented, self.height, self.width, cull_backfaces=self.cull)
             mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
                                  camera=camera, tol=st.tol, key_mask=st.person if self.fill_disocclusions else None)
-        return st, r, verts, rot, trans, mo
+        return FrameAnalysis(key=st, raster=r, vertices=verts, rot=rot, trans=trans, motion=mo,
+                             _mesh_of=self._frame_mesh)
 
     def _synthesize(self, gop: GroupOfPictures, rows: np.ndarray) -> np.ndarray:
         """rows: B x D semantics of frames of one GOP -> B x H x W x 3 uint8."""
         return self.render(self.analyse(gop, rows))
 
-    def render(self, analysis) -> np.ndarray:
+    def render(self, fa: FrameAnalysis) -> np.ndarray:
         """The frames of an :meth:`analyse` result, B x H x W x 3 uint8 (for callers that also
         need the analysis itself, e.g. ``bench --regions``)."""
-        st, r, verts, rot, trans, mo = analysis
         with torch.no_grad():
             if self.refiner is not None:
-                out = self.refiner.refine_decoder(self, st, r, verts, rot, trans, mo)
+                out = self.refiner.refine_decoder(fa)
             else:
-                out = analytic_frame(st.image, mo)
+                out = analytic_frame(fa.key.image, fa.motion)
             out = out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return out.cpu().numpy()
 
@@ -307,7 +363,7 @@ def open_decoder(bitstream: Bitstream, device=None, analytic: bool = False, chec
     name = BODY_MODEL_NAMES.get(bitstream.body_model)
     if body_model_path is not None or name == "smplx":
         from engine.synthesis.body import body_model_for_id
-        body = body_model_for_id(bitstream.body_model, body_model_path, str(default_device(device)))
+        body = body_model_for_id(bitstream.body_model, body_model_path, str(resolve_device(device)))
     refiner, note = None, ""
     if not analytic:
         from engine.synthesis.refiner import DEFAULT_CHECKPOINT, load_refiner

@@ -125,11 +125,12 @@ def build_cache(spec: ClipSpec, log=print, device="cpu") -> Path:
             bs = container.read(tmp / "bitstream.ihvc")
         else:
             from engine.analysis.encoder import encode_video
-            bs, _s, ana = encode_video(str(spec.path), key_codec="vvc", key_qp=spec.key_qp, gop=spec.gop,
+            res = encode_video(str(spec.path), key_codec="vvc", key_qp=spec.key_qp, gop=spec.gop,
                                        size=spec.size, max_frames=spec.max_frames, region=spec.region,
-                                       return_analysis=True)
+                                       keep_analysis=True)
+            bs = res.bitstream
             container.write(bs, tmp / "bitstream.ihvc")
-            np.save(tmp / "frames.npy", np.asarray(ana["frames"])[:bs.n_frames])
+            np.save(tmp / "frames.npy", np.asarray(res.analysis.frames)[:bs.n_frames])
         frames = np.load(tmp / "frames.npy", mmap_mode="r")
         N = min(len(frames), bs.n_frames)
         _analyse_into(tmp, bs, N, device)
@@ -153,16 +154,10 @@ def build_cache(spec: ClipSpec, log=print, device="cpu") -> Path:
 
 def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
     """The analytic decoder's per-frame inputs of every non-key frame, into memory-mapped arrays."""
-    from engine.synthesis.camera import to_world
     from engine.synthesis.decoder import Decoder
-    from engine.synthesis.refiner import face_parts, key_mesh_image, mesh_image
     from engine.synthesis.motion import analytic_frame, hole_of
     H, W = bs.height, bs.width
     dec = Decoder(bs, device=device)
-    try:
-        labels = dec.body.part_labels()
-    except (NotImplementedError, AttributeError):
-        labels = np.zeros(int(dec.faces.max()) + 1, np.int64)
     mm = np.lib.format.open_memmap
     grid = mm(folder / "grid.npy", "w+", np.float16, (N, H, W, 2))
     flags = mm(folder / "flags.npy", "w+", np.uint8, (N, H, W))
@@ -170,24 +165,21 @@ def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
     mesh = mm(folder / "mesh.npy", "w+", np.float16, (N, 6, H, W))
     base = mm(folder / "base.npy", "w+", np.uint8, (N, H, W, 3))
     keys = {}
-    fparts = None
     for gop in bs.gops:
         if gop.start >= N:
             break
         st = dec.key_state(gop)
-        if fparts is None:
-            fparts = face_parts(labels, dec._faces_oriented)
         keys[f"key_{gop.start}"] = st.rgb
-        keys[f"mesh_{gop.start}"] = key_mesh_image(dec, st, fparts)[0].numpy().astype(np.float16)
+        keys[f"mesh_{gop.start}"] = st.mesh[0].numpy().astype(np.float16)
         base[gop.start] = st.rgb
         idx = list(range(gop.start + 1, min(gop.start + gop.n_frames, N)))
         for c in range(0, len(idx), 4):
             chunk = idx[c:c + 4]
             rows = np.stack([gop.frames[i - gop.start] for i in chunk])
-            st, r, verts, rot, trans, mo = dec.analyse(gop, rows)      # the decoder's own inputs: no drift
+            fa = dec.analyse(gop, rows)          # the decoder's own inputs: no drift
+            mo, mi = fa.motion, fa.mesh
             with torch.no_grad():
-                mi = mesh_image(r, to_world(verts, rot, trans), dec._faces_oriented, fparts, trans[:, 2])
-                img = analytic_frame(st.image, mo).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+                img = analytic_frame(fa.key.image, mo).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
             hole = hole_of(mo)
             hole = hole.numpy() if hole is not None else np.zeros((len(chunk), H, W), bool)
             sl = slice(chunk[0], chunk[-1] + 1)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as Fn
 
 from engine.errors import IHVCError, InputError
+from engine.synthesis.device import resolve_device
 from engine.fileio import atomic_path
 from engine.synthesis import checkpoint as ckpt
 from engine.training.dataset import ClipData, PairSampler, build_cache, clip_spec, find_clips, validation_frames
@@ -52,9 +53,7 @@ def dist_setup(device: str | None):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    want_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    if want_cuda and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for but CUDA is not available here")
+    want_cuda = resolve_device(device).type == "cuda"       # one rule: CUDA when available unless told
     dev = torch.device(f"cuda:{local}" if want_cuda else "cpu")
     if want_cuda:
         torch.cuda.set_device(dev)

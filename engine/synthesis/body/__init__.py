@@ -56,10 +56,10 @@ from __future__ import annotations
 
 import threading
 
-import torch
 
 from engine.codec.bitstream import BODY_MODEL_IDS
 from engine.errors import InputError
+from engine.synthesis.device import resolve_device
 from engine.synthesis.body.base import JOINT_NAMES, LANDMARK_NAMES, BodyModel, BodyOutput  # noqa: F401 (the package's API)
 from engine.synthesis.body.anny import ANNY_PHENOTYPES, AnnyBody, default_anny_cache_dir  # noqa: F401
 from engine.synthesis.body.smplx import SMPLXBody  # noqa: F401
@@ -71,7 +71,7 @@ _CACHE_LOCK = threading.Lock()
 def load_body_model(name: str = "anny", path: str | None = None, device: str | None = None) -> BodyModel:
     """The body model ``name`` ("anny" or "smplx"), cached per (name, path, device)."""
     name = (name or "anny").lower()
-    dev = str(torch.device(device or "cpu"))
+    dev = str(resolve_device(device))
     key = (name, str(path) if path else None, dev)
     with _CACHE_LOCK:
         model = _CACHE.get(key)

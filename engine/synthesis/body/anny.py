@@ -9,6 +9,7 @@ import torch
 
 from engine.codec.bitstream import BODY_MODEL_IDS
 from engine.errors import InputError
+from engine.synthesis.device import resolve_device
 from engine.synthesis.body.base import LANDMARK_NAMES, BodyModel, BodyOutput
 from engine.synthesis.camera import axis_angle_to_matrix
 from engine.codec.semantics import BODY_JOINTS
@@ -59,7 +60,7 @@ class AnnyBody(BodyModel):
             raise InputError(f"the Anny body model needs the 'anny' package ({exc})") from None
         anny.paths.set_anny_cache_path(cache_dir)
         self._fk = kinematics.forward_kinematic
-        self.device = torch.device(device or "cpu")
+        self.device = resolve_device(device)
         m = anny.Anny(skinning_method="lbs")
         m = m.to(dtype=self.dtype, device=self.device)
         m.eval()

@@ -8,6 +8,7 @@ import torch
 
 from engine.codec.bitstream import BODY_MODEL_IDS
 from engine.errors import InputError
+from engine.synthesis.device import resolve_device
 from engine.synthesis.body.base import LANDMARK_NAMES, BodyModel, BodyOutput
 
 class SMPLXBody(BodyModel):
@@ -34,7 +35,7 @@ class SMPLXBody(BodyModel):
         import smplx
         from smplx.lbs import lbs
         self._lbs = lbs
-        self.device = torch.device(device or "cpu")
+        self.device = resolve_device(device)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 m = smplx.SMPLX(str(f), ext="npz", use_pca=False, num_betas=self.n_betas,
