@@ -1,6 +1,7 @@
 """IHVC Studio entry point.
 
     python main.py                 open the studio on assets/sample.ihvc
+    python main.py FILE            open the studio on FILE (.ihvc; a video is offered for encoding)
     python main.py COMMAND ...     command-line tools (python main.py -h lists them)
 
 Each command lives in its own module with ``add_arguments(parser)`` and
@@ -16,7 +17,7 @@ import sys
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS = {
-    "studio": ("app.cli_studio", "open the studio (the default with no command)"),
+    "studio": ("app.cli_studio", "open the studio (the default; main.py FILE opens FILE in it)"),
     "encode": ("engine.cli.encode", "encode a video of one person into an .ihvc bitstream"),
     "decode": ("engine.cli.decode", "decode an .ihvc bitstream into a video"),
     "inspect": ("engine.cli.inspect", "print what an .ihvc bitstream holds"),
@@ -40,11 +41,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+STUDIO_SUFFIXES = (".ihvc", ".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
+
+
+def opens_in_studio(arg: str) -> bool:
+    """Is a first argument that names no command a file for the studio (an existing path, or a
+    bitstream / video name)? Anything else stays an unknown command for argparse to refuse."""
+    from pathlib import Path
+    return Path(arg).suffix.lower() in STUDIO_SUFFIXES or Path(arg).is_file()
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["studio"]
     command = next((a for a in argv if not a.startswith("-")), None)
+    if command is not None and command not in COMMANDS and opens_in_studio(command):
+        argv = ["studio", *argv]         # main.py FILE: the studio on FILE (a video: it offers to encode)
+        command = "studio"
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     if not getattr(args, "_module", None):
         build_parser().print_help()

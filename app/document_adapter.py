@@ -153,6 +153,7 @@ class DocumentAdapter(QObject):
         self._gesture += 1
 
     def set_range(self, index, first, last, *, offset=None, value=None, ease_in=0, ease_out=0):
+        self.last_index = int(index)
         self.end_gesture()
         return self.push(self.doc.plan_range(index, first, last, offset=offset, value=value,
                                              ease_in=ease_in, ease_out=ease_out))

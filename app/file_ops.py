@@ -36,7 +36,9 @@ def open_video(win, path=None):
 def export_video(win, path=None):
     doc = win.adapter.doc
     if path is None:
-        path, _ = QFileDialog.getSaveFileName(win, "Export video", str(win._dir() / "edited.mp4"), "MP4 (*.mp4)")
+        stem = win.adapter.doc.path.stem if win.adapter.doc.path and not win.adapter.untitled else "edited"
+        path, _ = QFileDialog.getSaveFileName(win, "Export video (H.264 MP4)", str(win._dir() / f"{stem}.mp4"),
+                                              "MP4 (*.mp4)")
     if not path:
         return None
     # Decode the bitstream a save would write (edited semantics, same key pictures), batched when the
@@ -45,7 +47,7 @@ def export_video(win, path=None):
     factory, prefs = win.preview.decoder_factory, win.preview.prefs
 
     def job(progress):
-        from engine.codec.video import write_video
+        from engine.codec.video import PLAYABLE_CRF, write_video
         decoder = factory(bitstream, prefs)
 
         def frames():
@@ -54,9 +56,12 @@ def export_video(win, path=None):
             for i, rgb in it:
                 progress(i, n)
                 yield rgb
-        return write_video(path, frames(), fps)
+        # H.264 4:2:0 at high quality: what every common player opens (engine.codec.video.PLAYABLE_CRF).
+        return write_video(path, frames(), fps, crf=PLAYABLE_CRF)
 
-    return win.run_task("Exporting video", job, lambda n: win.statusBar().showMessage(f"wrote {n} frames to {path}", 8000))
+    from engine.codec.video import PLAYABLE_TEXT
+    return win.run_task("Exporting video", job, lambda n: win.statusBar().showMessage(
+        f"wrote {n} frames to {path} ({PLAYABLE_TEXT})", 8000))
 
 
 def export_semantics(win, fmt: str, path=None):
@@ -146,7 +151,11 @@ def range_edit_dialog(win):
     from .range_dialog import RangeEditDialog
     ad = win.adapter
     first, last = ad.selection or (ad.frame, ad.frame)
-    dlg = RangeEditDialog(ad.doc.names, ad.doc.n_frames, first, last, index=ad.last_index, parent=win)
+    bs = ad.doc.bitstream
+    dlg = RangeEditDialog(ad.doc.names, ad.doc.n_frames, first, last, index=ad.last_index, parent=win,
+                          frame_size=(bs.width, bs.height))
     if dlg.exec():
         kw = dlg.edit_kwargs()
-        ad.set_range(kw.pop("index"), kw.pop("first"), kw.pop("last"), **kw)
+        index = kw.pop("index")
+        ad.set_range(index, kw.pop("first"), kw.pop("last"), **kw)
+        win.curve_view.set_index(index)        # the curve follows the semantic just edited

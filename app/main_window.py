@@ -28,8 +28,10 @@ from editor_widgets.timeline import Timeline
 from engine.studio.document import Document
 from engine.errors import IHVCError
 
+from editor_widgets.units import FRAME_BASE_NOTE
+
 from . import file_ops
-from .actions import make_actions, undo_redo_actions
+from .actions import DOCUMENT_ACTIONS, EditKeyRouter, make_actions, undo_redo_actions
 from .document_adapter import DocumentAdapter
 from .preferences import Preferences, PreferencesDialog
 from .services import MeshService, PreviewService
@@ -37,6 +39,14 @@ from .services import MeshService, PreviewService
 USER_ERRORS = (IHVCError, OSError, ValueError)
 MESH_DRAG_INTERVAL = 0.5      # s between 3D body updates while a slider is dragged
 MESHES_KEPT = 32        # posed bodies kept for the plausibility box check (about 80 kB each)
+
+
+def documents_dir() -> Path:
+    """The user's documents folder (QStandardPaths), else the home folder."""
+    from PySide6.QtCore import QStandardPaths
+    loc = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    path = Path(loc) if loc else Path.home()
+    return path if path.is_dir() else Path.home()
 
 
 def one_line(exc: BaseException) -> str:
@@ -109,6 +119,7 @@ class MainWindow(QMainWindow):
         central.setContentsMargins(4, 4, 4, 4)
         self.setCentralWidget(central)
         self.status_label = QLabel("")
+        self.status_label.setToolTip(f"Current frame, frame rate and frames with edits; {FRAME_BASE_NOTE}")
         self.statusBar().addPermanentWidget(self.status_label)
 
         a = self.actions = make_actions(self)
@@ -119,6 +130,7 @@ class MainWindow(QMainWindow):
             "&Edit": ["undo", "redo", None, "revert_frame", "range_edit", "mirror", "copy_pose", "paste_pose",
                       None, "preferences"],
             "&View": ["play", "prev_frame", "next_frame", None, "toggle_ghost"],
+            "&Help": ["guide", None, "about"],
         }
         for title, names in menus.items():
             m = self.menuBar().addMenu(title)
@@ -128,8 +140,13 @@ class MainWindow(QMainWindow):
         tb.setObjectName("main_toolbar")
         tb.setMovable(False)
         for n in ["open", "open_video", "save", None, "undo", "redo", "revert_frame", "range_edit", "mirror",
-                  None, "export_video", "export_mesh", None, "preferences"]:
+                  None, "export_video", "export_mesh", None, "preferences", "guide"]:
             tb.addSeparator() if n is None else tb.addAction(a[n])
+        # Edit keys act on the document whatever widget has the focus (a value box keeps its typing).
+        self.key_router = EditKeyRouter(self, [a[n] for n in DOCUMENT_ACTIONS])
+        from PySide6.QtWidgets import QApplication
+        QApplication.instance().installEventFilter(self.key_router)
+        self.timeline.spin.setToolTip(f"Current frame; {FRAME_BASE_NOTE}")
 
     def _wire(self):
         a, ad = self.actions, self.adapter
@@ -154,6 +171,8 @@ class MainWindow(QMainWindow):
         a["prev_frame"].triggered.connect(lambda: ad.set_frame(ad.frame - 1))
         a["next_frame"].triggered.connect(lambda: ad.set_frame(ad.frame + 1))
         a["toggle_ghost"].toggled.connect(self._toggle_ghost)
+        a["guide"].triggered.connect(lambda: __import__("app.help", fromlist=["show_guide"]).show_guide(self))
+        a["about"].triggered.connect(lambda: __import__("app.help", fromlist=["show_about"]).show_about(self))
 
         # widgets <-> model: one Connections record, disconnected on close (napari's teardown)
         c = self.bindings = Connections()
@@ -251,17 +270,25 @@ class MainWindow(QMainWindow):
         return True
 
     def _dir(self) -> Path:
+        """Where file dialogs start: the open file's own folder, else the user's documents (never the
+        program's own assets/ folder, where the bundled sample lives)."""
+        from engine.fileio import ASSETS
         doc = self.adapter.doc
-        return doc.path.parent if doc is not None and doc.path else Path.cwd()
+        if doc is not None and doc.path and not self.adapter.untitled:
+            folder = doc.path.resolve().parent
+            if folder != ASSETS.resolve():
+                return folder
+        return documents_dir()
 
     # --- reactions to the model ---------------------------------------------------------------------
     def _on_document(self):
         doc = self.adapter.doc
         self.preview.set_bitstream(doc.bitstream)
-        self.panel.set_semantics(doc.names, doc.steps, doc.original.min(0), doc.original.max(0))
+        size = (doc.bitstream.width, doc.bitstream.height)
+        self.panel.set_semantics(doc.names, doc.steps, doc.original.min(0), doc.original.max(0), frame_size=size)
         self.timeline.set_clip(doc.n_frames, doc.fps, doc.bitstream.key_frames)
         self.timeline.set_markers(doc.edited_frames())
-        self.curve_view.set_semantics(doc.names, doc.steps)
+        self.curve_view.set_semantics(doc.names, doc.steps, frame_size=size)
         self.curve_view.set_curves(doc.original, doc.edited)
         self.curve_view.set_selection(None)
         self.curve_view.set_frame(self.adapter.frame)
@@ -283,6 +310,8 @@ class MainWindow(QMainWindow):
         self.curve_view.set_curves(self.adapter.doc.original, self.adapter.doc.edited)
         if self.adapter.frame in set(int(f) for f in frames):
             self._refresh_frame()
+        else:
+            self._update_status()        # the edited-frame count follows every change (undo / redo too)
 
     def _refresh_frame(self):
         ad = self.adapter
@@ -296,8 +325,17 @@ class MainWindow(QMainWindow):
         self._mesh_wanted = (f, doc.original[f].copy(), doc.edited[f].copy())
         if self.mesh.last is None and not self.mesh.worker.busy:
             self._request_mesh()
-        self.status_label.setText(f"frame {f + 1}/{doc.n_frames} · {doc.fps:g} fps · "
-                                  f"{len(doc.edited_frames())} edited frames")
+        self._update_status()
+
+    def _update_status(self):
+        """Status bar figures, from the document's current state; frames count from 0 everywhere."""
+        doc = self.adapter.doc
+        if doc is None:
+            self.status_label.setText("")
+            return
+        n = len(doc.edited_frames())
+        self.status_label.setText(f"frame {self.adapter.frame} of 0–{doc.n_frames - 1} · {doc.fps:g} fps · "
+                                  f"{n} edited frame{'' if n == 1 else 's'}")
 
     def _on_value_edited(self, index: int, value: float, final: bool):
         self._dragging = not final
@@ -378,6 +416,11 @@ class MainWindow(QMainWindow):
     # --- bitstream panel: the file's rate, the pending edits' size, plausibility warnings --------
     def _build_bitstream_panel(self):
         self.bitstream_panel = bp = BitstreamPanel()
+        # Warnings wrap to the panel's width (no horizontal scrolling); the full text is the tooltip.
+        bp.warning_list.setWordWrap(True)
+        bp.warning_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        bp.warning_list.setTextElideMode(Qt.TextElideMode.ElideNone)
+        bp.warning_list.setResizeMode(bp.warning_list.ResizeMode.Adjust)
         dock = self.bitstream_dock = QDockWidget("Bitstream", self)
         dock.setObjectName("bitstream_dock")
         dock.setWidget(bp)

@@ -16,7 +16,9 @@ PREVIEW_SIZES = (256, 384, 512, 768)
 @dataclass
 class Preferences:
     device: str = "auto"
-    decoder: str = "learned"        # the shipped weights; the analytic path when they are absent
+    # analytic by default: the studio's drafts (while a slider moves) are analytic, and the learned
+    # refinement is softer on the sample, so a release never replaces a draft with a softer frame.
+    decoder: str = "analytic"
     preview_size: int = 384
     compare_mode: str = "side"     # the preview's compare mode (chosen in its header, kept here)
 
@@ -50,10 +52,14 @@ class PreferencesDialog(QDialog):
         self.decoder = QComboBox()
         self.decoder.addItems(DECODERS)
         self.decoder.setCurrentText(prefs.decoder)
-        self.decoder.setToolTip("analytic: mesh-flow warping, no network; learned: the trained generator")
+        self.decoder.setToolTip("analytic (default): mesh-flow warping, no network, as sharp as the drafts "
+                                "shown while a slider moves; learned: the trained refinement (softer on "
+                                "most clips, see docs/BENCHMARKS.md)")
+        self.device.setToolTip("Where the decoder runs; auto: the GPU when there is one")
         self.size = QComboBox()
         self.size.addItems([str(s) for s in PREVIEW_SIZES])
         self.size.setCurrentText(str(prefs.preview_size))
+        self.size.setToolTip("Longest side of the preview frames, in pixels (larger: sharper, slower)")
         form = QFormLayout(self)
         form.addRow("Decoder device", self.device)
         form.addRow("Decoder", self.decoder)

@@ -8,7 +8,8 @@
       0             25            50            75
 
 Values cross this widget's boundary in the semantics' own units (radians,
-metres, frame fractions); angles are *shown* in degrees. Dragged values are
+metres, frame fractions); they are *shown* as editor_widgets.units says (degrees, pixels
+of the frame for the box and the camera pan). Dragged values are
 snapped to the quantization grid, like the slider panel's, so a drag emits
 only values a bitstream can carry (and only when the grid tick changes).
 
@@ -29,7 +30,8 @@ from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from .binding import blocked
-from .semantic_panel import EDITED_COLOR, is_angle
+from . import units as U
+from .semantic_panel import EDITED_COLOR
 
 GRAB_PX = 8                       # how near (pixels, vertically) a press must be to grab the edited curve
 SELECTION_COLOR = QColor(80, 140, 220, 70)
@@ -59,6 +61,7 @@ class CurvePlot(QWidget):
         self.original: np.ndarray | None = None    # (N, D), internal units
         self.edited: np.ndarray | None = None      # (N, D)
         self.names: tuple[str, ...] = ()
+        self.frame_size: tuple[int, int] | None = None   # (width, height): box and pan in pixels
         self.steps: np.ndarray | None = None       # (D,) quantization steps, or None (no snapping)
         self.index = 0
         self.frame = 0
@@ -80,9 +83,13 @@ class CurvePlot(QWidget):
 
     @property
     def scale(self) -> float:
-        """Internal -> display units (degrees for angles)."""
+        """Internal -> display units (editor_widgets.units: degrees, pixels, metres)."""
+        return self.unit.scale
+
+    @property
+    def unit(self) -> U.Unit:
         name = self.names[self.index] if self.index < len(self.names) else ""
-        return 180.0 / math.pi if is_angle(name) else 1.0
+        return U.unit(name, self.frame_size)
 
     def plot_rect(self) -> QRectF:
         return QRectF(self.LEFT, self.TOP, max(self.width() - self.LEFT - self.RIGHT, 1),
@@ -193,9 +200,9 @@ class CurvePlot(QWidget):
 
     def _paint_label(self, p: QPainter, r: QRectF, f: int):
         i, s = self.index, self.scale
-        unit = "°" if s != 1.0 else ""
+        unit = self.unit.suffix
         e, o = self.edited[f, i] * s, self.original[f, i] * s
-        text = f"{self.names[i]}  frame {f}: {e:.4g}{unit}"
+        text = f"{U.human_name(self.names[i], self.frame_size)}  frame {f}: {e:.4g}{unit}"
         if e != o:
             text += f"  (original {o:.4g}{unit})"
         p.setPen(self.palette().text().color())
@@ -272,15 +279,19 @@ class CurveView(QWidget):
         self.plot.frameClicked.connect(self.frameClicked)
 
     # --- model -> widget ---------------------------------------------------------------------
-    def set_semantics(self, names, steps=None):
-        """Semantic names (D,) and their quantization steps (D,); keeps the shown semantic if it still exists."""
+    def set_semantics(self, names, steps=None, frame_size=None):
+        """Semantic names (D,) and their quantization steps (D,); keeps the shown semantic if it still exists.
+        frame_size (width, height): the box and the camera pan are shown in pixels."""
         names = tuple(names)
         keep = self.plot.names[self.plot.index] if self.plot.index < len(self.plot.names) else None
         self.plot.names = names
+        self.plot.frame_size = frame_size
         self.plot.steps = None if steps is None else np.asarray(steps, float)
         with blocked(self.combo):
             self.combo.clear()
-            self.combo.addItems(list(names))
+            for k, n in enumerate(names):
+                self.combo.addItem(U.human_name(n, frame_size), n)
+                self.combo.setItemData(k, U.describe(n, frame_size), Qt.ItemDataRole.ToolTipRole)
         self.set_index(names.index(keep) if keep in names else 0)
 
     def set_curves(self, original: np.ndarray, edited: np.ndarray):

@@ -1,5 +1,5 @@
-"""3D body-mesh viewport: offscreen pyrender (EGL) into a widget, orbit / zoom / pan, and the
-decoded original pose as a translucent ghost.
+"""3D body-mesh viewport: the engine's offscreen renderer (engine.synthesis.render, pyrender on EGL)
+into a widget, orbit / zoom / pan, and the decoded original pose as a translucent ghost.
 
 Mouse: left-drag orbits, right- or middle-drag pans, wheel zooms, double-click resets.
 Meshes arrive as arrays (``set_meshes``); this widget never computes a body model.
@@ -18,6 +18,8 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 from .images import to_qimage
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+FOV_DEG = 40.0      # vertical field of view of the orbit camera (the point fallback uses the same)
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:
@@ -59,38 +61,23 @@ class OrbitCamera:
         self.distance = float(np.clip(self.distance * (0.9 ** steps), 0.3, 30.0))
 
 
-class MeshRenderer:
-    """pyrender offscreen renderer for a body mesh and its ghost (lives in the GUI thread)."""
+class ViewRenderer:
+    """The engine's mesh renderer (engine.synthesis.render.MeshRenderer.render_view) at the widget's
+    render size: recreated when the size changes (one offscreen context, in the GUI thread)."""
 
     def __init__(self):
-        import pyrender  # noqa: F401  (fail early if there is no EGL)
         self._r = None
-        self._size = (0, 0)
 
     def render(self, faces, vertices, ghost, camera_pose, width, height) -> np.ndarray:
-        import pyrender
-        import trimesh
-        if self._r is None or self._size != (width, height):
-            if self._r is not None:
-                self._r.delete()
-            self._r = pyrender.OffscreenRenderer(width, height)
-            self._size = (width, height)
-        scene = pyrender.Scene(bg_color=(0.16, 0.17, 0.19, 1.0), ambient_light=(0.35, 0.35, 0.35))
-        body = pyrender.MetallicRoughnessMaterial(baseColorFactor=(0.85, 0.72, 0.62, 1.0),
-                                                  metallicFactor=0.0, roughnessFactor=0.8)
-        scene.add(pyrender.Mesh.from_trimesh(trimesh.Trimesh(vertices, faces, process=False), material=body))
-        if ghost is not None:
-            gm = pyrender.MetallicRoughnessMaterial(baseColorFactor=(0.4, 0.65, 1.0, 0.28), alphaMode="BLEND",
-                                                    metallicFactor=0.0, roughnessFactor=1.0)
-            scene.add(pyrender.Mesh.from_trimesh(trimesh.Trimesh(ghost, faces, process=False), material=gm))
-        scene.add(pyrender.PerspectiveCamera(yfov=math.radians(40), aspectRatio=width / height), pose=camera_pose)
-        scene.add(pyrender.DirectionalLight(intensity=3.0), pose=camera_pose)
-        color, _ = self._r.render(scene)
-        return np.ascontiguousarray(color[..., :3])
+        from engine.synthesis.render import MeshRenderer
+        if self._r is None or (self._r.width, self._r.height) != (width, height):
+            self.close()
+            self._r = MeshRenderer(width, height)
+        return self._r.render_view(vertices, faces, camera_pose, yfov=math.radians(FOV_DEG), ghost=ghost)
 
     def close(self):
         if self._r is not None:
-            self._r.delete()
+            self._r.close()
             self._r = None
 
 
@@ -136,7 +123,7 @@ class MeshViewport(QWidget):
         lo, hi = self.vertices.min(0), self.vertices.max(0)
         ext = hi - lo
         aspect = max(self.width(), 1) / max(self.height(), 1)
-        t = math.tan(math.radians(20))
+        t = math.tan(math.radians(FOV_DEG / 2))
         d = max(0.5 * ext[1] / t, 0.5 * max(ext[0], ext[2]) / (t * aspect)) / 0.9 + 0.5 * ext[2]
         self.camera.reset(target=(lo + hi) / 2, distance=float(d))
 
@@ -160,7 +147,7 @@ class MeshViewport(QWidget):
         w, h = self._render_size()
         try:
             if self._renderer is None:
-                self._renderer = MeshRenderer()
+                self._renderer = ViewRenderer()
             ghost = self.ghost if self.show_ghost else None
             self.image = self._renderer.render(self.faces, self.vertices, ghost, self.camera.pose(), w, h)
         except Exception as exc:  # no EGL / GL: fall back to a point projection
@@ -171,7 +158,7 @@ class MeshViewport(QWidget):
 
     def _paint_points(self, p: QPainter):
         m = np.linalg.inv(self.camera.pose())
-        f = 0.5 * self.height() / math.tan(math.radians(20))
+        f = 0.5 * self.height() / math.tan(math.radians(FOV_DEG / 2))
         for verts, color in ((self.ghost, QColor(100, 160, 255, 90)), (self.vertices, QColor(230, 190, 160))):
             if verts is None:
                 continue

@@ -5,7 +5,10 @@
     diff   a heat map of |edited - original| (mean over RGB) with a legend giving the largest difference
 
 The header names the mode (a combo box) and says "draft" while a reduced-size frame is shown (the
-studio decodes small frames while a slider is dragged). The image arithmetic lives in
+studio decodes small frames while a slider is dragged). Wipe and difference need an edit to show
+anything: on a frame whose edited picture equals the original (or before any frame) the pane shows
+side by side and says why (``fallback``), and returns to the chosen mode once there is something to
+compare; the chosen mode (``mode``) is what is remembered. The image arithmetic lives in
 compare_images (numpy only).
 """
 from __future__ import annotations
@@ -178,9 +181,14 @@ class PreviewPane(QWidget):
         self.frame = -1
         self.serial = -1
         self.draft = False
-        self.mode = "side"
+        self.mode = "side"             # the mode chosen (remembered in preferences)
+        self.shown_mode = "side"       # the page shown: "side" while wipe / diff have nothing to compare
         self._pair: tuple[np.ndarray, np.ndarray] | None = None
         self.status = QLabel("", self)
+        self.fallback = QLabel("", self)
+        self.fallback.setStyleSheet("color: #9ab8e6;")
+        self.fallback.setWordWrap(True)
+        self.fallback.hide()
 
         header = QHBoxLayout()
         title = QLabel("Decoded frame", self)
@@ -197,6 +205,7 @@ class PreviewPane(QWidget):
         header.addWidget(title)
         header.addWidget(self.draft_label)
         header.addStretch(1)
+        header.addWidget(self.fallback, 1)
         header.addWidget(QLabel("Compare", self))
         header.addWidget(self.mode_box)
 
@@ -233,17 +242,35 @@ class PreviewPane(QWidget):
         if mode == self.mode:
             return
         self.mode = mode
-        self.stack.setCurrentWidget(self._pages[mode])
         self._show_compare()
         self.modeChanged.emit(mode)
 
+    @property
+    def has_difference(self) -> bool:
+        """Is there anything for wipe / difference to compare (an edited picture unlike the original)?"""
+        if self._pair is None:
+            return False
+        a, b = self._pair
+        return a is not b and not np.array_equal(a, b)
+
     def _show_compare(self):
         # Only the visible compare view is computed: the heat map costs a few ms per frame.
+        shown = self.mode if self.mode == "side" or self.has_difference else "side"
+        self.shown_mode = shown
+        self.stack.setCurrentWidget(self._pages[shown])
+        if shown != self.mode:
+            what = COMPARE_MODES[self.mode]
+            why = "no frame yet" if self._pair is None else "this frame is not edited, nothing to compare"
+            self.fallback.setText(f"{what}: {why}; showing side by side")
+            self.fallback.setToolTip(f"{what} shows once the frame has an edit; the choice is kept")
+            self.fallback.show()
+        else:
+            self.fallback.hide()
         if self._pair is None:
             return
-        if self.mode == "wipe":
+        if shown == "wipe":
             self.wipe.set_images(*self._pair)
-        elif self.mode == "diff":
+        elif shown == "diff":
             self.heat.set_images(*self._pair)
 
     # --- frames ---------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Grouped sliders + spin boxes for the semantics of one frame.
 
 Values cross this widget's boundary in the semantics' own units (radians,
-metres, frame fractions); angles are *shown* in degrees. Slider positions are
+metres, frame fractions); they are *shown* as editor_widgets.units says (degrees,
+metres, pixels of the frame for the box and the camera pan), with a tooltip naming
+the unit and what the value does on every slider and value box. Slider positions are
 integers on the quantization grid (value = tick * step), so whatever the user
 drags is exactly what the bitstream can carry.
 
@@ -20,6 +22,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
+from . import units as U
 from .binding import blocked
 
 EDITED_COLOR = "#e07b00"
@@ -35,12 +38,10 @@ _LINEAR_RANGE = {
     "loc.cx": (-0.25, 1.25), "loc.cy": (-0.25, 1.25), "loc.w": (0.05, 2.0), "loc.h": (0.05, 2.0),
     "camera.pan_x": (-0.5, 0.5), "camera.pan_y": (-0.5, 0.5), "camera.zoom": (-1.0, 1.0),
 }
-_TITLES = {"rot": "Body rotation", "trans": "Body translation (m)", "loc": "Box in frame",
-           "camera": "Camera (background)"}
+_TITLES = {"rot": "Body rotation (°)", "trans": "Body translation (m)", "loc": "Box in frame (px)",
+           "camera": "Camera (background, px)"}
 
-
-def is_angle(name: str) -> bool:
-    return name.split(".")[0] in _ANGLE_RANGE
+is_angle = U.is_angle
 
 
 def panel_groups(names) -> dict[str, list[int]]:
@@ -52,14 +53,20 @@ def panel_groups(names) -> dict[str, list[int]]:
 
 
 def group_title(key: str) -> str:
-    return _TITLES.get(key, key.replace("_", " ").capitalize())
+    return _TITLES.get(key, key.replace("_", " ").capitalize() + " (°)")
 
 
 def display_range(name: str) -> tuple[float, float]:
-    """(lo, hi) in display units (degrees for angles)."""
+    """(lo, hi) of the default slider range: degrees for angles, internal units otherwise."""
     if is_angle(name):
         return _ANGLE_RANGE[name.split(".")[0]]
     return _LINEAR_RANGE.get(name, (-1.0, 1.0))
+
+
+def internal_range(name: str) -> tuple[float, float]:
+    """(lo, hi) of the default slider range in internal units."""
+    lo, hi = display_range(name)
+    return (math.radians(lo), math.radians(hi)) if is_angle(name) else (lo, hi)
 
 
 class SemanticRow(QWidget):
@@ -67,16 +74,18 @@ class SemanticRow(QWidget):
 
     edited = Signal(int, float, bool)
 
-    def __init__(self, index: int, name: str, step: float, lo: float, hi: float, parent=None):
+    def __init__(self, index: int, name: str, step: float, lo: float, hi: float, parent=None, frame_size=None):
+        """lo, hi: the slider's range in internal units."""
         super().__init__(parent)
         self.index, self.name, self.step = index, name, float(step)
         self.angle = is_angle(name)
-        self.scale = 180.0 / math.pi if self.angle else 1.0   # internal -> display
+        self.unit = U.unit(name, frame_size)
+        self.scale = self.unit.scale          # internal -> display
         self._value = 0.0
-        self.label = QLabel(name.split(".")[-1])
+        self.label = QLabel(U.short_label(name))
         self.label.setMinimumWidth(34)
         self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setRange(int(math.floor(lo / self.scale / step)), int(math.ceil(hi / self.scale / step)))
+        self.slider.setRange(int(math.floor(lo / step)), int(math.ceil(hi / step)))
         self.slider.setMinimumWidth(110)
         self.spin = QDoubleSpinBox()
         self.spin.setKeyboardTracking(False)
@@ -84,8 +93,12 @@ class SemanticRow(QWidget):
         self.spin.setDecimals(max(1, min(4, int(math.ceil(-math.log10(dstep))) + 1)))
         self.spin.setSingleStep(dstep)
         self.spin.setRange(self.slider.minimum() * dstep, self.slider.maximum() * dstep)
-        self.spin.setSuffix("°" if self.angle else "")
-        self.spin.setFixedWidth(84)
+        self.spin.setSuffix(self.unit.suffix)
+        self.spin.setFixedWidth(92)
+        tip = U.describe(name, frame_size)
+        for w in (self.label, self.slider):
+            w.setToolTip(tip)
+        self.spin.setToolTip(tip + " Type a value and press Enter.")
         self.orig = QLabel("")
         self.orig.setMinimumWidth(70)
         self.orig.setStyleSheet(f"color: {EDITED_COLOR};")
@@ -126,8 +139,7 @@ class SemanticRow(QWidget):
                 self.slider.setValue(tick)
             self.spin.setValue(value * self.scale)
         edited = abs(value - original) > 0.5 * self.step
-        unit = "°" if self.angle else ""
-        self.orig.setText(f"● {original * self.scale:.{self.spin.decimals()}f}{unit}" if edited else "")
+        self.orig.setText(f"● {original * self.scale:.{self.spin.decimals()}f}{self.unit.suffix}" if edited else "")
         self.orig.setToolTip("decoded original value" if edited else "")
         self.label.setStyleSheet(f"color: {EDITED_COLOR}; font-weight: bold;" if edited else "")
 
@@ -154,8 +166,9 @@ class SemanticPanel(QScrollArea):
         self.setWidget(self._inner)
         self.setMinimumWidth(370)
 
-    def set_semantics(self, names, steps, data_min=None, data_max=None):
-        """Build rows for ``names`` (steps per name; optional clip min / max widen the ranges)."""
+    def set_semantics(self, names, steps, data_min=None, data_max=None, frame_size=None):
+        """Build rows for ``names`` (steps per name; optional clip min / max widen the ranges;
+        frame_size (width, height) shows the box and the camera pan in pixels)."""
         for box in self.groups.values():
             box.setParent(None)
             box.deleteLater()
@@ -168,13 +181,10 @@ class SemanticPanel(QScrollArea):
             grid.setContentsMargins(6, 4, 6, 4)
             grid.setVerticalSpacing(2)
             for r, i in enumerate(idx):
-                lo, hi = display_range(names[i])
-                row = SemanticRow(i, names[i], float(steps[i]), lo, hi, box)
+                lo, hi = internal_range(names[i])
                 if data_min is not None:
-                    s = row.scale
-                    lo2, hi2 = min(lo, data_min[i] * s), max(hi, data_max[i] * s)
-                    row.slider.setRange(int(math.floor(lo2 / s / row.step)), int(math.ceil(hi2 / s / row.step)))
-                    row.spin.setRange(row.slider.minimum() * row.step * s, row.slider.maximum() * row.step * s)
+                    lo, hi = min(lo, data_min[i]), max(hi, data_max[i])
+                row = SemanticRow(i, names[i], float(steps[i]), lo, hi, box, frame_size)
                 row.edited.connect(self.valueEdited)
                 for c, w in enumerate(row.widgets()):
                     grid.addWidget(w, r, c)

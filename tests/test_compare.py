@@ -150,10 +150,12 @@ def test_compare_modes_show_the_expected_image(studio, qtbot):
     pane, doc = studio.preview_pane, studio.adapter.doc
     assert pane.mode == "side" and pane.stack.currentWidget() is not pane.wipe
     pane.set_mode("diff")
-    assert pane.stack.currentWidget() is pane.heat
-    assert np.all(pane.heat.image == INFERNO_LUT[0]) and pane.heat.peak == 0.0   # nothing edited yet
+    # Nothing edited yet: no black heat map, side by side with a note (#16); the choice is kept.
+    assert pane.mode == "diff" and pane.shown_mode == "side" and pane.stack.currentWidget() is not pane.heat
+    assert pane.fallback.isVisible() and "side by side" in pane.fallback.text()
     studio.panel.row("left_elbow.z").spin.setValue(40.0)
     wait_shown(studio, qtbot)
+    assert pane.stack.currentWidget() is pane.heat and not pane.fallback.isVisible()
     fake = FakeDecoder(doc.bitstream)
     orig_c = fake.decode_frame(0)[0, 0]
     edit_c = fake.decode_frame(0, doc.edited[0])[0, 0]

@@ -137,7 +137,7 @@ def test_cli_decode_writes_video_and_pngs(tmp_path, monkeypatch, stream):
     container.write(stream, src)
     out = tmp_path / "out.mkv"
     rc = main(["decode", str(src), "-o", str(out), "--device", "cpu", "--frames", "1:4",
-               "--png-dir", str(tmp_path / "png"), "--quiet", "--analytic"])
+               "--png-dir", str(tmp_path / "png"), "--quiet", "--analytic", "--lossless"])
     assert rc == 0
     clip = read_video(out)
     assert clip.frames.shape == (3, SIZE, SIZE, 3)
@@ -188,13 +188,13 @@ def test_cli_decode_uses_shipped_weights_and_says_when_it_falls_back(tmp_path, m
     if not learned.DEFAULT_CHECKPOINT.exists():
         pytest.skip("no shipped generator weights")
     # Default: the shipped learned decoder, and the summary line says so.
-    assert main(["decode", str(src), "-o", str(tmp_path / "l.mkv"), "--device", "cpu", "--quiet"]) == 0
+    assert main(["decode", str(src), "-o", str(tmp_path / "l.mkv"), "--device", "cpu", "--quiet", "--lossless"]) == 0
     assert "(learned decoder)" in capsys.readouterr().err
     ref = Decoder(stream, device="cpu", body_model=BoxBody(), refiner=learned.load_refiner(device="cpu"))
     assert np.array_equal(read_video(tmp_path / "l.mkv").frames, ref.decode_all())
     # No weights shipped: the analytic decoder, said out loud.
     monkeypatch.setattr(learned, "DEFAULT_CHECKPOINT", tmp_path / "missing.safetensors")
-    assert main(["decode", str(src), "-o", str(tmp_path / "a.mkv"), "--device", "cpu", "--quiet"]) == 0
+    assert main(["decode", str(src), "-o", str(tmp_path / "a.mkv"), "--device", "cpu", "--quiet", "--lossless"]) == 0
     err = capsys.readouterr().err
     assert "note: no learned weights" in err and "(analytic decoder)" in err
     ana = Decoder(stream, device="cpu", body_model=BoxBody()).decode_all()

@@ -294,7 +294,10 @@ def test_range_dialog_and_preferences(studio, tmp_path):
     assert kw["first"] == 4 and kw["last"] == 12 and kw["offset"] == pytest.approx(np.pi / 4)
     studio.adapter.set_range(kw.pop("index"), kw.pop("first"), kw.pop("last"), **kw)
     i = doc.index("right_elbow.y")
-    assert doc.edited[4, i] == doc.original[4, i] and doc.edited[12, i] != doc.original[12, i]
+    # every frame of the range changes, the eased first frame less than the full offset (#16)
+    d = doc.edited[:, i] - doc.original[:, i]
+    assert 0 < d[4] < d[5] < d[6] and d[6] == pytest.approx(np.pi / 4, abs=0.011) and d[12] != 0
+    assert d[3] == 0 and d[13] == 0
     p = PreferencesDialog(Preferences(device="cpu", decoder="learned", preview_size=256)).preferences()
     assert (p.device, p.decoder, p.preview_size) == ("cpu", "learned", 256)
     s = QSettings(str(tmp_path / "p.ini"), QSettings.Format.IniFormat)

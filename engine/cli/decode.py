@@ -1,15 +1,17 @@
 """``python main.py decode IN.ihvc -o OUT.mp4``: decode a bitstream into a video (and/or PNGs).
 
-    python main.py decode IN.ihvc -o OUT.mp4 [--device cpu|cuda] [--frames A:B] [--png-dir DIR] [--crf N]
-                                             [--analytic] [--checkpoint W.safetensors] [--body-model-path DIR]
+    python main.py decode IN.ihvc -o OUT.mp4 [--device cpu|cuda] [--frames A:B] [--png-dir DIR]
+                                             [--crf N | --lossless] [--analytic] [--checkpoint W.safetensors]
+                                             [--body-model-path DIR]
 
 The learned decoder (assets/generator.safetensors) is used when it is shipped;
 ``--analytic`` forces the training-free analytic path, and a fallback to it is
 always said on stderr.
 
-The video is lossless by default (engine.codec.video.write_video: x264 RGB QP 0 for
-.mp4, FFV1 for .mkv) so that what is measured is what the decoder produced;
-``--crf`` writes a small x264 preview instead. Every output is written
+By default the video is H.264 yuv420p at CRF 18 (high quality, opens in every common
+player; ``--crf`` trades size for quality). ``--lossless`` writes what the decoder
+produced bit-exactly, for measurement: FFV1 in .mkv, or x264 RGB (gbrp) QP 0 in .mp4
+(engine.codec.video.write_video); ``eval`` measures on the decoded frames themselves. Every output is written
 atomically: an interrupted or failed decode leaves no partial file.
 """
 from __future__ import annotations
@@ -27,7 +29,11 @@ def add_arguments(p):
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--frames", default=None, help="frame range A:B (Python slice, B excluded), e.g. 0:50")
     p.add_argument("--png-dir", default=None, help="also write every frame as DIR/frame_000000.png")
-    p.add_argument("--crf", type=int, default=None, help="x264 CRF for a small lossy preview (default: lossless)")
+    p.add_argument("--crf", type=int, default=None,
+                   help="H.264 quality, 0 (best) to 51 (smallest) (default 18: high quality, plays everywhere)")
+    p.add_argument("--lossless", action="store_true",
+                   help="bit-exact frames for measurement: FFV1 in .mkv, x264 RGB (gbrp) QP 0 in .mp4; "
+                        "few players open these")
     p.add_argument("--threads", type=int, default=None,
                    help="PyTorch CPU threads (default: 1 when the machine is already busy, else PyTorch's choice)")
     p.add_argument("--analytic", action="store_true", help="force the training-free analytic decoder")
@@ -73,6 +79,8 @@ def run(args) -> int:
         raise InputError(f"unsupported output format {Path(args.output).suffix or '(none)'}: use .mp4 or .mkv")
     if args.crf is not None and not 0 <= args.crf <= 51:
         raise InputError(f"--crf {args.crf} out of range 0..51")
+    if args.crf is not None and args.lossless:
+        raise InputError("give --crf or --lossless, not both")
     import torch
     if args.threads is not None:
         if args.threads < 1:
@@ -109,15 +117,22 @@ def run(args) -> int:
 
     try:
         if args.output is not None:
-            from engine.codec.video import write_video
-            n = write_video(args.output, frames_iter(), bs.fps, crf=args.crf)
+            from engine.codec.video import PLAYABLE_CRF, write_video
+            crf = None if args.lossless else (PLAYABLE_CRF if args.crf is None else args.crf)
+            n = write_video(args.output, frames_iter(), bs.fps, crf=crf)
         else:
             n = sum(1 for _ in frames_iter())
     finally:
         if bar is not None:
             bar.close()
     dt = time.perf_counter() - t0
-    where = ", ".join(str(x) for x in (args.output, png_dir) if x is not None)
+    if args.output is not None:
+        fmt = ("lossless " + ("FFV1" if Path(args.output).suffix.lower() == ".mkv" else "x264 RGB (gbrp) QP 0")
+               if args.lossless else f"H.264 yuv420p CRF {crf}")
+        outputs = [f"{args.output} ({fmt})"]
+    else:
+        outputs = []
+    where = ", ".join(outputs + ([str(png_dir)] if png_dir is not None else []))
     print(f"decoded {n} frames ({bs.width}x{bs.height}) in {dt:.1f} s ({n / max(dt, 1e-9):.1f} frames/s) "
           f"({kind} decoder) on {dec.device.type}" + (f", {torch.get_num_threads()} threads" if dec.device.type == "cpu" else "")
           + f" -> {where}", file=sys.stderr)

@@ -20,6 +20,8 @@ from engine.errors import InputError
 from engine.fileio import atomic_path
 
 MAX_SIDE = 8192          # refuse absurd frame sizes before allocating anything
+PLAYABLE_CRF = 18        # the default export (decode, the studio): H.264 4:2:0, visually lossless, plays anywhere
+PLAYABLE_TEXT = f"H.264 yuv420p CRF {PLAYABLE_CRF}"
 MAX_WORKING_SIZE = 2048
 
 
@@ -102,9 +104,10 @@ def read_video(path, size: int | None = None, max_frames: int | None = None, reg
 def write_video(path, frames: Iterable[np.ndarray], fps, crf: int | None = None) -> int:
     """Write RGB frames; returns the frame count. Written to a temporary name, then renamed.
 
-    Lossless by default so what is measured is what the decoder produced:
-    .mp4 -> x264 (RGB 4:4:4) at QP 0, .mkv -> FFV1. ``crf`` makes a small preview
-    (x264 4:2:0, any container).
+    Without ``crf`` lossless, so what is measured is what the decoder produced: .mp4 -> x264
+    (RGB 4:4:4, gbrp) at QP 0, .mkv -> FFV1; few players open these. ``crf`` writes x264 4:2:0
+    (yuv420p, High profile, any container), which every common player opens: ``PLAYABLE_CRF`` is
+    what ``decode`` and the studio's export write by default.
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -120,7 +123,7 @@ def write_video(path, frames: Iterable[np.ndarray], fps, crf: int | None = None)
                     if crf is not None:
                         stream = out.add_stream("libx264", rate=Fraction(fps))
                         stream.pix_fmt = "yuv420p"
-                        stream.options = {"crf": str(crf), "preset": "medium"}
+                        stream.options = {"crf": str(crf), "preset": "medium", "profile": "high"}
                         w, h = w - w % 2, h - h % 2
                     elif ext == ".mkv":
                         stream = out.add_stream("ffv1", rate=Fraction(fps))

@@ -15,10 +15,12 @@ An edit list is a JSON file::
 * ``offset`` adds to the current value, ``value`` replaces it; both in the
   semantic's units (radians for pose / rot, metres for trans, frame fractions for
   loc / camera), or degrees with ``"unit": "deg"``.
-* ``ease_in`` / ``ease_out`` (frames): the edit's weight rises from 0 at the
-  range's first frame to 1 over ``ease_in`` frames (smoothstep 3t^2 - 2t^3), and
-  falls back to 0 at its last frame over ``ease_out`` frames; frames between get
-  the full edit and frames outside the range are never touched.
+* ``ease_in`` / ``ease_out`` (frames): the easing lies inside the range and every
+  frame of the range is changed, both end frames included: the first ``ease_in``
+  frames ramp up (smoothstep 3t^2 - 2t^3, at least one grid step of change on
+  each), the last ``ease_out`` frames ramp down the same way, frames between get
+  the full edit (all of them without easing) and frames outside the range are
+  never touched.
 * ``mirror`` swaps left and right (pose and body rotation reflected about the
   body's sagittal plane; placement in the picture is kept); mirroring twice is
   the identity. ``revert`` restores the decoded original values.
@@ -75,13 +77,15 @@ def smoothstep(t: np.ndarray) -> np.ndarray:
 
 
 def ease_weights(n: int, ease_in: int = 0, ease_out: int = 0) -> np.ndarray:
-    """Weight per frame of an n-frame range: 0 at an eased end, 1 in the middle. Shape (n,)."""
+    """Weight per frame of an n-frame range, shape (n,): the first ``ease_in`` frames ramp up
+    and the last ``ease_out`` ramp down inside the range (never 0: the end frames are part of
+    the edit), 1 between them and everywhere without easing."""
     k = np.arange(n, dtype=float)
     w = np.ones(n)
     if ease_in > 0:
-        w = np.minimum(w, smoothstep(k / ease_in))
+        w = np.minimum(w, smoothstep((k + 1) / (ease_in + 1)))
     if ease_out > 0:
-        w = np.minimum(w, smoothstep((n - 1 - k) / ease_out))
+        w = np.minimum(w, smoothstep((n - k) / (ease_out + 1)))
     return w
 
 
@@ -132,7 +136,14 @@ def apply_edit(values: np.ndarray, original: np.ndarray, names, steps: np.ndarra
         col = out[sl, i]
         target = col + edit.amount if edit.op == "offset" else np.full_like(col, edit.amount)
         w = ease_weights(col.size, edit.ease_in, edit.ease_out)
-        out[sl, i] = snap(col + w * (target - col), steps[i])
+        new = snap(col + w * (target - col), steps[i])
+        # An eased frame whose small share rounds to no change still moves one grid step towards
+        # the target: every frame of the range is part of the edit (never past the target).
+        step = float(steps[i])
+        base, goal = snap(col, steps[i]), snap(target, steps[i])
+        stuck = (new == base) & (goal != base)
+        new[stuck] = snap(base + step * np.sign(goal - base), steps[i])[stuck]
+        out[sl, i] = new
     return out
 
 

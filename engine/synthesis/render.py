@@ -2,6 +2,8 @@
 
     render_mesh(vertices, faces, rot, trans, loc, focal, width, height) -> H x W x 4 uint8 RGBA
     overlay(frame_rgb, rgba) -> H x W x 3 uint8
+    MeshRenderer(w, h).render_view(vertices, faces, camera_pose, ghost=...) -> H x W x 3 uint8
+        a free perspective camera (the studio's orbiting 3D view), the ghost translucent
 
 The crop camera and the box collapse into one pinhole camera in frame pixels:
 x_px = cx W + fx w W X / d and y_px = cy H - fy h H Y / d (d = tz - Z), i.e.
@@ -10,10 +12,13 @@ down -z. ``render_mesh`` draws exactly where ``engine.synthesis.camera.project``
 the vertices (checked by tests/test_encoder.py).
 
 Nothing here imports Qt; the studio's 3D viewport and the decoder can call it
-from any thread, one renderer per thread (pyrender contexts are not shared).
+from any thread, one renderer per thread (pyrender contexts are not shared). This is
+the one mesh renderer of the program: the crop camera (``render``) and a free
+perspective camera (``render_view``) share its offscreen context.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 
@@ -24,6 +29,9 @@ import numpy as np
 from engine.errors import IHVCError
 
 DEFAULT_COLOR = (0.55, 0.75, 1.0)
+BODY_COLOR = (0.85, 0.72, 0.62)            # the studio's 3D view: skin-like body
+GHOST_COLOR = (0.4, 0.65, 1.0)             # and the decoded original as a translucent blue ghost
+VIEW_BACKGROUND = (0.16, 0.17, 0.19)
 _local = threading.local()
 
 
@@ -104,6 +112,31 @@ class MeshRenderer:
         out = np.array(rgba, dtype=np.uint8, copy=True)
         out[..., 3] = np.where(d > 0, int(round(255 * float(alpha))), 0).astype(np.uint8)
         return out
+
+
+    def render_view(self, vertices, faces, camera_pose, yfov: float = math.radians(40), ghost=None,
+                    color=BODY_COLOR, ghost_color=GHOST_COLOR, ghost_alpha: float = 0.28,
+                    background=VIEW_BACKGROUND) -> np.ndarray:
+        """RGB uint8 (H x W x 3): the mesh (and, translucent, ``ghost``: same faces, other vertices)
+        seen by a perspective camera of vertical field of view ``yfov`` (radians) placed at
+        ``camera_pose`` (4 x 4 camera-to-world, OpenGL: it looks down its -z), lit from the camera."""
+        import trimesh
+        pr = self._pr
+        faces = np.asarray(faces, np.int64)
+        scene = pr.Scene(bg_color=(*background, 1.0), ambient_light=(0.35, 0.35, 0.35))
+        body = pr.MetallicRoughnessMaterial(baseColorFactor=(*color, 1.0), metallicFactor=0.0, roughnessFactor=0.8)
+        scene.add(pr.Mesh.from_trimesh(trimesh.Trimesh(_as_np(vertices).reshape(-1, 3), faces, process=False),
+                                       material=body))
+        if ghost is not None:
+            gm = pr.MetallicRoughnessMaterial(baseColorFactor=(*ghost_color, float(ghost_alpha)), alphaMode="BLEND",
+                                              metallicFactor=0.0, roughnessFactor=1.0)
+            scene.add(pr.Mesh.from_trimesh(trimesh.Trimesh(_as_np(ghost).reshape(-1, 3), faces, process=False),
+                                           material=gm))
+        pose = np.asarray(camera_pose, float)
+        scene.add(pr.PerspectiveCamera(yfov=float(yfov), aspectRatio=self.width / self.height), pose=pose)
+        scene.add(pr.DirectionalLight(intensity=3.0), pose=pose)
+        color_img, _ = self._r.render(scene)
+        return np.ascontiguousarray(color_img[..., :3])
 
 
 def _renderer(width: int, height: int) -> MeshRenderer:
