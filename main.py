@@ -63,18 +63,52 @@ def main(argv=None) -> int:
     if not getattr(args, "_module", None):
         build_parser().print_help()
         return 2
-    from engine.errors import IHVCError
+    import warnings
+
+    from engine.errors import IHVCError, printable
+    from engine.fileio import Stopped, stop_on_signals
+    # Every bad value is checked explicitly and reported in one line; a stray numpy RuntimeWarning
+    # (overflow, invalid value) on the way would only split that one line into several.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    if args._module != COMMANDS["studio"][0]:
+        stop_on_signals()          # SIGTERM / SIGHUP clean up temporaries as Ctrl-C does (not in the Qt loop)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except IHVCError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        print(f"error: {printable(exc.strerror or exc)}: {printable(exc.filename)}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        print(f"stopped by {exc}; nothing written", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted; nothing written", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"error: {args.command}: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug: one line and a log, never a raw traceback
+        log = _log_traceback(args.command, argv)
+        print(f"internal error in {args.command}: {printable(exc.__class__.__name__)}: {printable(exc)}"[:400]
+              + (f" (traceback in {log})" if log else ""), file=sys.stderr)
+        return 1
+
+
+def _log_traceback(command: str, argv) -> str | None:
+    """Write the current exception's traceback to a log file; its path, or None if none could be written."""
+    import tempfile
+    import time
+    import traceback
+    text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} main.py {' '.join(argv)}\n{traceback.format_exc()}"
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"ihvc-{command}-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(text)
+        return path
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

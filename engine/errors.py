@@ -1,8 +1,18 @@
 """One error hierarchy: the CLI and the studio show ``str(err)`` as a one-line message."""
 
 
+def printable(text) -> str:
+    """``text`` with every non-printable character escaped (\\n, \\x1b, ...), so that bytes taken
+    from a file (a section tag, a file name) can neither split the one-line message nor send
+    control sequences to the terminal."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+
+
 class IHVCError(Exception):
     """Any failure the user should see as one line (bad input, unsupported format...)."""
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
 
 
 class BitstreamError(IHVCError):

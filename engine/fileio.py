@@ -1,8 +1,17 @@
-"""Atomic output: write to a temporary name beside the target, rename when complete."""
+"""Atomic output: write to a temporary name beside the target, rename when complete.
+
+Temporaries are named ``.STEM.ihvc-tmp-PID-XXXXXXXX.EXT`` beside the target. They are removed
+on any exception, on Ctrl-C (SIGINT) and, once :func:`stop_on_signals` is installed (main.py
+does it for every command), on SIGTERM and SIGHUP. SIGKILL cannot be caught: the next
+:func:`atomic_path` in the same folder removes the temporaries whose process is gone
+(same machine; a temporary of a live process, or of another user, is never touched).
+"""
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
 import tempfile
 from pathlib import Path
 
@@ -19,7 +28,9 @@ def atomic_path(path, suffix: str | None = None):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+    remove_stale_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{_TMP_TAG}-{os.getpid()}-", suffix=suffix or path.suffix,
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -44,3 +55,76 @@ _UMASK = _read_umask()
 def atomic_write_bytes(path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+_TMP_TAG = "ihvc-tmp"
+_TMP_NAME = re.compile(r"^\..*\." + _TMP_TAG + r"-(\d+)-[A-Za-z0-9_]{8}(\.[^.]*)?$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True          # another user's process (or an absurd number): leave its files alone
+    return True
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove the temporaries of atomic_path in ``folder`` whose process no longer runs (a run
+    killed with SIGKILL, which cannot be caught). Returns what was removed."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TMP_NAME.match(name)
+        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        p = Path(folder) / name
+        with contextlib.suppress(OSError):
+            if p.is_file() and not p.is_symlink():
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt so that every ``finally`` and
+    atomic_path's clean-up run; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP raise :class:`Stopped` in the main thread (as SIGINT raises
+    KeyboardInterrupt), so a stopped command leaves no temporary behind."""
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, _raise_stopped)
+
+
+def refuse_same_file(output, *inputs) -> None:
+    """InputError when ``output`` is one of ``inputs`` (the same path, a hard link, a symbolic link
+    either way): writing it would destroy the input. Call before any work."""
+    from engine.errors import InputError
+    out = Path(output)
+    for inp in inputs:
+        if inp is None:
+            continue
+        try:
+            same = os.path.samefile(out, inp)        # same device and inode: follows links
+        except OSError:
+            same = False                             # one of them does not exist: they cannot be one file
+        if same:
+            raise InputError(f"output {out} is the input {inp} (the same file): writing it would destroy "
+                             f"the input; choose another output name")

@@ -81,6 +81,9 @@ def run(args) -> int:
         raise InputError(f"--crf {args.crf} out of range 0..51")
     if args.crf is not None and args.lossless:
         raise InputError("give --crf or --lossless, not both")
+    if args.output is not None:
+        from engine.fileio import refuse_same_file
+        refuse_same_file(args.output, args.input)
     import torch
     if args.threads is not None:
         if args.threads < 1:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.studio import edits as E
-from engine.errors import InputError
 
 
 def add_arguments(p):
@@ -18,23 +17,24 @@ def add_arguments(p):
     p.add_argument("-o", "--output", required=True, help="output .ihvc bitstream")
 
 
-def apply_to_bitstream(bs, edit_list):
+def apply_to_bitstream(bs, edit_list, source: str = "edit list"):
     """Bitstream -> edited Bitstream (the same computation the studio's Document does)."""
     original = bs.semantics()
     E.check_all(edit_list, bs.names, bs.n_frames)
     values = E.apply_edits(original, original, bs.names, bs.steps, edit_list)
+    E.check_limits(original, values, bs.names, source)
     return bs.with_semantics(values)
 
 
 def run(args) -> int:
     from engine.codec import container
+    from engine.fileio import refuse_same_file
     src, dst = Path(args.input), Path(args.output)
-    if not src.is_file():
-        raise InputError(f"no such bitstream: {src}")
+    refuse_same_file(dst, src, args.edits)
+    bs = container.read(src)            # says "no such file" or "is a folder" itself
     edit_list = E.load(args.edits)
-    bs = container.read(src)
     E.check_all(edit_list, bs.names, bs.n_frames, Path(args.edits).name)
-    out = apply_to_bitstream(bs, edit_list)
+    out = apply_to_bitstream(bs, edit_list, Path(args.edits).name)
     container.write(out, dst)
     changed = int((out.semantics() != bs.semantics()).any(1).sum())
     print(f"{len(edit_list)} edits applied, {changed} of {bs.n_frames} frames changed -> {dst}")

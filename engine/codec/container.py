@@ -27,19 +27,49 @@ from pathlib import Path
 import numpy as np
 
 from engine.codec.bitstream import BODY_MODEL_NAMES, CODEC_NAMES, Bitstream, GroupOfPictures, KeyPicture
-from engine.codec.entropy import EntropyError, bits_per_dimension, decode_residuals, encode_residuals, predict_residuals, reconstruct
+from engine.codec.entropy import MAX_VALUE, EntropyError, bits_per_dimension, decode_residuals, encode_residuals, predict_residuals, reconstruct
 from engine.errors import BitstreamError, InputError
 from engine.fileio import atomic_write_bytes
 from engine.codec.semantics import GROUPS, N_BODY_JOINTS, KeySemantics, QuantSpec, quantize
 
 MAGIC = b"IHVC"
 VERSION = 1
-MAX_FRAMES = 360_000       # four hours at 25 fps
+# Stated limits, checked by the reader before any decoding and by the writer before any
+# writing (what one accepts the other writes). They bound the work a file can ask for:
+# parsing costs about 75 us per frame (pure-Python arithmetic decoding), so MAX_FRAMES caps
+# it near 7 s; decoding a frame costs memory and time in proportion to its pixels, and the
+# encoder works at most at engine.codec.video.MAX_WORKING_SIZE (2048) a side.
+MAX_FRAMES = 90_000          # one hour at 25 fps
 MAX_GOPS = 65_535
-MAX_SIDE = 8192
+MAX_SIDE = 2048
 MAX_BETAS = 64
 MAX_FILE = 1 << 31           # 2 GiB: anything larger is not an IHVC file
+MAX_FPS_TERM = (1 << 31) - 1                     # numerator and denominator fit a signed 32-bit rational (FFmpeg's)
+MIN_FPS, MAX_FPS = Fraction(1, 1000), Fraction(1000)
+# Quantized semantics stay within +-MAX_INT so that any residual between two of them (or the
+# first frame and its key-frame predictor) is below the entropy coder's MAX_VALUE.
+MAX_INT = (MAX_VALUE >> 1) - 1
 _KEY_DIMS = N_BODY_JOINTS * 3 + 3 + 3 + 4
+
+
+def sequence_problem(width: int, height: int, num: int, den: int, n_frames: int, n_gops: int) -> str | None:
+    """Why a sequence header (frame rate num/den) is out of this format's limits, or None.
+
+    Shared by the reader and the writer. The frame rate is checked here, at parse, because
+    every consumer (the muxers, the studio's clock) breaks on absurd rates."""
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        return f"frame size {width}x{height} out of range (1 to {MAX_SIDE} a side)"
+    if not (1 <= num <= MAX_FPS_TERM and 1 <= den <= MAX_FPS_TERM and MIN_FPS <= Fraction(num, den) <= MAX_FPS):
+        return f"frame rate {num}/{den} out of range ({MIN_FPS} to {MAX_FPS} fps, terms below 2^31)"
+    if not (1 <= n_frames <= MAX_FRAMES and 1 <= n_gops <= min(MAX_GOPS, n_frames)):
+        return f"{n_frames} frames in {n_gops} groups is not a valid count (at most {MAX_FRAMES} frames)"
+    return None
+
+
+def _ints_problem(q: np.ndarray) -> str | None:
+    if q.size and int(np.abs(q).max()) > MAX_INT:
+        return f"a semantic value is {int(np.abs(q).max())} quantization steps from zero (at most {MAX_INT})"
+    return None
 
 
 # ---------------------------------------------------------------- writing
@@ -74,10 +104,43 @@ def to_bytes(bs: Bitstream) -> bytes:
         raise InputError("bitstream has no frames")
     if not all(np.all(np.isfinite(g.frames)) for g in bs.gops):
         raise InputError("semantics contain NaN or infinite values")
+    problem = _writable_problem(bs)
+    if problem:
+        raise InputError(f"cannot write this bitstream: {problem}")
     try:
         return _to_bytes(bs)
     except (ValueError, struct.error) as exc:
         raise InputError(f"cannot code these semantics: {exc}") from None
+
+
+def _writable_problem(bs: Bitstream) -> str | None:
+    """The reader's checks, applied before writing: a file this writes always reads back."""
+    fps = Fraction(bs.fps)
+    problem = sequence_problem(int(bs.width), int(bs.height), fps.numerator, fps.denominator,
+                               bs.n_frames, len(bs.gops))
+    if problem:
+        return problem
+    if not all(np.isfinite(s) and 1e-9 < s < 1e3 for s in bs.quant.as_tuple()):
+        return f"invalid quantization steps {bs.quant.as_tuple()}"
+    start = 0
+    for g in bs.gops:
+        kp = g.key_picture
+        if g.start != start or g.n_frames < 1:
+            return f"group at frame {g.start} does not follow the previous one (expected {start})"
+        start += g.n_frames
+        if kp.codec not in CODEC_NAMES or (kp.width, kp.height) != (bs.width, bs.height) or not kp.payload:
+            return f"key picture of the group at frame {g.start} is unknown, empty or not {bs.width}x{bs.height}"
+        betas = np.asarray(g.key.betas, np.float32).reshape(-1)
+        with np.errstate(all="ignore"):
+            focal = np.asarray(g.key.focal, np.float32).reshape(-1)
+        if betas.size > MAX_BETAS or focal.size != 2 or not (np.all(np.isfinite(betas)) and np.all(np.isfinite(focal))
+                                                             and np.all(focal > 0)):
+            return f"key semantics of the group at frame {g.start}: bad shape parameters or focal length"
+        key_ints = _key_ints(g.key, bs.quant)
+        problem = _ints_problem(key_ints) or _ints_problem(quantize(g.frames, bs.steps))
+        if problem:
+            return f"group at frame {g.start}: {problem}"
+    return None
 
 
 def _to_bytes(bs: Bitstream) -> bytes:
@@ -158,7 +221,7 @@ def _sections(data: bytes):
             raise BitstreamError("truncated section header", "file", pos)
         tag = data[pos:pos + 4]
         (length,) = struct.unpack_from("<I", data, pos + 4)
-        name = tag.decode("ascii", "replace")
+        name = tag.decode("ascii", "backslashreplace")     # engine.errors escapes control characters
         if length > len(data) - pos - 12:
             raise BitstreamError(f"length {length} exceeds the {max(len(data) - pos - 12, 0)} bytes left",
                                  name, pos + 4)
@@ -192,12 +255,9 @@ def from_bytes(data: bytes) -> Bitstream:
 
     r = expect("SEQH")
     w, h, fnum, fden, n_frames, n_gops, body_model, flags = r.unpack("HHIIIHBB")
-    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
-        r.fail(f"frame size {w}x{h} out of range")
-    if fnum == 0 or fden == 0:
-        r.fail("frame rate is zero")
-    if not 1 <= n_frames <= MAX_FRAMES or not 1 <= n_gops <= min(MAX_GOPS, n_frames):
-        r.fail(f"{n_frames} frames in {n_gops} groups is not a valid count")
+    problem = sequence_problem(w, h, fnum, fden, n_frames, n_gops)
+    if problem:
+        r.fail(problem)
     if flags > 1:
         r.fail(f"unknown flags {flags:#x}")
     steps = r.unpack("5d")
@@ -240,6 +300,9 @@ def from_bytes(data: bytes) -> Bitstream:
             key_ints = decode_residuals(r.rest(), 1, _KEY_DIMS)[0]
         except EntropyError as exc:
             raise BitstreamError(str(exc), "KSEM", r.base + coded_at) from None
+        problem = _ints_problem(key_ints)
+        if problem:
+            raise BitstreamError(problem, "KSEM", r.base + coded_at)
         kv = key_ints * key_steps
         key = KeySemantics(body_pose=kv[:63].reshape(21, 3), betas=betas, rot=kv[63:66], trans=kv[66:69],
                            loc=kv[69:73], focal=focal, body_model=body_model)
@@ -254,6 +317,9 @@ def from_bytes(data: bytes) -> Bitstream:
         except EntropyError as exc:
             raise BitstreamError(str(exc), "FSEM", r.base + coded_at) from None
         q = reconstruct(res, _first_prediction(key_ints, bs.dims))
+        problem = _ints_problem(q)
+        if problem:
+            raise BitstreamError(problem, "FSEM", r.base + coded_at)
         bs.gops.append(GroupOfPictures(start=start, key_picture=kp, key=key, frames=q * frame_steps))
     r = expect("END_")
     try:

@@ -28,7 +28,7 @@ N_UNARY = 6                 # context-coded magnitude bins before the escape
 MAX_EG_PREFIX = 40          # larger exp-Golomb prefixes only occur in corrupt data
 MAX_OVERRUN = 8             # bytes read past the end before the data is called truncated
 
-MAX_VALUE = 1 << 39
+MAX_VALUE = 1 << 39            # |residual| < MAX_VALUE, for the encoder and the decoder alike
 
 # Bin context layout per dimension: 0 zero flag, 1 sign, 2..2+N_UNARY-1 unary, then EG prefix.
 CTX_PER_DIM = 2 + N_UNARY + MAX_EG_PREFIX + 1
@@ -185,6 +185,8 @@ def _decode_value(dec: RangeDecoder, ctx: _Contexts, base: int) -> int:
         for _ in range(nbits):
             x = (x << 1) | dec.decode(PROB_ONE // 2)
         m = x - 1 + N_UNARY
+        if m + 1 >= MAX_VALUE:      # the encoder refuses these: reader and writer agree on the limit
+            raise EntropyError(f"coded value {m + 1} out of range (limit {MAX_VALUE})")
     return -(m + 1) if neg else m + 1
 
 

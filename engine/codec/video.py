@@ -113,6 +113,10 @@ def write_video(path, frames: Iterable[np.ndarray], fps, crf: int | None = None)
     ext = path.suffix.lower()
     if ext not in (".mp4", ".mkv", ".mov"):
         raise InputError(f"unsupported output format {ext or '(none)'}: use .mp4 or .mkv")
+    # The container accepts any rate with 31-bit terms in 1/1000..1000 fps, but the mp4 muxer and
+    # x264 refuse time bases with huge terms (e.g. 2147483647/2147483646): give them the nearest
+    # rate with a denominator up to 1001000 (exact for every usual rate, 30000/1001 included).
+    fps = Fraction(fps).limit_denominator(1_001_000)
     n = 0
     with atomic_path(path) as tmp:
         with av.open(str(tmp), "w", format="matroska" if ext == ".mkv" else "mp4") as out:

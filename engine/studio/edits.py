@@ -37,12 +37,24 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.codec.container import MAX_FRAMES
 from engine.errors import InputError
 from engine.fileio import atomic_write_bytes
 from engine.codec.semantics import ANGLE_GROUPS, CAMERA_NAMES, CORE_NAMES, FRAME_JOINTS, GROUPS, group_of, snap
 
 FORMAT_VERSION = 1
 OPS = ("offset", "set", "mirror", "revert")
+# Numbers in an edit list are checked against these before any conversion (a 400-digit integer
+# must not reach float()): amounts in any unit, frame numbers and ease lengths in frames.
+MAX_AMOUNT = 1e4
+MAX_EDIT_LIST_BYTES = 16 << 20
+MAX_FRAME = MAX_FRAMES
+
+
+def _short(x) -> str:
+    """repr(x), cut to a length an error line can carry."""
+    r = repr(x)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -119,7 +131,7 @@ def to_internal(semantic: str, amount: float, unit: str | None) -> float:
         if group_of(list(CORE_NAMES + CAMERA_NAMES).index(semantic)) not in ANGLE_GROUPS:
             raise InputError(f"unit 'deg' only applies to angles, not {semantic}")
         return math.radians(float(amount))
-    raise InputError(f"unknown unit {unit!r} (use 'deg' or 'rad')")
+    raise InputError(f"unknown unit {_short(unit)} (use 'deg' or 'rad')")
 
 
 def apply_edit(values: np.ndarray, original: np.ndarray, names, steps: np.ndarray, edit: Edit) -> np.ndarray:
@@ -166,23 +178,37 @@ def check_edit(edit: Edit, names, n_frames: int, where: str = "") -> None:
                          f"'head.x', 'left_elbow.z', 'rot.y', 'trans.z', 'loc.cx'")
     if not (0 <= edit.first <= edit.last < n_frames):
         raise InputError(f"{where}frames {edit.first}..{edit.last} outside the clip (0..{n_frames - 1})")
-    if edit.ease_in < 0 or edit.ease_out < 0:
-        raise InputError(f"{where}ease_in / ease_out must be >= 0 frames")
-    if not math.isfinite(edit.amount):
-        raise InputError(f"{where}amount must be a finite number")
+    if not (0 <= edit.ease_in <= n_frames and 0 <= edit.ease_out <= n_frames):
+        raise InputError(f"{where}ease_in / ease_out must be 0..{n_frames} frames (the clip's length)")
+    if not (math.isfinite(edit.amount) and abs(edit.amount) <= MAX_AMOUNT):
+        raise InputError(f"{where}amount must be a finite number of at most {MAX_AMOUNT:g} in magnitude")
+
+
+def check_limits(original: np.ndarray, values: np.ndarray, names, source: str = "edit list") -> None:
+    """InputError (one line) when the edits took a semantic outside its hard limits
+    (engine.studio.plausibility.LIMITS: body in front of the camera, a box with a size, ...)."""
+    from engine.studio.plausibility import limit_problems
+    problems = limit_problems(original, values, names)
+    if problems:
+        more = f" (and {len(problems) - 1} more semantics)" if len(problems) > 1 else ""
+        raise InputError(f"{source}: the edits take {problems[0]}{more}")
 
 
 # --- JSON ------------------------------------------------------------------------------------
+
+def _frame_number(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_FRAME
+
 
 def _frames(item, where):
     f = item.get("frames")
     if isinstance(f, bool) or f is None:
         raise InputError(f"{where}missing 'frames' (a frame number or [first, last])")
-    if isinstance(f, int):
+    if _frame_number(f):
         return f, f
-    if isinstance(f, list) and len(f) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in f):
+    if isinstance(f, list) and len(f) == 2 and all(_frame_number(x) for x in f):
         return f[0], f[1]
-    raise InputError(f"{where}'frames' must be a frame number or [first, last], got {f!r}")
+    raise InputError(f"{where}'frames' must be a frame number 0..{MAX_FRAME} or [first, last], got {_short(f)}")
 
 
 def parse_edit(item, where: str = "") -> Edit:
@@ -199,17 +225,18 @@ def parse_edit(item, where: str = "") -> Edit:
         raise InputError(f"{where}give exactly one of 'offset' or 'value'")
     op, key = ("offset", "offset") if "offset" in item else ("set", "value")
     raw = item[key]
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise InputError(f"{where}'{key}' must be a number, got {raw!r}")
+    # abs(int) <= float compares exactly, without converting a huge integer; NaN fails it
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not abs(raw) <= MAX_AMOUNT:
+        raise InputError(f"{where}'{key}' must be a number of at most {MAX_AMOUNT:g} in magnitude, got {_short(raw)}")
     if sem not in CORE_NAMES + CAMERA_NAMES:
-        raise InputError(f"{where}unknown semantic {sem!r}; names look like 'head.x', 'left_elbow.z', "
+        raise InputError(f"{where}unknown semantic {_short(sem)}; names look like 'head.x', 'left_elbow.z', "
                          f"'rot.y', 'trans.z', 'loc.cx'")
     amount = to_internal(sem, raw, item.get("unit"))
     ease = []
     for k in ("ease_in", "ease_out"):
         v = item.get(k, 0)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise InputError(f"{where}'{k}' must be a whole number of frames >= 0")
+        if not _frame_number(v):
+            raise InputError(f"{where}'{k}' must be a whole number of frames, 0..{MAX_FRAME}")
         ease.append(v)
     return Edit(op, first, last, sem, amount, ease[0], ease[1])
 
@@ -219,11 +246,13 @@ def loads(text: str, source: str = "edit list") -> list[Edit]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{source}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:      # an integer past Python's digit limit, nesting too deep
+        raise InputError(f"{source}: not a usable edit list ({exc.__class__.__name__}: {str(exc)[:80]})") from None
     if isinstance(data, list):
         items = data
     elif isinstance(data, dict) and isinstance(data.get("edits"), list):
         if data.get("ihvc_edits", FORMAT_VERSION) != FORMAT_VERSION:
-            raise InputError(f"{source}: unsupported edit-list version {data.get('ihvc_edits')!r}")
+            raise InputError(f"{source}: unsupported edit-list version {_short(data.get('ihvc_edits'))}")
         items = data["edits"]
     else:
         raise InputError(f"{source}: expected {{\"edits\": [...]}}")
@@ -232,7 +261,11 @@ def loads(text: str, source: str = "edit list") -> list[Edit]:
 
 def load(path) -> list[Edit]:
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"edit list {path} is a folder")
     try:
+        if path.stat().st_size > MAX_EDIT_LIST_BYTES:
+            raise InputError(f"edit list {path} is larger than {MAX_EDIT_LIST_BYTES >> 20} MiB")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read edit list {path}: {getattr(exc, 'strerror', None) or exc}") from None

@@ -129,6 +129,40 @@ MAX_NEW_OUTSIDE = 0.2
 _EPS = 1e-9
 
 
+# Hard limits, refused rather than warned (``python main.py edit`` and edit lists, through
+# engine.studio.edits.check_limits): the values each semantic is meant to take, with wide margins
+# around the studio's slider ranges (editor_widgets/semantic_panel.py). They keep the body in
+# front of the camera (trans.z: 0.5 m clears the body's own depth, about +-0.35 m around the
+# pelvis) and the person box with a size, so an edit cannot ask the renderer for a body at or
+# behind the camera plane or squeezed into a degenerate box. Angles: one full turn each way.
+LIMITS = {
+    "pose": (-2 * math.pi, 2 * math.pi), "rot": (-2 * math.pi, 2 * math.pi),
+    "trans.x": (-10.0, 10.0), "trans.y": (-10.0, 10.0), "trans.z": (0.5, 100.0),
+    "loc.cx": (-1.0, 2.0), "loc.cy": (-1.0, 2.0), "loc.w": (0.02, 10.0), "loc.h": (0.02, 10.0),
+    "camera.pan_x": (-1.0, 1.0), "camera.pan_y": (-1.0, 1.0), "camera.zoom": (-2.0, 2.0),
+}
+
+
+def limits(names) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) per semantic, shape (D,) each: LIMITS by name, else by group."""
+    pairs = [LIMITS.get(n, LIMITS.get(group_of(i))) for i, n in enumerate(names)]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def limit_problems(original: np.ndarray, edited: np.ndarray, names) -> list[str]:
+    """One line per semantic that an edit took outside LIMITS (first offending frame named);
+    values the edit did not change are the file's own and are not judged here."""
+    original, edited = np.asarray(original, float), np.asarray(edited, float)
+    lo, hi = limits(names)
+    bad = (edited != original) & ~((edited >= lo) & (edited <= hi))      # NaN counts as outside
+    out = []
+    for d in np.flatnonzero(bad.any(0)):
+        f = int(np.flatnonzero(bad[:, d])[0])
+        out.append(f"{names[d]} = {edited[f, d]:.6g} at frame {f} is outside {lo[d]:g}..{hi[d]:g}"
+                   + (f" ({int(bad[:, d].sum())} frames)" if bad[:, d].sum() > 1 else ""))
+    return out
+
+
 @dataclass(frozen=True)
 class PlausibilityWarning:
     frame: int

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.errors import IHVCError
+
 _DEPTH_BITS = 31
 _EMPTY = torch.iinfo(torch.int64).max
 
@@ -120,8 +122,6 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, height
     keys = torch.full((B * P,), _EMPTY, dtype=torch.int64, device=device)
     sel = counts.nonzero().squeeze(1)                                  # candidate triangles (flat b*F+f)
     if sel.numel():
-        c = counts[sel]
-        total = int(c.sum())
         # Per candidate triangle: the three edge functions as affine maps of the pixel
         # centre (l_k = a_k x + b_k y + c_k, already divided by the area), 1/z per vertex.
         inv = 1.0 / area.reshape(-1)[sel]
@@ -133,30 +133,20 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, height
             (Y1 - Y2) * inv, (X2 - X1) * inv, (X1 * Y2 - X2 * Y1) * inv,
             (Y2 - Y0) * inv, (X0 - X2) * inv, (X2 * Y0 - X0 * Y2) * inv,
             iz[:, 0], iz[:, 1], iz[:, 2]], -1)                        # T x 9
-        base = torch.stack([xmin.reshape(-1)[sel], ymin.reshape(-1)[sel], nx.reshape(-1)[sel]], -1).to(torch.int64)
-        tsel = torch.repeat_interleave(torch.arange(sel.numel(), device=device), c, output_size=total)
-        start = torch.cumsum(c, 0) - c
-        local = torch.arange(total, device=device) - start[tsel]
-        bs = base[tsel]                                                # N x 3
-        px = bs[:, 0] + local % bs[:, 2]
-        py = bs[:, 1] + local // bs[:, 2]
-        fx = px.to(dtype) + 0.5
-        fy = py.to(dtype) + 0.5
-        g = coef[tsel]                                                 # N x 9
-        l0 = g[:, 0] * fx + g[:, 1] * fy + g[:, 2]
-        l1 = g[:, 3] * fx + g[:, 4] * fy + g[:, 5]
-        l2 = 1.0 - l0 - l1
-        inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
-        zpix = 1.0 / (l0 * g[:, 6] + l1 * g[:, 7] + l2 * g[:, 8])     # perspective-correct depth
-        flat = sel[tsel]
-        b = flat // F
-        f = flat - b * F
+        box = torch.stack([xmin.reshape(-1)[sel], ymin.reshape(-1)[sel], nx.reshape(-1)[sel],
+                           ny.reshape(-1)[sel], xmax.reshape(-1)[sel]], -1).to(torch.int64)   # T x 5
         zmax = float(tz.reshape(-1, 3)[sel].max())
-        qmax = 2 ** (63 - _DEPTH_BITS) - 2
-        q = (zpix / (zmax * 1.0001) * qmax).clamp(0, qmax)
-        key = (q.to(torch.int64) << _DEPTH_BITS) | f
-        key = torch.where(inside, key, torch.full_like(key, _EMPTY))
-        keys.scatter_reduce_(0, b * P + py * width + px, key, reduce="amin", include_self=True)
+        splat = _Splat(keys, coef, sel, F, P, width, zmax, dtype)
+        c = counts[sel]
+        # Small boxes: every pixel centre of the box is tested (most triangles of a body at
+        # normal sizes). Large boxes: each row is first cut to the span its edges allow, so the
+        # work follows the triangle's area, not its box (a sliver across the frame).
+        small = (c <= _SMALL_BOX).nonzero().squeeze(1)
+        for a, b in _runs(c[small], _CHUNK):
+            _box_pixels(splat, small[a:b], c[small[a:b]], box)
+        large = (c > _SMALL_BOX).nonzero().squeeze(1)
+        if large.numel():
+            _row_spans(splat, large, box, coef, dtype, B * P * MAX_OVERDRAW)
 
     covered = keys != _EMPTY
     tri = torch.where(covered, keys & ((1 << _DEPTH_BITS) - 1), torch.full_like(keys, -1))
@@ -182,6 +172,132 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, height
         zbuf[idx] = 1.0 / s.squeeze(-1)
     return Raster(tri=tri.reshape(B, height, width), bary=bary.reshape(B, height, width, 3),
                   depth=zbuf.reshape(B, height, width))
+
+
+# Work and memory bounds (module docstring, "Bounded work"). At most _CHUNK candidate pixels,
+# or triangle rows, are expanded at once: about 70 MB of temporaries whatever the projected
+# triangle sizes. A frame may test at most MAX_OVERDRAW candidate pixels per output pixel
+# (spans of large triangles): a body mesh, whose surface a ray crosses a few times, stays far
+# below; past it the frame is refused rather than rendered for minutes.
+_CHUNK = 1 << 18
+_SMALL_BOX = 64
+MAX_OVERDRAW = 64
+
+
+class RasterBudgetError(IHVCError):
+    """A frame whose triangles would cover the picture more than MAX_OVERDRAW times."""
+
+
+def _runs(counts: torch.Tensor, budget: int):
+    """Contiguous index ranges [a, b) of ``counts`` whose sums stay within ``budget`` (an item
+    larger than the budget forms a range alone)."""
+    n = counts.numel()
+    if n == 0:
+        return
+    cs = torch.cumsum(counts, 0)
+    if int(cs[-1]) <= budget:
+        yield 0, n
+        return
+    a = 0
+    while a < n:
+        done = int(cs[a - 1]) if a else 0
+        b = max(int(torch.searchsorted(cs, done + budget, right=True)), a + 1)
+        yield a, b
+        a = b
+
+
+class _Splat:
+    """Test pixel centres against their triangle and keep the nearest per pixel (the z-buffer)."""
+
+    def __init__(self, keys, coef, sel, F, P, width, zmax, dtype):
+        self.keys, self.coef, self.sel, self.F, self.P, self.width = keys, coef, sel, F, P, width
+        self.zmax, self.dtype = zmax, dtype
+
+    def __call__(self, t: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> None:
+        """t: candidate index (into sel) per pixel; px, py: int64 pixel column and row."""
+        fx = px.to(self.dtype) + 0.5
+        fy = py.to(self.dtype) + 0.5
+        g = self.coef[t]                                               # N x 9
+        l0 = g[:, 0] * fx + g[:, 1] * fy + g[:, 2]
+        l1 = g[:, 3] * fx + g[:, 4] * fy + g[:, 5]
+        l2 = 1.0 - l0 - l1
+        inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
+        zpix = 1.0 / (l0 * g[:, 6] + l1 * g[:, 7] + l2 * g[:, 8])     # perspective-correct depth
+        flat = self.sel[t]
+        b = flat // self.F
+        f = flat - b * self.F
+        qmax = 2 ** (63 - _DEPTH_BITS) - 2
+        q = (zpix / (self.zmax * 1.0001) * qmax).clamp(0, qmax)
+        key = (q.to(torch.int64) << _DEPTH_BITS) | f
+        key = torch.where(inside, key, torch.full_like(key, _EMPTY))
+        self.keys.scatter_reduce_(0, b * self.P + py * self.width + px, key, reduce="amin", include_self=True)
+
+
+def _box_pixels(splat: _Splat, tris: torch.Tensor, c: torch.Tensor, box: torch.Tensor) -> None:
+    """Every pixel centre of the boxes of ``tris`` (indices into sel; c: their box areas)."""
+    device = tris.device
+    total = int(c.sum())
+    tsel = torch.repeat_interleave(tris, c, output_size=total)
+    start = torch.repeat_interleave(torch.cumsum(c, 0) - c, c, output_size=total)
+    local = torch.arange(total, device=device) - start
+    bs = box[tsel]
+    splat(tsel, bs[:, 0] + local % bs[:, 2], bs[:, 1] + local // bs[:, 2])
+
+
+def _row_spans(splat: _Splat, tris: torch.Tensor, box: torch.Tensor, coef: torch.Tensor, dtype,
+               budget: int) -> None:
+    """The pixel centres of the boxes of ``tris``, row by row, within each row's edge span.
+
+    The span is conservative: it drops only pixels whose exact edge value is below minus a bound
+    on the rounding error of the test in ``_Splat`` (plus one pixel), so the pixels that pass are
+    exactly those the full box would pass, and the raster is bit-identical."""
+    device = tris.device
+    eps = torch.finfo(dtype).eps
+    spent = 0
+    for a, b in _runs(box[tris, 3], _CHUNK):
+        tr = tris[a:b]
+        ny = box[tr, 3]
+        R = int(ny.sum())
+        rt = torch.repeat_interleave(tr, ny, output_size=R)            # candidate index per row
+        start = torch.repeat_interleave(torch.cumsum(ny, 0) - ny, ny, output_size=R)
+        bx = box[rt]
+        y = bx[:, 1] + torch.arange(R, device=device) - start
+        g = coef[rt, :6].double()
+        fy = y.double() + 0.5
+        xlo, xhi = bx[:, 0].double(), bx[:, 4].double()
+        # Edge k: l_k = a x + r(y) with r = b y + c; the third is l2 = 1 - l0 - l1.
+        a_k = (g[:, 0], g[:, 3], -(g[:, 0] + g[:, 3]))
+        r0, r1 = g[:, 1] * fy + g[:, 2], g[:, 4] * fy + g[:, 5]
+        r_k = (r0, r1, 1.0 - r0 - r1)
+        # Rounding error of the test's l_k in ``dtype``, bounded over the box: a generous multiple
+        # of eps times the size of every term.
+        xabs = xhi.abs() + 1.0
+        tol = 16 * eps * (g[:, 0].abs() * xabs + g[:, 1].abs() * fy + g[:, 2].abs()
+                          + g[:, 3].abs() * xabs + g[:, 4].abs() * fy + g[:, 5].abs() + 1.0)
+        lo, hi = xlo - 1.0, xhi + 1.0
+        empty = torch.zeros(R, dtype=torch.bool, device=device)
+        for ak, rk in zip(a_k, r_k):
+            bound = (-rk - tol) / torch.where(ak == 0, torch.ones_like(ak), ak)   # l_k >= -tol  <=>  x vs bound
+            lo = torch.where(ak > 0, torch.maximum(lo, bound), lo)
+            hi = torch.where(ak < 0, torch.minimum(hi, bound), hi)
+            empty |= (ak == 0) & (rk < -tol)
+        # centres j + 0.5 in [lo, hi], one pixel of margin, within the box
+        xl = torch.maximum(torch.ceil(lo.clamp(xlo - 1.0, xhi + 1.0) - 0.5) - 1.0, xlo)
+        xr = torch.minimum(torch.floor(hi.clamp(xlo - 1.0, xhi + 1.0) - 0.5) + 1.0, xhi)
+        n = torch.where(empty, torch.zeros_like(xl), (xr - xl + 1.0).clamp(min=0)).to(torch.int64)
+        spent += int(n.sum())
+        if spent > budget:
+            raise RasterBudgetError(f"the body covers the picture more than {MAX_OVERDRAW} times over "
+                                    f"(triangles at the camera plane?): frame not rendered")
+        xl = xl.to(torch.int64)
+        for c0, c1 in _runs(n, _CHUNK):
+            m = n[c0:c1]
+            total = int(m.sum())
+            if total == 0:
+                continue
+            row = torch.repeat_interleave(torch.arange(c0, c1, device=device), m, output_size=total)
+            first = torch.repeat_interleave(torch.cumsum(m, 0) - m, m, output_size=total)
+            splat(rt[row], xl[row] + torch.arange(total, device=device) - first, y[row])
 
 
 def bench(args=None, n: int = 20) -> None:  # pragma: no cover - ``python main.py bench --raster``

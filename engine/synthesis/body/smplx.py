@@ -1,7 +1,15 @@
-"""SMPL-X through the ``smplx`` package, for users who have the licensed model files."""
+"""SMPL-X, for users who have the licensed model files (``smplx`` package's skinning functions).
+
+The model file is read here, never by the ``smplx`` package: its loader calls
+``np.load(..., allow_pickle=True)``, so a crafted ``.npz`` in the model folder would run code
+(pickled objects execute on load). This module reads only the numeric arrays it needs with
+``allow_pickle=False``; a file whose needed arrays are pickled objects is refused.
+"""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -10,6 +18,49 @@ from engine.codec.bitstream import BODY_MODEL_IDS
 from engine.errors import InputError
 from engine.synthesis.device import resolve_device
 from engine.synthesis.body.base import LANDMARK_NAMES, BodyModel, BodyOutput
+
+# The arrays the body needs (SMPL-X .npz layout); any other entry of the file is never read.
+_ARRAYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights", "f")
+
+
+def _model_arrays(path, dtype) -> SimpleNamespace:
+    """The skinning model of an SMPL-X .npz, read without unpickling and checked for shape."""
+    def bad(why):
+        return InputError(f"not a usable SMPL-X model file {path}: {why}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise bad("not an .npz archive")
+            missing = [k for k in _ARRAYS if k not in z.files]
+            if missing:
+                raise bad(f"missing {', '.join(missing)}")
+            a = {k: z[k] for k in _ARRAYS}
+    except ValueError as exc:          # pickled data (an object array, or a pickle file) is refused
+        raise bad(f"holds pickled objects, which are not loaded ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise bad(f"{exc.__class__.__name__}: {exc}") from None
+    if any(v.dtype.kind not in "biuf" for v in a.values()):
+        raise bad("non-numeric arrays")
+    v, sd, pd, jr, kt, w, faces = (a[k] for k in _ARRAYS)
+    V = v.shape[0] if v.ndim == 2 and v.shape[1] == 3 else 0
+    J = jr.shape[0] if jr.ndim == 2 else 0
+    if not (V and J >= 22 and jr.shape[1] == V and sd.ndim == 3 and sd.shape[:2] == (V, 3) and sd.shape[2] >= 1
+            and pd.ndim == 3 and pd.shape == (V, 3, (J - 1) * 9) and w.shape == (V, J) and kt.ndim == 2
+            and kt.shape == (2, J) and faces.ndim == 2 and faces.shape[1] == 3):
+        if V and J < 22:
+            raise bad(f"{J} joints, need at least 22")
+        raise bad("arrays of inconsistent shapes")
+    parents = kt[0].astype(np.int64)
+    parents[0] = -1
+    if np.any(parents[1:] < 0) or np.any(parents[1:] >= np.arange(1, J)) or faces.min() < 0 or faces.max() >= V:
+        raise bad("bad kinematic tree or face indices")
+    if not all(np.all(np.isfinite(x)) for x in (v, sd, pd, jr, w)):
+        raise bad("non-finite values")
+    t = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=dtype)  # noqa: E731
+    return SimpleNamespace(v_template=t(v), shapedirs=t(sd[:, :, :10]), posedirs=t(pd.reshape(-1, pd.shape[-1]).T),
+                           J_regressor=t(jr), parents=torch.as_tensor(parents), lbs_weights=t(w),
+                           faces=faces.astype(np.int64))
+
 
 class SMPLXBody(BodyModel):
     name = "smplx"
@@ -29,22 +80,11 @@ class SMPLXBody(BodyModel):
             f = p
         else:
             raise InputError(f"no such SMPL-X model: {p}")
-        import contextlib
-        import io
-
-        import smplx
         from smplx.lbs import lbs
         self._lbs = lbs
         self.device = resolve_device(device)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                m = smplx.SMPLX(str(f), ext="npz", use_pca=False, num_betas=self.n_betas,
-                                num_expression_coeffs=10, batch_size=1, dtype=self.dtype)
-        except (KeyError, ValueError, OSError, AttributeError, AssertionError, IndexError, RuntimeError) as exc:
-            raise InputError(f"not a usable SMPL-X model file {f}: {exc.__class__.__name__}: {exc}") from None
-        if m.J_regressor.shape[0] < 22:
-            raise InputError(f"SMPL-X model {f} has {m.J_regressor.shape[0]} joints, need at least 22")
-        self._m = m.to(self.device)
+        m = _model_arrays(f, self.dtype)
+        self._m = SimpleNamespace(**{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in vars(m).items()})
         self.n_betas = int(min(self.n_betas, m.shapedirs.shape[-1]))
         self.faces = np.asarray(m.faces, dtype=np.int64)
         self._n_joints = int(m.J_regressor.shape[0])
