@@ -34,6 +34,17 @@ box (a ragged expansion with ``repeat_interleave``), keeps the ones inside its
 three edge functions, and a z-buffer is resolved by one ``scatter_reduce``
 (amin) of a packed int64 key ``quantized depth << 31 | triangle``; ties go to
 the lower triangle id, so the result is deterministic.
+
+Bounded work (#17): whatever the projected triangle sizes (a body at the camera plane projects
+triangles across the whole frame), at most ``_CHUNK`` (2^18) candidate pixels or triangle rows
+are expanded at once, so the temporaries stay near 70 MB. Triangles with boxes of at most
+``_SMALL_BOX`` pixels test every pixel of their box (at most 64 per triangle); larger ones are cut
+row by row to the span their edges allow, so their work follows their area (plus their rows)
+instead of their box, and the pixels tested beyond the small boxes are capped at
+``MAX_OVERDRAW`` (64) per output pixel, past which the frame is refused with
+:class:`RasterBudgetError`. Per frame, for F triangles at H x W: at most 64 F pixels tested in
+small boxes, F H rows cut into spans and 64 H W pixels tested in spans. The spans are conservative, so the raster is bit-identical to testing every
+pixel of every box.
 """
 from __future__ import annotations
 
