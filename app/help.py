@@ -42,8 +42,9 @@ def _keys(action) -> str:
 
 
 def guide_html(actions: dict) -> str:
+    fixed = {"undo": "Undo", "redo": "Redo"}          # the live texts name the command on the stack
     rows = "".join(
-        f"<tr><td>{html.escape(actions[n].text().replace('&', '').rstrip('…'))}</td>"
+        f"<tr><td>{html.escape(fixed.get(n) or actions[n].text().replace('&', '').rstrip('…'))}</td>"
         f"<td><b>{html.escape(_keys(actions[n]))}</b></td></tr>"
         for n in GUIDE_ACTIONS if n in actions)
     sem = "".join(f"<tr><td><b>{a}</b></td><td><code>{html.escape(b)}</code></td><td>{html.escape(c)}</td>"

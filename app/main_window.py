@@ -115,7 +115,7 @@ class MainWindow(QMainWindow):
         central.addWidget(right)
         central.setStretchFactor(0, 0)
         central.setStretchFactor(1, 1)
-        central.setSizes([390, 1190])
+        central.setSizes([415, 1165])
         central.setContentsMargins(4, 4, 4, 4)
         self.setCentralWidget(central)
         self.status_label = QLabel("")

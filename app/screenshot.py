@@ -25,13 +25,14 @@ def main(argv=None) -> int:
     if not win.open_path(DEFAULT_FILE):
         return 1
     ad = win.adapter
-    ad.set_frame(20)
-    win.timeline.set_selection(0, 60)
-    ad.set_range(ad.doc.index("head.y"), 0, 60, offset=-0.45, ease_in=10, ease_out=10)
-    win.curve_view.set_index(ad.doc.index("head.y"))      # the curve of the edited semantic
-    ad.set_range(ad.doc.index("right_shoulder.z"), 0, 60, offset=-0.35, ease_in=10, ease_out=10)
-    ad.set_frame(22)
-    f = 22
+    # The sample opens with her arms at her sides: raise her left arm over frames 0-12 (full from the
+    # first frame, eased out inside the range) and turn her head a little; show frame 4.
+    win.timeline.set_selection(0, 12)
+    ad.set_range(ad.doc.index("head.y"), 0, 12, offset=0.3, ease_out=5)
+    ad.set_range(ad.doc.index("left_shoulder.z"), 0, 12, offset=0.7, ease_out=5)
+    win.curve_view.set_index(ad.doc.index("left_shoulder.z"))      # the curve of the edited semantic
+    f = 4
+    ad.set_frame(f)
 
     def wait(cond, seconds):
         t = time.time()

@@ -83,7 +83,7 @@ class SemanticRow(QWidget):
         self.scale = self.unit.scale          # internal -> display
         self._value = 0.0
         self.label = QLabel(U.short_label(name))
-        self.label.setMinimumWidth(34)
+        self.label.setMinimumWidth(max(34, self.label.fontMetrics().horizontalAdvance("z depth") + 6))
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(int(math.floor(lo / step)), int(math.ceil(hi / step)))
         self.slider.setMinimumWidth(110)
@@ -164,7 +164,7 @@ class SemanticPanel(QScrollArea):
         self._layout.setContentsMargins(4, 4, 4, 4)
         self._layout.setSpacing(4)
         self.setWidget(self._inner)
-        self.setMinimumWidth(370)
+        self.setMinimumWidth(405)
 
     def set_semantics(self, names, steps, data_min=None, data_max=None, frame_size=None):
         """Build rows for ``names`` (steps per name; optional clip min / max widen the ranges;

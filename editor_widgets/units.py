@@ -104,7 +104,7 @@ def human_name(name: str, frame_size: tuple[int, int] | None = None) -> str:
     elif g == "rot":
         text = f"body rotation {_SHORT[name]}"
     elif g == "trans":
-        text = f"body position {_SHORT[name]}"
+        text = f"body translation {_SHORT[name]}"
     elif g == "loc":
         text = f"box {_SHORT[name]}"
     elif g == "camera":
