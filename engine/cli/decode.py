@@ -72,7 +72,6 @@ def busy_machine() -> bool:
 
 def run(args) -> int:
     from engine.codec.container import read
-    from engine.synthesis.decoder import open_decoder
     if args.output is None and args.png_dir is None:
         raise InputError("nothing to write: give -o OUT.mp4 and/or --png-dir DIR")
     if args.output is not None and Path(args.output).suffix.lower() not in (".mp4", ".mkv", ".mov"):
@@ -84,14 +83,16 @@ def run(args) -> int:
     if args.output is not None:
         from engine.fileio import refuse_same_file
         refuse_same_file(args.output, args.input)
+    bs = read(args.input)            # a bad file is refused before torch and the body model load
     import torch
+
+    from engine.synthesis.decoder import open_decoder
     if args.threads is not None:
         if args.threads < 1:
             raise InputError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
     elif busy_machine():
         torch.set_num_threads(1)     # OpenMP threads stall badly on oversubscribed cores
-    bs = read(args.input)
     frames = parse_frames(args.frames, bs.n_frames)
     dec = open_decoder(bs, device=args.device, analytic=args.analytic, checkpoint=args.checkpoint,
                        body_model_path=args.body_model_path, say=lambda s: print(f"note: {s}", file=sys.stderr))
