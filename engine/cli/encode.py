@@ -42,8 +42,6 @@ def run(args) -> int:
         raise InputError(f"output is a folder: {out}")
     from engine.fileio import refuse_same_file
     refuse_same_file(out, args.input)
-    from engine.fileio import refuse_same_file
-    refuse_same_file(out, args.input)
     progress = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
