@@ -206,8 +206,8 @@ def test_encode_synthetic_video_end_to_end(model, synthetic_video, tmp_path):
     from engine.codec.container import read, write
     path, (pose, rot, trans, loc), S = synthetic_video
     calls = []
-    summary = encode_video(path, size=S, progress=lambda *a: calls.append(a), key_codec="hevc",
-                               fit_options=dict(key_iters=120, iters=60))
+    summary = encode_video(path, size=S, progress=lambda *a: calls.append(a), key_codec="hevc", keys="one",
+                           fit_options=dict(key_iters=120, iters=60))
     bs = summary.bitstream
     assert bs.n_frames == 8 and bs.width == S and bs.has_camera and bs.dims == 34
     assert summary.undetected == 0 and len(summary.bitstream.gops) == 1

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.codec.bitstream import Bitstream, GroupOfPictures
+from engine.codec.bitstream import Bitstream, GroupOfPictures, KeyPicture
 from engine.codec.rate import Rate, rate_of, with_sizes
 from engine.errors import InputError
 from engine.codec.semantics import KeySemantics, QuantSpec, snap
@@ -53,7 +53,9 @@ class EncodeResult:
     def lines(self) -> list[str]:
         bs, r = self.bitstream, self.rate
         return [
-            f"frames: {bs.n_frames} ({bs.width}x{bs.height}), key pictures: {len(bs.gops)}",
+            f"frames: {bs.n_frames} ({bs.width}x{bs.height}), key pictures: {len(bs.gops)} at frames "
+            + ", ".join(str(g.key_frame) for g in bs.gops)
+            + (f"; each frame draws from up to {bs.max_refs}" if bs.max_refs > 1 else ""),
             f"bits per frame: total {r.total_bpf:.1f} = key pictures {r.key_picture_bpf:.1f} + semantics "
             f"{r.semantics_bpf:.1f} + camera {r.camera_bpf:.1f} + key semantics {r.key_semantics_bpf:.1f} "
             f"+ headers {r.header_bpf:.1f}",
@@ -114,11 +116,20 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
                  max_frames: int | None = None, region=None, camera: bool = True,
                  progress: Progress | None = None, body_model: str = "anny", body_model_path: str | None = None,
                  device: str | None = None, quant: QuantSpec | None = None, hold: float = 0.3,
-                 fit_options: dict | None = None, keep_analysis: bool = False) -> EncodeResult:
+                 fit_options: dict | None = None, keep_analysis: bool = False, keys: str = "auto",
+                 rate_kbps: float | None = None, lam: float | None = None, max_refs: int = 4,
+                 log: Callable[[str], None] | None = None, analysis: EncodeAnalysis | None = None) -> EncodeResult:
     """Encode ``path`` into an :class:`EncodeResult` (with the :class:`EncodeAnalysis` if
     ``keep_analysis``: landmarks, fits, frames, camera, for benchmarks and overlays).
     ``hold``: rate-aware snapping (see ``sticky_snap``); ``fit_options``: keyword
     arguments for engine.analysis.fit.fit_sequence (iterations, weights).
+
+    Key pictures: ``gop`` N puts one every N frames; otherwise ``keys="auto"`` chooses them by
+    rate-distortion with the decoder (engine.analysis.keys: ``rate_kbps`` target at 25 fps, or ``lam``)
+    and ``keys="one"`` keeps one for the clip. ``analysis``: the EncodeAnalysis of an earlier one-fit
+    encode of the same clip (``keep_analysis=True``, no ``gop``): landmarks and fit are reused, only key
+    pictures and their placement are done again (benchmarks and ``eval`` sweep those). ``max_refs`` > 1 lets each frame draw from that many
+    key pictures (its own, the next one and the previous ones: format version 2); 1 writes version 1.
 
     Raises InputError for unreadable input, bad options or a video with no person.
     """
@@ -136,6 +147,18 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
         raise InputError(f"--key-qp {key_qp} out of range {lo}..{hi} for {key_codec}")
     if gop is not None and gop < 1:
         raise InputError(f"--gop must be at least 1, got {gop}")
+    if keys not in ("auto", "one"):
+        raise InputError(f"--keys must be auto or one, got {keys!r}")
+    if rate_kbps is not None and not (0 < rate_kbps < 1e6):
+        raise InputError(f"--rate must be a positive kbps figure, got {rate_kbps}")
+    if lam is not None and not (lam >= 0 and np.isfinite(lam)):
+        raise InputError(f"--lambda must be a non-negative number, got {lam}")
+    if rate_kbps is not None and lam is not None:
+        raise InputError("give --rate or --lambda, not both")
+    if gop is not None and (rate_kbps is not None or lam is not None):
+        raise InputError("--rate and --lambda choose key pictures by content: they do not go with --gop")
+    if not 1 <= int(max_refs) <= 16:
+        raise InputError(f"--refs must be 1..16, got {max_refs}")
     if max_frames is not None and max_frames < 1:
         raise InputError(f"--max-frames must be at least 1, got {max_frames}")
     region = _parse_region(region)
@@ -147,6 +170,9 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
     N, H, W = frames.shape[:3]
     timings["read"] = time.perf_counter() - t0
     model = load_body_model(body_model, body_model_path, device)     # validates the model first
+    if analysis is not None and (gop is not None or len(analysis.fits) != 1 or analysis.fits[0].n_frames != N
+                                 or bool(analysis.camera) != bool(camera)):
+        raise InputError("a reused analysis must come from a one-fit encode of the same frames (no --gop)")
 
     t = time.perf_counter()
     done = [0]
@@ -155,7 +181,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
         done[0] += k
         if progress is not None:
             progress("landmarks", done[0], N)
-    lm = detect_landmarks(frames, n_frames=N, progress=lm_progress, segmentation=camera)
+    lm = analysis.landmarks if analysis is not None else detect_landmarks(
+        frames, n_frames=N, progress=lm_progress, segmentation=camera)
     timings["landmarks"] = time.perf_counter() - t
     if not lm.detected.any():
         raise InputError(f"no person detected in {path}")
@@ -173,7 +200,9 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
         sub = lm.subset(slice(s, e))
         t = time.perf_counter()
         with _torch_threads(1):
-            if sub.detected.any():
+            if analysis is not None:
+                fit = analysis.fits[0]
+            elif sub.detected.any():
                 def fit_progress(done, total, gi=gi):
                     if progress is not None:
                         progress("fit", int(100 * gi + 100 * done / max(total, 1)), 100 * len(starts))
@@ -189,7 +218,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
         sem = fit.semantics()
         if has_cam:
             t = time.perf_counter()
-            cam = estimate_camera_motion(frames[s:e], sub.masks, key_index=0)
+            cam = analysis.camera[0] if analysis is not None else estimate_camera_motion(
+                frames[s:e], sub.masks, key_index=0)
             t_cam += time.perf_counter() - t
             sem = np.concatenate([sem, cam], 1)
             cams.append(cam)
@@ -213,6 +243,31 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
 
     bs = Bitstream(width=W, height=H, fps=clip.fps, quant=quant, body_model=model.model_id,
                    has_camera=has_cam, gops=gops)
+    if len(gops) > 1 and max_refs > 1:
+        bs = with_references(bs, max_refs)
+    if gop == N and keys == "auto" and N > 1:
+        from engine.analysis.keys import choose_keys
+        t = time.perf_counter()
+        pictures = {0: gops[0].key_picture}
+
+        def picture(k):
+            if k not in pictures:                    # each key picture is coded once
+                pictures[k] = encode_key_picture(frames[k], key_codec, key_qp)
+            return pictures[k]
+
+        def build(key_frames, placeholder=None):
+            """The bitstream with keys at ``key_frames``; with ``placeholder`` (bytes per key picture)
+            the pictures are not coded: they take that many bytes, and a draft decode uses the frames."""
+            pic = picture if placeholder is None else (
+                lambda k: KeyPicture(gops[0].key_picture.codec, key_qp, W, H, bytes(placeholder)))
+            return _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant, hold,
+                                   max_refs)
+        chosen, _ = choose_keys(frames, build, picture, rate_kbps=rate_kbps, lam=lam, key_qp=key_qp,
+                                max_refs=max_refs, body_model=model, device=device, log=log)
+        bs = build(chosen)
+        gops = bs.gops
+        errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())]
+        timings["keys"] = time.perf_counter() - t
     bs.sizes = with_sizes(bs).sizes          # the section sizes the writer produces, on the bitstream itself
     rate = rate_of(bs)
     seconds = time.perf_counter() - t0
@@ -225,6 +280,60 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
         fit_error_px=(float(e.mean()) if e.size else float("nan"),
                       float(np.percentile(e, 90)) if e.size else float("nan")),
         timings=timings, analysis=analysis)
+
+
+def with_references(bs: Bitstream, max_refs: int) -> Bitstream:
+    """``bs`` with every group drawing from its neighbours' key pictures too (format version 2)."""
+    from dataclasses import replace
+
+    from engine.analysis.keys import reference_lists
+    refs = reference_lists(len(bs.gops), max_refs)
+    return replace(bs, gops=[replace(g, refs=r) for g, r in zip(bs.gops, refs)], max_refs=max_refs)
+
+
+def relative_camera(cams: np.ndarray, key: int) -> np.ndarray:
+    """Camera semantics (N x 3: pan x, pan y, zoom) relative to frame 0 -> relative to frame ``key``.
+
+    With p_t = exp(z_t) (p_0 - c) + c + P_t for every frame, a background point at p_k in frame k is
+    seen in frame t at exp(z_t - z_k) (p_k - c) + c + (P_t - exp(z_t - z_k) P_k).
+    """
+    cams = np.asarray(cams, float)
+    z = cams[:, 2] - cams[key, 2]
+    pan = cams[:, :2] - np.exp(z)[:, None] * cams[key, :2]
+    return np.concatenate([pan, z[:, None]], 1)
+
+
+def _auto_bitstream(one: Bitstream, fit, cams, key_frames, picture, quant: QuantSpec, hold: float,
+                    max_refs: int) -> Bitstream:
+    """The clip's single-fit semantics cut into groups around the key pictures at ``key_frames`` (sorted):
+    each frame belongs to the group of its nearest key, which need not open the group; each group's
+    semantics are relative to its own key (camera group included) and snapped as the fixed-period path's."""
+    from dataclasses import replace
+
+    from engine.analysis.keys import group_starts
+    N = fit.n_frames
+    sem_all = fit.semantics()
+    steps = quant.steps(cams is not None)
+    starts = group_starts(list(key_frames), N)
+    gops = []
+    for k, s, e in zip(key_frames, starts, starts[1:] + [N]):
+        sem = sem_all[s:e]
+        if cams is not None:
+            sem = np.concatenate([sem, relative_camera(cams, k)[s:e]], 1)
+        off = k - s
+        # Snap outwards from the key row (plain rounding there, as the fixed-period path's row 0).
+        after = sticky_snap(sem[off:], steps, hold)
+        before = sticky_snap(sem[:off + 1][::-1], steps, hold)[::-1][:-1] if off else sem[:0]
+        sem = np.concatenate([before, after], 0)
+        key_pose = fit.body_pose[k].copy()
+        key_pose[14:] = sem[off, :21].reshape(7, 3)
+        key_pose[:14] = snap(key_pose[:14], quant.pose)
+        key = KeySemantics(body_pose=key_pose, betas=np.asarray(fit.betas, np.float32).astype(np.float64),
+                           rot=sem[off, 21:24].copy(), trans=sem[off, 24:27].copy(), loc=sem[off, 27:31].copy(),
+                           focal=np.asarray(fit.focal, np.float32).astype(np.float64), body_model=one.body_model)
+        gops.append(GroupOfPictures(start=s, key_picture=picture(k), key=key, frames=sem, key_offset=off))
+    bs = replace(one, gops=gops, sizes={})
+    return with_references(bs, max_refs) if len(gops) > 1 and max_refs > 1 else bs
 
 
 def _carry_fit(prev, sub, lm, model, device, source):

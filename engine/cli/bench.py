@@ -12,6 +12,7 @@ BENCHES = {
     "raster": ("engine.synthesis.raster", "bench", "PyTorch rasterizer vs a pyrender/EGL id buffer"),
     "decode": ("engine.benchmarks.decode", "run", "decode frames per second and peak memory"),
     "learned": ("engine.benchmarks.learned", "run", "learned vs analytic decoder on held-out clips, learned speed"),
+    "keys": ("engine.benchmarks.keys", "run", "key pictures chosen by content vs a fixed period, TED clips"),
     "regions": ("engine.benchmarks.error_regions", "run", "where the analytic decoder's error lies (body, band, disocclusions)"),
     "preview": ("app.bench_preview", "run", "studio edit-to-preview latency and scrubbing memory"),
 }

@@ -1,6 +1,7 @@
 """``python main.py encode INPUT -o OUT.ihvc``: encode a video of one person.
 
-    python main.py encode INPUT -o OUT.ihvc [--key-codec vvc|hevc|av1] [--key-qp 37] [--gop N]
+    python main.py encode INPUT -o OUT.ihvc [--key-codec vvc|hevc|av1] [--key-qp 37]
+        [--keys auto|one] [--rate KBPS | --lambda L] [--gop N] [--refs 4]
         [--size 384] [--max-frames N] [--region x,y,w,h] [--no-camera]
         [--body-model anny|smplx] [--body-model-path DIR] [--device cpu|cuda] [--quiet]
 
@@ -21,7 +22,15 @@ def add_arguments(p):
     p.add_argument("-o", "--output", required=True, help="output bitstream (.ihvc)")
     p.add_argument("--key-codec", default="vvc", choices=("vvc", "hevc", "av1"), help="key-picture codec (default vvc)")
     p.add_argument("--key-qp", type=int, default=37, help="key-picture QP (default 37)")
-    p.add_argument("--gop", type=int, default=None, help="a key frame every N frames (default: one for the clip)")
+    p.add_argument("--keys", default="auto", choices=("auto", "one"),
+                   help="auto (default): key pictures where the decoder needs them, by rate-distortion; one: a single key")
+    p.add_argument("--rate", type=float, default=None, metavar="KBPS",
+                   help="with --keys auto: total rate target in kbps at 25 fps (default: a lambda from the key QP)")
+    p.add_argument("--lambda", dest="lam", type=float, default=None, metavar="L",
+                   help="with --keys auto: squared error a key must save per bit (default: HEVC's lambda at the key QP)")
+    p.add_argument("--gop", type=int, default=None, help="a key picture every N frames instead (a fixed period)")
+    p.add_argument("--refs", type=int, default=4,
+                   help="key pictures one frame may draw from (default 4; 1 writes a version-1 file)")
     p.add_argument("--size", type=int, default=384, help="working frame size, square (default 384)")
     p.add_argument("--max-frames", type=int, default=None, help="encode at most N frames")
     p.add_argument("--region", default=None, help="crop x,y,w,h of the input first (e.g. 0,0,256,256)")
@@ -59,7 +68,8 @@ def run(args) -> int:
     res = encode_video(
         args.input, key_codec=args.key_codec, key_qp=args.key_qp, gop=args.gop, size=args.size,
         max_frames=args.max_frames, region=args.region, camera=not args.no_camera, progress=progress,
-        body_model=args.body_model, body_model_path=args.body_model_path, device=args.device)
+        body_model=args.body_model, body_model_path=args.body_model_path, device=args.device, keys=args.keys,
+        rate_kbps=args.rate, lam=args.lam, max_refs=args.refs)
     n = write(res.bitstream, out)
     if not args.quiet:
         print(f"wrote {out} ({n} bytes)")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.errors import InputError
-from engine.evaluation.rd import write_csv
+from engine.evaluation.rd import AUTO, write_csv
 from engine.evaluation.scoring import evaluate_clip, mean_bd_rows
 
 VIDEO_EXT = (".mp4", ".mkv", ".mov", ".avi", ".webm")
@@ -48,8 +48,9 @@ def add_arguments(p):
     p.add_argument("--decoders", default="learned,analytic",
                    help="IHVC decoders, each its own curve (default learned,analytic)")
     p.add_argument("--analytic", action="store_true", help="only the training-free analytic decoder")
-    p.add_argument("--gops", default="0,20",
-                   help="IHVC key-picture periods in frames, 0 = one key picture for the clip (default 0,20)")
+    p.add_argument("--gops", default="auto,20",
+                   help="IHVC key-picture periods in frames, 0 = one key picture for the clip, auto = key "
+                        "pictures chosen by content (default auto,20)")
     p.add_argument("--threads", type=int, default=1,
                    help="PyTorch threads for decoding and metrics (default 1: robust on a shared machine)")
 
@@ -101,11 +102,11 @@ def _run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) 
         if d not in ("learned", "analytic"):
             raise InputError(f"unknown decoder {d!r}: learned or analytic")
     try:
-        gops = tuple(int(g) for g in args.gops.split(",") if g.strip())
+        gops = tuple(AUTO if g.strip() == "auto" else int(g) for g in args.gops.split(",") if g.strip())
     except ValueError:
         raise InputError(f"--gops must be integers, got {args.gops!r}") from None
-    if not gops or any(g < 0 for g in gops):
-        raise InputError(f"--gops must be frame counts >= 0, got {args.gops!r}")
+    if not gops or any(g < 0 and g != AUTO for g in gops):
+        raise InputError(f"--gops must be frame counts >= 0 or auto, got {args.gops!r}")
     out = Path(args.out)
     if args.all_dir:
         root = Path(args.all_dir)

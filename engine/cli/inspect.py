@@ -26,8 +26,13 @@ def run(args) -> int:
           f"{info['frames']} frames at {info['fps_rational']} fps ({info['fps']:.3g}), body model {info['body_model']}, "
           f"camera group {'yes' if info['camera_group'] else 'no'}")
     print("quantization steps: " + ", ".join(f"{k} {v:.4g}" for k, v in info["quantization"].items()))
+    if info["max_references"] > 1:
+        print(f"references: each frame draws from up to {info['max_references']} key pictures")
     for kp in info["key_pictures"]:
-        print(f"key picture at frame {kp['frame']}: {kp['codec']} QP {kp['qp']}, {kp['bytes']} bytes")
+        first, last = kp["group"]
+        refs = f"; also draws from the keys at frames {', '.join(map(str, kp['references']))}" if kp["references"] else ""
+        print(f"key picture at frame {kp['frame']} (frames {first} to {last}): {kp['codec']} QP {kp['qp']}, "
+              f"{kp['bytes']} bytes{refs}")
     print("sections: " + ", ".join(f"{k} {v} B" for k, v in info["sections"].items()) + f"; total {info['bytes']} B")
     print(f"bits per frame: total {r.total_bpf:.1f} = key pictures {r.key_picture_bpf:.1f} + semantics "
           f"{r.semantics_bpf:.1f} + camera {r.camera_bpf:.1f} + key semantics {r.key_semantics_bpf:.1f} "

@@ -6,11 +6,14 @@ Serialisation lives in engine/codec/container.py (``to_bytes`` / ``from_bytes`` 
     Bitstream
       width, height, fps, quant, body_model, has_camera
       gops: [GroupOfPictures]
-        start          index of the key frame in the clip
+        start          index of the group's first frame in the clip
+        key_offset     the key picture shows frame start + key_offset (0 in version 1)
         key_picture    KeyPicture (codec id, qp, size, payload bytes)
         key            KeySemantics (all 21 joints, shape, rot, trans, loc, focal)
         frames         float (n, D): per-frame semantics of the GOP's frames,
                        already on the quantization grid (row 0 is the key frame)
+        refs           other groups whose key pictures the frames may draw from (version 2)
+      max_refs         the most key pictures one frame draws from (1: its own key only)
 """
 from __future__ import annotations
 
@@ -48,6 +51,14 @@ class GroupOfPictures:
     key_picture: KeyPicture
     key: KeySemantics
     frames: np.ndarray          # (n, D) float on the quantization grid
+    refs: tuple[int, ...] = ()  # other groups (indices into Bitstream.gops) whose key pictures these frames
+                                # may also draw from (format version 2); () = their own key only
+    key_offset: int = 0         # the key picture shows frame start + key_offset (version 2: a key need not
+                                # open its group; frames before and after it use it)
+
+    @property
+    def key_frame(self) -> int:
+        return self.start + self.key_offset
 
     @property
     def n_frames(self) -> int:
@@ -63,6 +74,7 @@ class Bitstream:
     body_model: int
     has_camera: bool
     gops: list[GroupOfPictures] = field(default_factory=list)
+    max_refs: int = 1           # the most key pictures one frame draws from (format version 2 states it)
     # Filled by container.from_bytes: section name -> byte size, for inspect.
     sizes: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -84,7 +96,7 @@ class Bitstream:
 
     @property
     def key_frames(self) -> list[int]:
-        return [g.start for g in self.gops]
+        return [g.key_frame for g in self.gops]
 
     def semantics(self) -> np.ndarray:
         """All per-frame semantics, (N, D)."""

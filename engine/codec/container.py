@@ -1,4 +1,4 @@
-"""The .ihvc file format (version 1): serialise and parse a Bitstream.
+"""The .ihvc file format (versions 1 and 2): serialise and parse a Bitstream.
 
     file     = "IHVC" version:u8 section*
     section  = tag:4s length:u32 payload crc32(tag + payload):u32
@@ -6,12 +6,20 @@
 
     SEQH  width:u16 height:u16 fps_num:u32 fps_den:u32 frames:u32 gops:u16
           body_model:u8 flags:u8 (bit 0: camera group present)
-          steps: 5 x f64 (pose, rot, trans, loc, camera)   key_frames: gops x u32
+          steps: 5 x f64 (pose, rot, trans, loc, camera)   group_starts: gops x u32
+          version 2 adds the reference structure:
+          max_refs:u8 (key pictures one frame draws from at most, its own included), then per group
+          key_offset:u32 (the key picture shows frame start + key_offset) n_refs:u8 refs:n_refs x u16
+          (the other groups, by index = fixed id, whose key pictures the group's frames also use)
     KPIC  codec:u8 qp:u8 width:u16 height:u16 payload (the intra codec's elementary stream)
     KSEM  n_betas:u8 betas:n_betas x f32 focal:2 x f32 coded:... (arithmetic-coded integers
-          of body_pose 21x3, rot, trans, loc on the quantization grid, predicted from 0)
+          of body_pose 21x3, rot, trans, loc on the quantization grid, predicted from 0 in
+          version 1, from the previous group's key in version 2)
     FSEM  frames:u32 coded:... (residuals from the previous decoded frame; the first
           frame is predicted from the key frame's own semantics)
+
+The writer writes version 1 when the bitstream uses none of version 2 (one reference, keys opening
+their groups), so such files stay readable by older builds; the reader reads both.
 
 All integers are little-endian. Every length is checked against what is left
 before anything is allocated, and every failure of a malformed file becomes
@@ -33,7 +41,9 @@ from engine.fileio import atomic_write_bytes
 from engine.codec.semantics import GROUPS, N_BODY_JOINTS, KeySemantics, QuantSpec, quantize
 
 MAGIC = b"IHVC"
-VERSION = 1
+VERSION = 2                   # the newest this program writes and reads
+VERSIONS = (1, 2)
+MAX_REFS = 16
 # Stated limits, checked by the reader before any decoding and by the writer before any
 # writing (what one accepts the other writes). They bound the work a file can ask for:
 # parsing costs about 75 us per frame (pure-Python arithmetic decoding), so MAX_FRAMES caps
@@ -140,7 +150,20 @@ def _writable_problem(bs: Bitstream) -> str | None:
         problem = _ints_problem(key_ints) or _ints_problem(quantize(g.frames, bs.steps))
         if problem:
             return f"group at frame {g.start}: {problem}"
+        if not 0 <= g.key_offset < g.n_frames:
+            return f"group at frame {g.start}: key offset {g.key_offset} outside its {g.n_frames} frames"
+        if (len(g.refs) > min(bs.max_refs - 1, MAX_REFS)
+                or any(not 0 <= k < len(bs.gops) or bs.gops[k] is g for k in g.refs)):
+            return f"group at frame {g.start}: references {list(g.refs)[:8]} invalid (at most {bs.max_refs - 1} others)"
+    if not 1 <= bs.max_refs <= MAX_REFS:
+        return f"{bs.max_refs} references per frame (1..{MAX_REFS})"
     return None
+
+
+def format_version(bs: Bitstream) -> int:
+    """1 when the bitstream uses nothing of version 2 (so older readers still open it), else 2."""
+    v2 = bs.max_refs > 1 or any(g.refs or g.key_offset for g in bs.gops)
+    return 2 if v2 else 1
 
 
 def _to_bytes(bs: Bitstream) -> bytes:
@@ -148,8 +171,14 @@ def _to_bytes(bs: Bitstream) -> bytes:
     head = struct.pack("<HHIIIHBB", bs.width, bs.height, bs.fps.numerator, bs.fps.denominator,
                        bs.n_frames, len(bs.gops), bs.body_model, int(bs.has_camera))
     head += struct.pack("<5d", *bs.quant.as_tuple())
-    head += struct.pack(f"<{len(bs.gops)}I", *bs.key_frames)
-    out = [MAGIC, bytes([VERSION]), _section(b"SEQH", head)]
+    head += struct.pack(f"<{len(bs.gops)}I", *(g.start for g in bs.gops))
+    version = format_version(bs)
+    if version >= 2:
+        head += struct.pack("<B", bs.max_refs)
+        for g in bs.gops:
+            head += struct.pack(f"<IB{len(g.refs)}H", g.key_offset, len(g.refs), *g.refs)
+    out = [MAGIC, bytes([version]), _section(b"SEQH", head)]
+    prev_key = np.zeros(_KEY_DIMS, np.int64)
     for g in bs.gops:
         kp = g.key_picture
         out.append(_section(b"KPIC", struct.pack("<BBHH", kp.codec, kp.qp, kp.width, kp.height) + kp.payload))
@@ -157,7 +186,9 @@ def _to_bytes(bs: Bitstream) -> bytes:
         key_ints = _key_ints(g.key, bs.quant)
         ksem = (struct.pack("<B", betas.size) + betas.tobytes()
                 + np.asarray(g.key.focal, np.float32).reshape(2).tobytes()
-                + encode_residuals(key_ints[None]))
+                + encode_residuals((key_ints - prev_key)[None]))
+        if version >= 2:
+            prev_key = key_ints             # version 2: a key's semantics are coded from the previous key's
         out.append(_section(b"KSEM", ksem))
         q = quantize(g.frames, steps)
         res = predict_residuals(q, _first_prediction(key_ints, bs.dims))
@@ -238,8 +269,9 @@ def from_bytes(data: bytes) -> Bitstream:
         raise BitstreamError("file too large to be an IHVC bitstream", "file", 0)
     if len(data) < 5 or data[:4] != MAGIC:
         raise BitstreamError("not an IHVC file (bad magic)", "file", 0)
-    if data[4] != VERSION:
-        raise BitstreamError(f"unsupported format version {data[4]} (this program reads {VERSION})", "file", 4)
+    version = data[4]
+    if version not in VERSIONS:
+        raise BitstreamError(f"unsupported format version {version} (this program reads 1 to {VERSION})", "file", 4)
     sections = _sections(data)
     sizes: dict[str, int] = {"header": 5}
 
@@ -266,15 +298,31 @@ def from_bytes(data: bytes) -> Bitstream:
     quant = QuantSpec.from_tuple(steps)
     key_frames = list(r.unpack(f"{n_gops}I"))
     if key_frames[0] != 0 or any(b <= a for a, b in zip(key_frames, key_frames[1:])) or key_frames[-1] >= n_frames:
-        r.fail(f"key-frame positions {key_frames[:8]} are not increasing within 0..{n_frames - 1}")
+        r.fail(f"group starts {key_frames[:8]} are not increasing within 0..{n_frames - 1}")
+    ends = key_frames[1:] + [n_frames]
+    max_refs, offsets, refs = 1, [0] * n_gops, [()] * n_gops
+    if version >= 2:
+        (max_refs,) = r.unpack("B")
+        if not 1 <= max_refs <= MAX_REFS:
+            r.fail(f"{max_refs} references per frame (1..{MAX_REFS})")
+        for j in range(n_gops):
+            off, n_refs = r.unpack("IB")
+            if off >= ends[j] - key_frames[j]:
+                r.fail(f"key offset {off} outside the {ends[j] - key_frames[j]} frames of group {j}")
+            if n_refs > max_refs - 1:
+                r.fail(f"group {j} lists {n_refs} references, the header allows {max_refs - 1}")
+            ids = r.unpack(f"{n_refs}H")
+            if any(k >= n_gops or k == j for k in ids):
+                r.fail(f"group {j} refers to groups {list(ids)} of {n_gops}")
+            offsets[j], refs[j] = off, tuple(ids)
     if r.pos != len(r.data):
         r.fail("trailing bytes")
     bs = Bitstream(width=w, height=h, fps=Fraction(fnum, fden), quant=quant, body_model=body_model,
-                   has_camera=bool(flags & 1), sizes=sizes)
+                   has_camera=bool(flags & 1), sizes=sizes, max_refs=max_refs)
     frame_steps = bs.steps
     key_steps = _key_steps(quant)
-    ends = key_frames[1:] + [n_frames]
-    for start, end in zip(key_frames, ends):
+    prev_key = np.zeros(_KEY_DIMS, np.int64)
+    for j, (start, end) in enumerate(zip(key_frames, ends)):
         r = expect("KPIC")
         codec, qp, kw, kh = r.unpack("BBHH")
         if codec not in CODEC_NAMES:
@@ -297,9 +345,11 @@ def from_bytes(data: bytes) -> Bitstream:
             r.fail("non-finite shape or focal length")
         coded_at = r.pos
         try:
-            key_ints = decode_residuals(r.rest(), 1, _KEY_DIMS)[0]
+            key_ints = decode_residuals(r.rest(), 1, _KEY_DIMS)[0] + prev_key
         except EntropyError as exc:
             raise BitstreamError(str(exc), "KSEM", r.base + coded_at) from None
+        if version >= 2:
+            prev_key = key_ints
         problem = _ints_problem(key_ints)
         if problem:
             raise BitstreamError(problem, "KSEM", r.base + coded_at)
@@ -320,7 +370,8 @@ def from_bytes(data: bytes) -> Bitstream:
         problem = _ints_problem(q)
         if problem:
             raise BitstreamError(problem, "FSEM", r.base + coded_at)
-        bs.gops.append(GroupOfPictures(start=start, key_picture=kp, key=key, frames=q * frame_steps))
+        bs.gops.append(GroupOfPictures(start=start, key_picture=kp, key=key, frames=q * frame_steps,
+                                       refs=refs[j], key_offset=offsets[j]))
     r = expect("END_")
     try:
         name, _, off = next(sections)

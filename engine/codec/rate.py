@@ -100,13 +100,15 @@ def summarize(bs: Bitstream) -> dict:
     bs = with_sizes(bs)
     r = rate_of(bs)
     return {
-        "format_version": container.VERSION, "width": bs.width, "height": bs.height, "frames": r.frames,
+        "format_version": container.format_version(bs), "width": bs.width, "height": bs.height, "frames": r.frames,
         "fps": r.fps, "fps_rational": f"{bs.fps.numerator}/{bs.fps.denominator}",
         "body_model": container.body_model_name(bs), "camera_group": bs.has_camera,
         "key_frames": bs.key_frames,
         "quantization": dict(zip(("pose", "rot", "trans", "loc", "camera"), bs.quant.as_tuple())),
-        "key_pictures": [{"frame": g.start, "codec": g.key_picture.codec_name, "qp": g.key_picture.qp,
-                          "bytes": len(g.key_picture.payload)} for g in bs.gops],
+        "key_pictures": [{"frame": g.key_frame, "codec": g.key_picture.codec_name, "qp": g.key_picture.qp,
+                          "bytes": len(g.key_picture.payload), "group": [g.start, g.start + g.n_frames - 1],
+                          "references": [bs.gops[k].key_frame for k in g.refs]} for g in bs.gops],
+        "max_references": bs.max_refs,
         "sections": dict(bs.sizes), "bytes": r.bytes,
         "bits_per_frame": {**r.parts(), "per_group": r.per_group_bpf},
         "kbps_at_25fps": r.kbps_at_25fps, "kbps_at_file_fps": r.kbps_at_file_fps,

@@ -19,6 +19,14 @@ from engine.fileio import atomic_path
 
 METRICS = ("psnr", "ssim", "ms_ssim", "vmaf")
 RATE_FPS = 25
+AUTO = -1                 # Point.gop of IHVC with key pictures chosen by content
+
+
+def period_name(gop: int, n_frames: int = 0) -> str:
+    """How an IHVC point placed its key pictures, in words."""
+    if gop == AUTO:
+        return "keys by content"
+    return f"key every {gop}" if gop else "one key"
 
 
 @dataclass
@@ -29,7 +37,7 @@ class Point:
     n_frames: int
     quality: dict = field(default_factory=dict)
     decoder: str = ""            # IHVC only: "learned" or "analytic"
-    gop: int = 0                 # IHVC only: frames per key picture (0: one key picture for the clip)
+    gop: int = 0                 # IHVC only: frames per key picture (0: one key picture, AUTO: by content)
 
     @property
     def curve(self) -> str:
@@ -157,8 +165,8 @@ def plot_rd(points: list[Point], path: Path, title: str = "", metrics_=METRICS) 
             ps = sorted((p for p in points if p.curve == codec and p.gop == gop), key=lambda p: p.kbps)
             label, color, marker = _STYLE.get(codec, (codec, None, "x"))
             if codec.startswith("ihvc"):
-                label += f", key every {gop}" if gop else ", one key"
-                marker = "o" if not gop else "v"
+                label += ", " + period_name(gop)
+                marker = {0: "o", AUTO: "*"}.get(gop, "v")
             ax.plot([p.kbps for p in ps], [p.quality.get(m, math.nan) for p in ps], marker=marker,
                     color=color, label=label, lw=1.5, ms=5)
         ax.set_xlabel("kbps (25 fps)")

@@ -15,21 +15,33 @@ from typing import Callable
 import numpy as np
 
 from engine.errors import InputError
-from engine.evaluation.rd import (METRICS, RATE_FPS, Point, bd_rate, lowest_rate_rows, pareto, plot_rd,
+from engine.evaluation.rd import (AUTO, METRICS, RATE_FPS, Point, period_name, bd_rate, lowest_rate_rows, pareto, plot_rd,
                                   quality_at_rate, write_csv)
+
+
+_ANALYSIS: dict = {}      # (path, frames, size, region) -> the one-fit analysis, reused across key QPs
 
 
 def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region=None, gop: int = 0):
     """engine.analysis.encoder.encode_video of the clip at ``path`` at one key QP -> Bitstream.
 
-    The encoder reads the clip itself; it is asked for the same frames (count, size, region)
-    as ``frames``, and the result is checked against them.
+    gop: frames per key picture; 0 one key picture; AUTO key pictures chosen by content (the analysis
+    is done once per clip and reused for every QP, each placing its own keys). The encoder reads the
+    clip itself; it is asked for the same frames (count, size, region) as ``frames``, and the result
+    is checked against them.
     """
     from engine.analysis.encoder import encode_video
     if path is None:
         raise InputError("the IHVC encoder needs the clip's path")
-    bs = encode_video(path, key_codec="vvc", key_qp=key_qp, size=int(frames.shape[1]),
-                         max_frames=len(frames), region=region, gop=gop or None).bitstream
+    kw = dict(key_codec="vvc", key_qp=key_qp, size=int(frames.shape[1]), max_frames=len(frames), region=region)
+    if gop == AUTO:
+        key = (str(path), len(frames), int(frames.shape[1]), region)
+        if key not in _ANALYSIS:
+            _ANALYSIS.clear()                 # one clip at a time: the analysis holds its frames
+            _ANALYSIS[key] = encode_video(path, keys="one", keep_analysis=True, **kw).analysis
+        bs = encode_video(path, keys="auto", analysis=_ANALYSIS[key], **kw).bitstream
+    else:
+        bs = encode_video(path, keys="one", gop=gop or None, **kw).bitstream
     if (bs.n_frames, bs.height, bs.width) != frames.shape[:3]:
         raise InputError(f"encoder read {bs.n_frames} frames {bs.width}x{bs.height}, evaluation has "
                          f"{len(frames)} frames {frames.shape[2]}x{frames.shape[1]}")
@@ -42,7 +54,8 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
     """IHVC at each key-picture period and key QP, decoded by each decoder: (Point, decoded frames).
 
     The analysis runs once per period (at the first QP); the other QPs re-code only the key
-    pictures, since the semantics do not depend on the key QP. "learned" is skipped (said)
+    pictures, since the semantics do not depend on the key QP; with AUTO keys every QP places its
+    own keys (the trade-off follows the QP) from one analysis. "learned" is skipped (said)
     when no weights are shipped. encoder(frames, fps, key_qp, path=..., region=..., gop=...) ->
     Bitstream (default: engine.analysis.encoder). With a ``scorer`` the points are handed to it (and come
     out of its ``close``); without one they are returned.
@@ -58,12 +71,14 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
     for gop in gops:
         t = time.perf_counter()
         base = encoder(frames, fps, key_qps[0], path=path, region=region, gop=gop)
-        log(f"  IHVC analysis + encode (key every {gop or len(frames)} frames): {time.perf_counter() - t:.1f} s")
+        log(f"  IHVC analysis + encode ({period_name(gop, len(frames))}): {time.perf_counter() - t:.1f} s")
         for qp in key_qps:
             if qp == key_qps[0]:
                 bs = base
+            elif gop == AUTO:
+                bs = encoder(frames, fps, qp, path=path, region=region, gop=gop)
             else:
-                gps = [replace(g, key_picture=encode_key_picture(frames[g.start], g.key_picture.codec_name, qp))
+                gps = [replace(g, key_picture=encode_key_picture(frames[g.key_frame], g.key_picture.codec_name, qp))
                        for g in base.gops]
                 bs = replace(base, gops=gps, sizes={})
             n_bytes = len(container.to_bytes(bs))
@@ -79,7 +94,7 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
 
                 def done(quality, qp=qp, n_bytes=n_bytes, got=got, gop=gop):
                     p = Point("ihvc", qp, n_bytes, len(frames), quality, decoder=got, gop=gop)
-                    log(f"  ihvc {got:8s} key every {gop or len(frames):3d}, QP {qp:2d}: {p.kbps:7.2f} kbps  "
+                    log(f"  ihvc {got:8s} {period_name(gop, len(frames)):15s} QP {qp:2d}: {p.kbps:7.2f} kbps  "
                         + fmt(p.quality))
                     return p
                 sc.submit(dec, done)
@@ -173,7 +188,7 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
     plot_rd(points, out_dir / f"{name}_rd.png", title=name, metrics_=used)
     for r in matched:
         if r["on_front"] and math.isfinite(r["anchor_at_same_rate"]):
-            log(f"  at {r['kbps']:.2f} kbps ({r['metric']}): {r['ihvc']} (key every {r['ihvc_gop'] or len(frames)}, "
+            log(f"  at {r['kbps']:.2f} kbps ({r['metric']}): {r['ihvc']} ({period_name(r['ihvc_gop'], len(frames))}, "
                 f"QP {r['ihvc_key_qp']}) {r['ihvc_quality']:.4f} vs {r['anchor']} {r['anchor_at_same_rate']:.4f}")
     for r in bd_rows:
         v = r["bd_rate_percent"]
@@ -182,7 +197,7 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
     for r in lowest:
         if r["metric"] == "psnr":
             continue
-        where = (f"key every {r['ihvc_gop'] or len(frames)}, QP {r['ihvc_key_qp']}, {r['ihvc_kbps']:.2f} kbps"
+        where = (f"{period_name(r['ihvc_gop'], len(frames))}, QP {r['ihvc_key_qp']}, {r['ihvc_kbps']:.2f} kbps"
                  if math.isfinite(r["ihvc_kbps"]) else "no IHVC point at or below that rate")
         log(f"  at {r['anchor']}'s lowest rate (QP {r['anchor_qp']}, {r['anchor_kbps']:.2f} kbps) {r['metric']}: "
             f"{r['ihvc']} {r['ihvc_quality']:.4f} ({where}) vs {r['anchor_quality']:.4f}: "

@@ -39,9 +39,15 @@ from engine.codec.bitstream import BODY_MODEL_NAMES, Bitstream, GroupOfPictures
 from engine.synthesis.camera import project, to_world
 from engine.errors import IHVCError, InputError
 from engine.synthesis.device import resolve_device
-from engine.synthesis.motion import Motion, analytic_frame, analytic_motion, person_mask
+from engine.synthesis.motion import (Motion, ReferenceSample, analytic_frame, analytic_motion, fuse_references,
+                                     person_mask, reference_sample)
 from engine.synthesis.raster import Raster, rasterize
 from engine.codec.semantics import FrameSemantics
+
+
+# Nearness in time of another reference key: 1 / (1 + |frame - key frame| / scale); at 10 frames a key
+# 10 frames away counts half as much as one in the same frame (other things equal).
+REFERENCE_TIME_SCALE = 10.0
 
 
 @dataclass
@@ -84,6 +90,7 @@ class FrameAnalysis:
     rot: torch.Tensor               # B x 3
     trans: torch.Tensor             # B x 3
     motion: Motion                  # backward map to the key picture, visibility, holes
+    references: list[ReferenceSample] = field(default_factory=list)   # own key first; empty: own key only
     _mesh_of: object = field(default=None, repr=False, compare=False)
 
     @cached_property
@@ -119,6 +126,9 @@ class Decoder:
                 instead of the plain analytic warp; None = the training-free analytic decoder
     fill_disocclusions: background that the person hid in the key frame (``Motion.hole``) is filled
                 smoothly from the surrounding background instead of showing the key frame's person
+    pictures:   optional ``pictures(gop) -> H x W x 3 uint8``, the key pictures as already decoded (the
+                encoder scores key placements with its own frames, before coding any); default: decoded
+                from the bitstream
     size:       output (H, W); None = the coded size. A smaller size decodes a draft (the studio's
                 preview while a slider is dragged, :meth:`scaled`): the key picture is downscaled once
                 per GOP and the mesh is rasterized at the small size; the camera maps normalised
@@ -127,7 +137,7 @@ class Decoder:
 
     def __init__(self, bitstream: Bitstream, device=None, body_model=None, cull_backfaces: bool = True,
                  batch: int | None = None, cache_gops: int = 4, refiner=None, fill_disocclusions: bool = True,
-                 size: tuple[int, int] | None = None):
+                 size: tuple[int, int] | None = None, pictures: Callable | None = None):
         self.bs = bitstream
         self.device = resolve_device(device)
         self.dtype = torch.float32
@@ -147,11 +157,12 @@ class Decoder:
         self.batch = max(1, int(batch)) if batch is not None else (8 if self.device.type == "cuda" else 1)
         self._cache: OrderedDict[int, KeyState] = OrderedDict()
         self._lock = threading.RLock()
-        self._cache_size = max(1, cache_gops)
+        self._cache_size = max(1, cache_gops, int(getattr(bitstream, "max_refs", 1)) + 2)
         self.width, self.height = int(bitstream.width), int(bitstream.height)
         if size is not None:
             self.height, self.width = max(1, int(size[0])), max(1, int(size[1]))
         self.refiner = refiner
+        self.pictures = pictures
         self.fill_disocclusions = fill_disocclusions
 
     def scaled(self, max_side: int) -> "Decoder":
@@ -219,9 +230,9 @@ class Decoder:
 
     def _key_state(self, gop: GroupOfPictures) -> KeyState:
         from engine.codec.keypicture import decode_key_picture
-        rgb = decode_key_picture(gop.key_picture)
+        rgb = decode_key_picture(gop.key_picture) if self.pictures is None else np.asarray(self.pictures(gop))
         if rgb.shape[:2] != (self.bs.height, self.bs.width):
-            raise IHVCError(f"key picture of GOP at frame {gop.start} is {rgb.shape[1]}x{rgb.shape[0]}, "
+            raise IHVCError(f"key picture of frame {gop.key_frame} is {rgb.shape[1]}x{rgb.shape[0]}, "
                             f"the bitstream says {self.bs.width}x{self.bs.height}")
         if rgb.shape[:2] != (self.height, self.width):
             # Area averaging: the draft's key picture is what the full decode would show, blurred.
@@ -257,8 +268,9 @@ class Decoder:
             raise InputError(f"semantics must be 31 or 34 finite values, got shape {a.shape}")
         return a
 
-    def analyse(self, gop: GroupOfPictures, rows: np.ndarray) -> FrameAnalysis:
-        """The per-frame work before synthesis, for rows (B x D semantics of frames of one GOP).
+    def analyse(self, gop: GroupOfPictures, rows: np.ndarray, frames=None) -> FrameAnalysis:
+        """The per-frame work before synthesis, for rows (B x D semantics of frames of one GOP);
+        ``frames``: their indices in the clip (for the other references' nearness in time; default: the key's).
         Training (engine/training/dataset.py) uses exactly this, so its inputs cannot drift."""
         st = self.key_state(gop)
         B = rows.shape[0]
@@ -275,12 +287,27 @@ class Decoder:
             r = rasterize(xy, d, self._faces_oriented, self.height, self.width, cull_backfaces=self.cull)
             mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
                                  camera=camera, tol=st.tol, key_mask=st.person if self.fill_disocclusions else None)
+            refs = self._references(gop, st, r, frames if frames is not None else [gop.key_frame] * B)
         return FrameAnalysis(key=st, raster=r, vertices=verts, rot=rot, trans=trans, motion=mo,
-                             _mesh_of=self._frame_mesh)
+                             references=refs, _mesh_of=self._frame_mesh)
 
-    def _synthesize(self, gop: GroupOfPictures, rows: np.ndarray) -> np.ndarray:
-        """rows: B x D semantics of frames of one GOP -> B x H x W x 3 uint8."""
-        return self.render(self.analyse(gop, rows))
+    def _references(self, gop: GroupOfPictures, st: KeyState, r: Raster, frames) -> list[ReferenceSample]:
+        """Samples of every key picture the GOP's frames may draw from, its own first (DESIGN.md
+        "Decoder" step 1); [] when the GOP has no other reference (the single-key decoder, unchanged)."""
+        if not gop.refs:
+            return []
+        t = torch.as_tensor(np.asarray(frames, float), dtype=self.dtype, device=self.device)
+        out = []
+        for g in [gop] + [self.bs.gops[k] for k in gop.refs]:
+            k = st if g is gop else self.key_state(g)
+            near = 1.0 / (1.0 + (t - g.key_frame).abs() / REFERENCE_TIME_SCALE)
+            out.append(reference_sample(r, self.faces_oriented, k.world, k.trans, k.loc, k.focal, k.depth, k.tol,
+                                        k.image, near))
+        return out
+
+    def _synthesize(self, gop: GroupOfPictures, rows: np.ndarray, frames) -> np.ndarray:
+        """rows: B x D semantics of frames ``frames`` of one GOP -> B x H x W x 3 uint8."""
+        return self.render(self.analyse(gop, rows, frames))
 
     def render(self, fa: FrameAnalysis) -> np.ndarray:
         """The frames of an :meth:`analyse` result, B x H x W x 3 uint8 (for callers that also
@@ -290,6 +317,7 @@ class Decoder:
                 out = self.refiner.refine_decoder(fa)
             else:
                 out = analytic_frame(fa.key.image, fa.motion)
+            out = fuse_references(out, fa.references)
             out = out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return out.cpu().numpy()
 
@@ -304,12 +332,12 @@ class Decoder:
         except IndexError as exc:
             raise InputError(str(exc)) from None
         if semantics is None:
-            if j == 0:
+            if j == gop.key_offset:
                 return self.key_state(gop).rgb.copy()
             row = gop.frames[j]
         else:
             row = self._check_semantics(semantics)
-        return self._synthesize(gop, row[None])[0]
+        return self._synthesize(gop, row[None], [int(index)])[0]
 
     def iter_frames(self, frames: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (index, uint8 H x W x 3) for the chosen frames (default: all), batched per GOP."""
@@ -320,16 +348,17 @@ class Decoder:
         k = 0
         while k < len(idx):
             gop, j = self.bs.gop_of(idx[k])
-            if j == 0:
+            if j == gop.key_offset:
                 yield idx[k], self.key_state(gop).rgb.copy()
                 k += 1
                 continue
             chunk = [idx[k]]
             while (k + len(chunk) < len(idx) and len(chunk) < self.batch
-                   and gop.start < idx[k + len(chunk)] < gop.start + gop.n_frames):
+                   and gop.start <= idx[k + len(chunk)] < gop.start + gop.n_frames
+                   and idx[k + len(chunk)] != gop.key_frame):
                 chunk.append(idx[k + len(chunk)])
             rows = np.stack([gop.frames[i - gop.start] for i in chunk])
-            for i, rgb in zip(chunk, self._synthesize(gop, rows)):
+            for i, rgb in zip(chunk, self._synthesize(gop, rows, chunk)):
                 yield i, rgb
             k += len(chunk)
 

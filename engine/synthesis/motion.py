@@ -115,6 +115,77 @@ def surface_grid(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor, ke
     return idx, xy, d[:, 0]
 
 
+@dataclass
+class ReferenceSample:
+    """What one more reference key picture says about the body pixels of B frames.
+
+    idx:    N flat indices into B*H*W of the covered frame pixels (engine.synthesis.raster order)
+    colour: N x 3 float, the reference picture sampled at the surface point's position there
+    weight: N float >= 0, how much to trust it: 0 where the point was hidden or outside that picture,
+            else frontality^2 x size in that picture x nearness in time
+    """
+    idx: torch.Tensor
+    colour: torch.Tensor
+    weight: torch.Tensor
+
+
+def reference_sample(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor, key_trans: torch.Tensor,
+                     key_loc: torch.Tensor, focal: torch.Tensor, key_depth: torch.Tensor, tol: float,
+                     key_image: torch.Tensor, time_weight: torch.Tensor | float = 1.0) -> ReferenceSample:
+    """Sample one reference key (world vertices 1 x V x 3, camera, depth buffer 1 x H x W, picture
+    1 x 3 x H x W) at the surface points of the frame pixels, with a trust weight per pixel.
+
+    time_weight: scalar or B (one per frame): nearness in time of the key to each frame.
+    Frontality is the cosine between the surface normal in the key and the direction to the key's
+    camera (0, 0, tz); size is the key's pixels per body unit at that point (focal x box / depth).
+    """
+    B, H, W = frame.tri.shape
+    idx, xy, d = surface_grid(frame, faces, key_world, key_trans, key_loc, focal, W, H)
+    vis = key_visibility(xy, d, key_depth, tol)
+    tri = frame.tri.reshape(-1)[idx]
+    v = key_world[0][faces[tri]]                                           # N x 3 x 3
+    n = torch.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1)
+    pts = (v * frame.bary.reshape(-1, 3)[idx][..., None]).sum(1)
+    cam = torch.zeros_like(pts)
+    cam[:, 2] = key_trans[0, 2]
+    to_cam = cam - pts
+    frontal = ((n * to_cam).sum(-1) / (n.norm(dim=-1) * to_cam.norm(dim=-1)).clamp(min=1e-12)).clamp(min=0)
+    size = focal[0, 0] * key_loc[0, 2] * W / d.clamp(min=1e-6)
+    tw = torch.as_tensor(time_weight, dtype=xy.dtype, device=xy.device).reshape(-1)
+    tw = tw[idx // (H * W)] if tw.numel() > 1 else tw.expand_as(d)
+    weight = vis.to(xy.dtype) * frontal ** 2 * size * tw
+    scale = torch.tensor([2.0 / key_image.shape[-1], 2.0 / key_image.shape[-2]], device=xy.device, dtype=xy.dtype)
+    g = (xy * scale - 1.0).to(key_image.dtype).reshape(1, 1, -1, 2)
+    colour = Fn.grid_sample(key_image, g, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T
+    return ReferenceSample(idx=idx, colour=colour, weight=weight)
+
+
+def fuse_references(frames: torch.Tensor, samples: list[ReferenceSample]) -> torch.Tensor:
+    """Body pixels of B x 3 x H x W ``frames`` that the frames' own key did not see (``samples[0]``),
+    replaced by the trust-weighted mean of the other references' colours where one of them saw the point.
+
+    Where the own key saw the point its warp stands: another key's texture is placed by another fit,
+    and averaging the two ghosts (measured on ted_e, key every 20 frames: SSIM 0.827 -> 0.819).
+    Pixels no reference saw keep what ``frames`` has (the own key's warp and fill)."""
+    if len(samples) < 2:
+        return frames
+    B, C, H, W = frames.shape
+    own = torch.zeros(B * H * W, dtype=torch.bool, device=frames.device)
+    own[samples[0].idx] = samples[0].weight > 0
+    acc = torch.zeros(B * H * W, C, dtype=frames.dtype, device=frames.device)
+    wsum = torch.zeros(B * H * W, dtype=frames.dtype, device=frames.device)
+    for s in samples[1:]:
+        w = torch.where(own[s.idx], torch.zeros_like(s.weight), s.weight).to(frames.dtype)
+        acc.index_add_(0, s.idx, s.colour.to(frames.dtype) * w[:, None])
+        wsum.index_add_(0, s.idx, w)
+    seen = wsum > 0
+    if not bool(seen.any()):
+        return frames
+    flat = frames.permute(0, 2, 3, 1).reshape(-1, C).clone()
+    flat[seen] = acc[seen] / wsum[seen][:, None]
+    return flat.reshape(B, H, W, C).permute(0, 3, 1, 2)
+
+
 def key_visibility(xy: torch.Tensor, depth: torch.Tensor, key_depth: torch.Tensor, tol: float,
                    batch_index: torch.Tensor | None = None) -> torch.Tensor:
     """Was the surface point at key pixel ``xy`` (N x 2) with depth ``depth`` (N) visible in the key frame?

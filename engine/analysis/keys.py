@@ -1,0 +1,192 @@
+"""Key pictures chosen by content (DESIGN.md "Data flow", encode): where, and how many.
+
+The encoder has the real frames, so it can measure what the decoder it ships will make of them (a
+draft decode at DRAFT_SIDE px). It chooses how many key pictures to send:
+
+* under a lambda (``lam``, squared error per bit, the rate-distortion trade-off of a video
+  encoder; the default follows the key-picture QP as HEVC's mode decision does), or
+* under a rate target (``rate_kbps`` at 25 fps, everything counted): as many keys as fit.
+
+Then each key moves to the nearby frame whose picture serves its frames best (the draft decoder's
+error over the frames that change), so a key lands where the pose shows what its neighbours need.
+
+Every frame draws from the key pictures near it in time (``reference_lists``), those before it and
+the next one after it, so a key helps the frames on both sides.
+
+    keys, trace = choose_keys(frames, build, rate_kbps=5.0)        # build(keys) -> Bitstream
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+
+from engine.codec import container
+from engine.codec.bitstream import Bitstream
+from engine.codec.rate import REFERENCE_FPS
+
+DRAFT_SIDE = 128          # the draft decode that scores key placements (about 10x cheaper than 384)
+DRAFT_STRIDE = 2          # ... on every second frame (neighbouring frames say nearly the same)
+MIN_SPACING = 4           # frames between two keys at least
+# The default lambda: HEVC's at the key QP, scaled to this distortion (squared error of R, G and B
+# averaged, all pixels) and to what a key buys (a whole stretch of frames). Chosen on ted_e only (the
+# one clip kept for it): see docs/BENCHMARKS.md "Key pictures chosen by content".
+LAMBDA_SCALE = 32.0
+
+
+def hevc_lambda(qp: int) -> float:
+    """HM's mode-decision lambda for a QP (squared error per bit): the default trade-off."""
+    return 0.57 * 2.0 ** ((qp - 12) / 3.0)
+
+
+def group_starts(key_frames: list[int], n_frames: int) -> list[int]:
+    """First frame of each key's group: every frame belongs to its nearest key (ties to the earlier)."""
+    return [0] + [(a + b) // 2 + 1 for a, b in zip(key_frames, key_frames[1:])]
+
+
+def uniform_keys(count: int, n_frames: int) -> list[int]:
+    """``count`` keys at the centres of equal stretches of the clip (each key serves both sides)."""
+    return sorted({min(n_frames - 1, int((j + 0.5) * n_frames / count)) for j in range(count)})
+
+
+def reference_lists(n_keys: int, max_refs: int) -> list[tuple[int, ...]]:
+    """Per key j, the other keys its frames draw from: the next key, then the previous ones nearest
+    first, ``max_refs - 1`` in all."""
+    out = []
+    for j in range(n_keys):
+        cand = ([j + 1] if j + 1 < n_keys else []) + list(range(j - 1, -1, -1))
+        out.append(tuple(cand[:max(0, max_refs - 1)]))
+    return out
+
+
+@dataclass
+class KeyTrial:
+    keys: tuple[int, ...]
+    bytes: int
+    sse: float                # squared error of the draft decode, scaled to the full frame size
+    kept: bool
+
+
+def _draft(frames: np.ndarray, side: int) -> np.ndarray:
+    t = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
+    return Fn.interpolate(t, size=(side, side), mode="area").permute(0, 2, 3, 1).numpy()
+
+
+def _score(bs: Bitstream, ref: np.ndarray, originals: np.ndarray, side: int, body_model, device,
+           frames=None) -> np.ndarray:
+    """Squared error (summed over pixels, mean over channels) of the draft decode of ``frames``
+    (default all) that fall on the DRAFT_STRIDE grid (0 elsewhere), the key pictures taken from
+    ``originals`` (not yet coded)."""
+    from engine.synthesis.decoder import Decoder
+    dec = Decoder(bs, device=device, body_model=body_model, size=(side, side),
+                  pictures=lambda g: originals[g.key_frame])
+    idx = [i for i in (range(bs.n_frames) if frames is None else frames) if i % DRAFT_STRIDE == 0]
+    err = np.zeros(bs.n_frames)
+    out = dec.decode_all(idx).astype(np.float32)
+    err[idx] = ((out - ref[idx]) ** 2).mean(-1).sum((1, 2))
+    return err
+
+
+def affected_frames(keys: list[int], new: int, n_frames: int, max_refs: int) -> range:
+    """The frames whose decoding changes when the key at ``new`` (in ``keys``) is added or moved: those of
+    its own group, of the group before it (cut anew) and of every group that lists it as a reference."""
+    m = keys.index(new)
+    starts = group_starts(keys, n_frames) + [n_frames]
+    refs = reference_lists(len(keys), max_refs)
+    groups = [g for g in range(len(keys)) if g in (m - 1, m) or m in refs[g]]
+    return range(starts[min(groups)], starts[max(groups) + 1])
+
+
+def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_kbps: float | None = None,
+                lam: float | None = None, key_qp: int = 37, max_refs: int = 4, body_model=None, device="cpu",
+                log: Callable[[str], None] | None = None) -> tuple[list[int], list[KeyTrial]]:
+    """Key positions for ``frames`` (N x H x W x 3 uint8) by rate-distortion.
+
+    build(keys, placeholder=None) -> the Bitstream with key pictures at ``keys`` (sorted); with
+    ``placeholder`` bytes per key the pictures are not coded (the search counts that many bytes each and
+    the draft decoder takes the frames themselves). picture(k) -> the coded KeyPicture of frame k: the
+    search codes a few to learn what a key costs here.
+
+    1. How many: under ``rate_kbps`` (total at 25 fps) as many evenly spread keys as fit; under ``lam``
+       (squared error per bit, default ``hevc_lambda(key_qp)`` x LAMBDA_SCALE) the count of evenly spread
+       keys with the least D + lam R (D the draft decoder's squared error, R the file's bits).
+    2. Where: each key moves to the nearby frame (a quarter, then an eighth of the spacing either way)
+       that the draft decoder finds best for the frames it serves.
+    Returns (keys, trials): every placement scored, with its estimated bytes and draft error.
+    """
+    N, H, W = frames.shape[:3]
+    side = min(DRAFT_SIDE, H, W)
+    scale = (H * W) / float(side * side)
+    ref = _draft(frames, side)
+    budget = None if rate_kbps is None else rate_kbps * 1000.0 / 8.0 * N / REFERENCE_FPS   # bytes
+    lam = hevc_lambda(key_qp) * LAMBDA_SCALE if lam is None else float(lam)
+    say = log or (lambda s: None)
+    # What a key picture costs on this clip: the mean of a few coded ones, spread over it.
+    key_bytes = int(np.mean([len(picture(k).payload) for k in uniform_keys(3, N)]))
+    trials: list[KeyTrial] = []
+
+    def evaluate(keys, old=None, moved=None):
+        bs = build(keys, placeholder=key_bytes)
+        size = len(container.to_bytes(bs))
+        if old is None:
+            err = _score(bs, ref, frames, side, body_model, device) * scale
+        else:
+            changed = list(affected_frames(keys, moved, N, max_refs))
+            err = old.copy()
+            err[changed] = _score(bs, ref, frames, side, body_model, device, changed)[changed] * scale
+        trials.append(KeyTrial(tuple(keys), size, float(err.sum()), False))
+        return size, err
+
+    # 1. how many
+    if budget is not None:               # as many as fit: only sizes to compute
+        count = 1
+        while count < N // MIN_SPACING and len(container.to_bytes(
+                build(uniform_keys(count + 1, N), placeholder=key_bytes))) <= budget:
+            count += 1
+        keys = uniform_keys(count, N)
+        size, err = evaluate(keys)
+        if size > budget:
+            say(f"one key picture already takes about {size} B, over the {budget:.0f} B budget")
+    else:                                # the count with the least D + lambda R (two more tried past it)
+        keys = uniform_keys(1, N)
+        size, err = evaluate(keys)
+        best = (float(err.sum()) + lam * 8 * size, keys, size, err)
+        count = 1
+        while count < N // MIN_SPACING and count < len(best[1]) + 3:
+            count += 1
+            nxt = uniform_keys(count, N)
+            size_n, err_n = evaluate(nxt)
+            cost = float(err_n.sum()) + lam * 8 * size_n
+            say(f"{count} keys: about {size_n} B, squared error {err_n.sum():.4g}, D + lambda R {cost:.4g}")
+            if cost < best[0]:
+                best = (cost, nxt, size_n, err_n)
+        _, keys, size, err = best
+    # 2. where
+    spacing = N / len(keys)
+    for j in range(len(keys)):
+        for step in sorted({max(1, int(spacing / 4)), max(1, int(spacing / 8))}, reverse=True):
+            best = None
+            for c in (keys[j] - step, keys[j] + step):
+                lo = keys[j - 1] + MIN_SPACING if j else 0
+                hi = keys[j + 1] - MIN_SPACING if j + 1 < len(keys) else N - 1
+                if not lo <= c <= hi:
+                    continue
+                cand = keys[:j] + [c] + keys[j + 1:]
+                size_c, err_c = evaluate(cand, err, c)
+                if err_c.sum() < (err if best is None else best[2]).sum():
+                    best = (cand, size_c, err_c)
+            if best is not None:
+                say(f"key {keys[j]} -> {best[0][j]}: squared error {err.sum():.4g} -> {best[2].sum():.4g}")
+                keys, size, err = best
+    # The real pictures: when they cost more than estimated, drop the key serving the fewest frames.
+    while budget is not None and len(keys) > 1 and len(container.to_bytes(build(keys))) > budget:
+        starts = group_starts(keys, N) + [N]
+        j = int(np.argmin(np.diff(starts)))
+        say(f"coded, the file is over budget: key {keys[j]} dropped")
+        keys = keys[:j] + keys[j + 1:]
+    for t in trials:
+        t.kept = t.keys == tuple(keys)
+    return keys, trials

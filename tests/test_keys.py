@@ -1,0 +1,140 @@
+"""Key pictures chosen by content (engine/analysis/keys.py) and the multi-reference bitstream (format 2)."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import engine.analysis.keys as K
+from engine.analysis.encoder import relative_camera
+from engine.codec import container
+from tests.factories import generated_picture, make_bitstream
+
+
+def test_groups_references_and_affected_frames():
+    assert K.group_starts([5, 20, 40], 50) == [0, 13, 31]          # each frame to its nearest key
+    assert K.uniform_keys(3, 30) == [5, 15, 25]
+    assert K.reference_lists(4, 4) == [(1,), (2, 0), (3, 1, 0), (2, 1, 0)]   # the next key, then the previous ones
+    assert K.reference_lists(3, 1) == [(), (), ()]
+    keys = [5, 20, 40, 60, 80, 95, 110]
+    # the key at 40 serves its group, the one before (next key), the two after (previous keys) and the
+    # last one (which, having no next key, draws from three previous ones)
+    assert K.affected_frames(keys, 40, 120, 4) == range(13, 88)
+    assert K.affected_frames(keys[:-1], 40, 100, 4) == range(13, 100)
+    assert K.affected_frames(keys, 40, 120, 1) == range(13, 51)
+
+
+def test_relative_camera_composes_with_the_key():
+    cams = np.array([[0.0, 0.0, 0.0], [0.02, -0.01, 0.05], [0.05, 0.01, 0.1]])
+    rel = relative_camera(cams, 1)
+    assert np.allclose(rel[1], 0)
+    # a background point seen at p_1 in frame 1 lands where the global model puts it in frame 2
+    from engine.analysis.camera_motion import camera_affine
+    A = lambda c: np.vstack([camera_affine(c, 100, 80), [0, 0, 1]])   # noqa: E731
+    p0 = np.array([30.0, 20.0, 1.0])
+    p1, p2 = A(cams[1]) @ p0, A(cams[2]) @ p0
+    assert np.allclose(A(rel[2]) @ p1, p2)
+
+
+def _fake_clip(monkeypatch, best: int, n: int = 60):
+    """choose_keys on a stub: key pictures cost 100 B each, and the draft error of a frame is its distance
+    to the nearest key, a key the better the nearer it is to frame ``best`` (content that helps its
+    neighbours: a pose that shows what they need)."""
+    frames = np.zeros((n, 8, 8, 3), np.uint8)
+
+    class Bs:
+        def __init__(self, keys):
+            self.keys, self.n_frames = keys, n
+
+    def build(keys, placeholder=None):
+        return Bs(list(keys))
+    monkeypatch.setattr(container, "to_bytes", lambda bs: b"x" * (100 * len(bs.keys) + 50))
+
+    def score(bs, ref, originals, side, body_model, device, frames=None):
+        idx = range(n) if frames is None else frames
+        err = np.zeros(n)
+        for i in idx:
+            err[i] = min(abs(i - k) * (0.1 + 0.9 * min(1.0, abs(k - best) / 10)) for k in bs.keys) * 1e4 + 1
+        return err
+    monkeypatch.setattr(K, "_score", score)
+    return frames, build, (lambda k: type("P", (), {"payload": b"p" * 100})())
+
+
+def test_rate_target_takes_as_many_keys_as_fit_and_moves_them_to_the_content(monkeypatch):
+    frames, build, picture = _fake_clip(monkeypatch, best=14)
+    budget_bytes = 3 * 100 + 50                       # three keys fit, not four
+    rate = budget_bytes * 8 / 1000 * 25 / len(frames)
+    keys, trials = K.choose_keys(frames, build, picture, rate_kbps=rate)
+    assert len(keys) == 3 and all(t.bytes <= budget_bytes for t in trials if t.kept)
+    assert min(abs(k - 14) for k in keys) <= 1       # moved from the even spread (10, 30, 50) to the good frame
+    assert keys == sorted(keys) and min(np.diff(keys)) >= K.MIN_SPACING
+
+
+def test_lambda_picks_the_count_with_least_cost(monkeypatch):
+    frames, build, picture = _fake_clip(monkeypatch, best=-100)
+    cheap, _ = K.choose_keys(frames, build, picture, lam=1e-3)      # bits are nearly free: many keys
+    dear, _ = K.choose_keys(frames, build, picture, lam=1e6)        # bits are dear: one key
+    assert len(dear) == 1 and len(cheap) > 5
+
+
+def test_version_2_round_trip_and_version_1_unchanged():
+    bs = make_bitstream(n_frames=24, gop=8, size=64, picture=generated_picture)
+    v1 = container.to_bytes(bs)
+    assert v1[4] == 1                                  # nothing of version 2 used: still version 1
+    gops = [replace(g, refs=r, key_offset=o) for g, r, o in zip(bs.gops, K.reference_lists(3, 4), (0, 3, 7))]
+    v2bs = replace(bs, gops=gops, max_refs=4, sizes={})
+    data = container.to_bytes(v2bs)
+    assert data[4] == 2
+    back = container.from_bytes(data)
+    assert back.max_refs == 4 and [g.refs for g in back.gops] == [(1,), (2, 0), (1, 0)]
+    assert back.key_frames == [0, 11, 23] and np.allclose(back.semantics(), bs.semantics())
+    for a, b in zip(back.gops, container.from_bytes(v1).gops):
+        assert np.allclose(a.key.body_pose, b.key.body_pose) and a.key_picture.payload == b.key_picture.payload
+    assert container.to_bytes(back) == data
+    # the keys' semantics are coded from the previous key's: they cost less than from zero
+    assert back.sizes["KSEM"] < container.from_bytes(v1).sizes["KSEM"]
+    # a reference to a group that does not exist, or to itself, is refused by both sides
+    with pytest.raises(Exception, match="reference"):
+        container.to_bytes(replace(v2bs, gops=[replace(gops[0], refs=(0,))] + gops[1:]))
+
+
+def test_decoder_draws_from_every_reference_and_shows_each_key_picture():
+    from engine.codec.keypicture import decode_key_picture
+    from engine.synthesis.decoder import Decoder
+    from tests.test_decoder import BoxBody
+    bs = make_bitstream(n_frames=16, gop=8, size=64, picture=generated_picture)
+    gops = [replace(g, refs=r, key_offset=o) for g, r, o in zip(bs.gops, K.reference_lists(2, 3), (2, 5))]
+    multi = replace(bs, gops=gops, max_refs=3, sizes={})
+    dec = Decoder(multi, device="cpu", body_model=BoxBody())
+    for g in multi.gops:                                # the key frame shows its key picture, wherever it is
+        assert np.array_equal(dec.decode_frame(g.key_frame), decode_key_picture(g.key_picture))
+    fa = dec.analyse(multi.gops[0], multi.gops[0].frames[:3], frames=[0, 1, 3])
+    assert len(fa.references) == 2 and fa.references[0].idx.numel() > 0
+    frames = dec.decode_all()
+    assert frames.shape == (16, 64, 64, 3)
+    # Other keys only fill what the frame's own key did not see: everywhere else the frame is the
+    # single-key decoder's, bit for bit.
+    single = replace(multi, gops=[replace(g, refs=()) for g in gops], max_refs=1)
+    one = Decoder(single, device="cpu", body_model=BoxBody()).decode_all()
+    g = multi.gops[0]
+    idx = [i for i in range(g.start, g.start + g.n_frames) if i != g.key_frame]
+    fa = dec.analyse(g, g.frames[[i - g.start for i in idx]], frames=idx)
+    own = np.zeros(fa.raster.mask.numel(), bool)
+    own[fa.references[0].idx.numpy()[fa.references[0].weight.numpy() > 0]] = True
+    own = own.reshape(fa.raster.mask.shape)
+    changed = (frames[idx] != one[idx]).any(-1)
+    assert not (changed & own).any() and not (changed & ~fa.raster.mask.numpy()).any()
+
+
+def test_fusion_fills_only_what_the_own_key_did_not_see():
+    import torch
+
+    from engine.synthesis.motion import ReferenceSample, fuse_references
+    frames = torch.zeros(1, 3, 2, 2)
+    own = ReferenceSample(torch.tensor([0, 1]), torch.full((2, 3), 10.0), torch.tensor([1.0, 0.0]))
+    a = ReferenceSample(torch.tensor([0, 1, 2]), torch.full((3, 3), 100.0), torch.tensor([5.0, 1.0, 0.0]))
+    b = ReferenceSample(torch.tensor([1]), torch.full((1, 3), 200.0), torch.tensor([3.0]))
+    out = fuse_references(frames, [own, a, b]).permute(0, 2, 3, 1).reshape(4, 3)[:, 0]
+    # pixel 0: seen by its own key, kept; 1: not seen by it, the others' weighted mean (100 x 1 + 200 x 3) / 4;
+    # 2: seen by nobody (weight 0), kept; 3: not on the body, kept
+    assert out.tolist() == [0.0, 175.0, 0.0, 0.0]
+    assert fuse_references(frames, [own]) is frames
