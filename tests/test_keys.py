@@ -138,3 +138,19 @@ def test_fusion_fills_only_what_the_own_key_did_not_see():
     # 2: seen by nobody (weight 0), kept; 3: not on the body, kept
     assert out.tolist() == [0.0, 175.0, 0.0, 0.0]
     assert fuse_references(frames, [own]) is frames
+
+
+def test_studio_edit_keeps_every_key_picture_and_the_reference_structure(tmp_path):
+    from engine.studio.document import Document
+    from engine.studio.verify import save_verified, structure_of
+    bs = make_bitstream(n_frames=24, gop=8, size=64, picture=generated_picture)
+    gops = [replace(g, refs=r, key_offset=o) for g, r, o in zip(bs.gops, K.reference_lists(3, 4), (0, 3, 7))]
+    src = container.from_bytes(container.to_bytes(replace(bs, gops=gops, max_refs=4, sizes={})))
+    doc = Document(src)
+    doc.set_value(12, doc.index("left_elbow.z"), 0.9)
+    saved = save_verified(doc.edited_bitstream(), tmp_path / "e.ihvc", doc.edited,
+                          [g.key_picture.payload for g in src.gops])
+    back = saved.bitstream
+    assert structure_of(back) == structure_of(src) and back.key_frames == src.key_frames == [0, 11, 23]
+    assert all(a.key_picture.payload == b.key_picture.payload for a, b in zip(back.gops, src.gops))
+    assert back.semantics()[12, doc.index("left_elbow.z")] == pytest.approx(0.9, abs=0.02)

@@ -50,11 +50,18 @@ def write_file(path: Path, data: bytes) -> None:
     Path(path).write_bytes(data)
 
 
-def verify_written(path, expected_semantics: np.ndarray, expected_key_payloads) -> Bitstream:
+def structure_of(bs: Bitstream) -> tuple:
+    """What an edit must never change besides the key pictures: the references and key positions."""
+    return bs.max_refs, [(g.key_offset, g.refs) for g in bs.gops]
+
+
+def verify_written(path, expected_semantics: np.ndarray, expected_key_payloads,
+                   expected_structure: tuple | None = None) -> Bitstream:
     """Read ``path`` back and compare it with what was meant to be written.
 
     expected_semantics: (N, D) on the quantization grid; expected_key_payloads: one ``bytes``
-    per group of pictures, in order. Returns the Bitstream read back; raises VerifyError.
+    per group of pictures, in order; expected_structure: :func:`structure_of` the source (optional).
+    Returns the Bitstream read back; raises VerifyError.
     """
     try:
         bs = container.read(path)
@@ -74,8 +81,10 @@ def verify_written(path, expected_semantics: np.ndarray, expected_key_payloads) 
         raise VerifyError(f"the written file holds {len(bs.gops)} key pictures, expected {len(payloads)}")
     for g, want in zip(bs.gops, payloads):
         if g.key_picture.payload != bytes(want):
-            raise VerifyError(f"the key picture at frame {g.start} differs from the source's "
+            raise VerifyError(f"the key picture at frame {g.key_frame} differs from the source's "
                               f"({len(g.key_picture.payload)} bytes, source {len(want)})")
+    if expected_structure is not None and structure_of(bs) != expected_structure:
+        raise VerifyError("the written file's reference structure (key positions, references) differs from the source's")
     return bs
 
 
@@ -94,7 +103,7 @@ def save_verified(bs: Bitstream, path, expected_semantics: np.ndarray | None = N
     with atomic_path(path) as tmp:
         write_file(tmp, data)
         try:
-            back = verify_written(tmp, expected, payloads)
+            back = verify_written(tmp, expected, payloads, structure_of(bs))
         except VerifyError as exc:
             raise VerifyError(f"{exc}; {path.name} was not replaced") from None
         size = tmp.stat().st_size
