@@ -175,7 +175,8 @@ def test_body_off_screen_and_refiner_hook(stream):
     assert ref.seen[0] == (1, SIZE, SIZE) and ref.seen[2] == (1, SIZE, SIZE, 2)
 
 
-def test_cli_decode_uses_shipped_weights_and_says_when_it_falls_back(tmp_path, monkeypatch, capsys, stream):
+def test_cli_decode_is_analytic_by_default_learned_on_request_and_says_when_it_falls_back(
+        tmp_path, monkeypatch, capsys, stream):
     import engine.synthesis.body as bm
     import engine.synthesis.refiner as learned
     from engine.codec import container
@@ -185,20 +186,28 @@ def test_cli_decode_uses_shipped_weights_and_says_when_it_falls_back(tmp_path, m
     monkeypatch.setattr(bm, "load_body_model", lambda name="anny", path=None, device=None: BoxBody())
     src = tmp_path / "clip.ihvc"
     container.write(stream, src)
+    # Default: the analytic decoder (the better one on people it never saw; BENCHMARKS), said in the summary.
+    assert main(["decode", str(src), "-o", str(tmp_path / "a.mkv"), "--device", "cpu", "--quiet", "--lossless"]) == 0
+    assert "(analytic decoder)" in capsys.readouterr().err
+    ana = Decoder(stream, device="cpu", body_model=BoxBody()).decode_all()
+    assert np.array_equal(read_video(tmp_path / "a.mkv").frames, ana)
     if not learned.DEFAULT_CHECKPOINT.exists():
         pytest.skip("no shipped generator weights")
-    # Default: the shipped learned decoder, and the summary line says so.
-    assert main(["decode", str(src), "-o", str(tmp_path / "l.mkv"), "--device", "cpu", "--quiet", "--lossless"]) == 0
+    # --learned: the shipped learned decoder, and the summary line says so.
+    assert main(["decode", str(src), "-o", str(tmp_path / "l.mkv"), "--device", "cpu", "--quiet", "--lossless",
+                 "--learned"]) == 0
     assert "(learned decoder)" in capsys.readouterr().err
     ref = Decoder(stream, device="cpu", body_model=BoxBody(), refiner=learned.load_refiner(device="cpu"))
     assert np.array_equal(read_video(tmp_path / "l.mkv").frames, ref.decode_all())
-    # No weights shipped: the analytic decoder, said out loud.
+    # --learned with no weights shipped: the analytic decoder, said out loud.
     monkeypatch.setattr(learned, "DEFAULT_CHECKPOINT", tmp_path / "missing.safetensors")
-    assert main(["decode", str(src), "-o", str(tmp_path / "a.mkv"), "--device", "cpu", "--quiet", "--lossless"]) == 0
+    assert main(["decode", str(src), "-o", str(tmp_path / "m.mkv"), "--device", "cpu", "--quiet", "--lossless",
+                 "--learned"]) == 0
     err = capsys.readouterr().err
     assert "note: no learned weights" in err and "(analytic decoder)" in err
-    ana = Decoder(stream, device="cpu", body_model=BoxBody()).decode_all()
-    assert np.array_equal(read_video(tmp_path / "a.mkv").frames, ana)
+    assert np.array_equal(read_video(tmp_path / "m.mkv").frames, ana)
+    assert main(["decode", str(src), "-o", str(tmp_path / "n.mkv"), "--analytic", "--learned", "--quiet"]) == 2
+    assert "contradict" in capsys.readouterr().err
     # A checkpoint the user names but that is corrupt: a one-line error and nothing written.
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not weights")

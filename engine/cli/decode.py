@@ -1,12 +1,13 @@
 """``python main.py decode IN.ihvc -o OUT.mp4``: decode a bitstream into a video (and/or PNGs).
 
     python main.py decode IN.ihvc -o OUT.mp4 [--device cpu|cuda] [--frames A:B] [--png-dir DIR]
-                                             [--crf N | --lossless] [--analytic] [--checkpoint W.safetensors]
+                                             [--crf N | --lossless] [--learned | --checkpoint W.safetensors]
                                              [--body-model-path DIR]
 
-The learned decoder (assets/generator.safetensors) is used when it is shipped;
-``--analytic`` forces the training-free analytic path, and a fallback to it is
-always said on stderr.
+The training-free analytic decoder is the default: on people it never trained on, the shipped
+learned decoder (assets/generator.safetensors) scores lower VMAF (docs/BENCHMARKS.md "Learned
+decoder"), so it is used only when asked for (``--learned`` or ``--checkpoint``); a fallback from it
+is always said on stderr.
 
 By default the video is H.264 yuv420p at CRF 18 (high quality, opens in every common
 player; ``--crf`` trades size for quality). ``--lossless`` writes what the decoder
@@ -36,9 +37,10 @@ def add_arguments(p):
                         "few players open these")
     p.add_argument("--threads", type=int, default=None,
                    help="PyTorch CPU threads (default: 1 when the machine is already busy, else PyTorch's choice)")
-    p.add_argument("--analytic", action="store_true", help="force the training-free analytic decoder")
+    p.add_argument("--learned", action="store_true", help="the shipped learned decoder instead of the analytic one")
+    p.add_argument("--analytic", action="store_true", help="the training-free analytic decoder (the default)")
     p.add_argument("--checkpoint", default=None,
-                   help="learned decoder weights (.safetensors with its .json; default: the shipped ones)")
+                   help="learned decoder weights (.safetensors with its .json; implies --learned)")
     p.add_argument("--body-model-path", default=None, help="SMPL-X model folder, for bitstreams coded with SMPL-X")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -94,7 +96,9 @@ def run(args) -> int:
     elif busy_machine():
         torch.set_num_threads(1)     # OpenMP threads stall badly on oversubscribed cores
     frames = parse_frames(args.frames, bs.n_frames)
-    dec = open_decoder(bs, device=args.device, analytic=args.analytic, checkpoint=args.checkpoint,
+    if args.analytic and (args.learned or args.checkpoint):
+        raise InputError("--analytic and --learned/--checkpoint contradict each other")
+    dec = open_decoder(bs, device=args.device, analytic=not (args.learned or args.checkpoint), checkpoint=args.checkpoint,
                        body_model_path=args.body_model_path, say=lambda s: print(f"note: {s}", file=sys.stderr))
     kind = "analytic" if dec.refiner is None else "learned"
     bar = None
