@@ -15,8 +15,9 @@
     KSEM  n_betas:u8 betas:n_betas x f32 focal:2 x f32 coded:... (arithmetic-coded integers
           of body_pose 21x3, rot, trans, loc on the quantization grid, predicted from 0 in
           version 1, from the previous group's key in version 2)
-    FSEM  frames:u32 coded:... (residuals from the previous decoded frame; the first
-          frame is predicted from the key frame's own semantics)
+    FSEM  frames:u32 coded:... (residuals from the previously coded frame; the first coded
+          frame is predicted from the key frame's own semantics. The key frame is coded first,
+          then the frames after it, then those before it backwards from the key: coding_order)
 
 The writer writes version 1 when the bitstream uses none of version 2 (one reference, keys opening
 their groups), so such files stay readable by older builds; the reader reads both.
@@ -96,6 +97,38 @@ def _key_steps(quant: QuantSpec) -> np.ndarray:
 def _key_ints(key: KeySemantics, quant: QuantSpec) -> np.ndarray:
     flat = np.r_[np.asarray(key.body_pose, float).reshape(-1), key.rot, key.trans, key.loc]
     return quantize(flat, _key_steps(quant))
+
+
+def coding_order(n_frames: int, key_offset: int) -> np.ndarray:
+    """The order a group's frames are coded in: from its key frame to the end, then from the key frame
+    back to the first, so that every frame is predicted from a neighbour (version 2; a key opening its
+    group gives 0, 1, 2, ... as in version 1)."""
+    return np.r_[np.arange(key_offset, n_frames), np.arange(key_offset - 1, -1, -1)].astype(np.int64)
+
+
+def _coded_residuals(q: np.ndarray, key_ints: np.ndarray, dims: int, key_offset: int) -> np.ndarray:
+    """Residuals of a group's quantized frames (n x dims) in coding order; the key frame's row is
+    predicted from the key's own semantics, the frames after it from the one before, the frames before
+    it (coded last, backwards) from the one after. The backward part starts from the key frame."""
+    order = coding_order(len(q), key_offset)
+    res = predict_residuals(q[order], _first_prediction(key_ints, dims))
+    if key_offset and key_offset < len(q):
+        back = len(q) - key_offset                  # first backward row: predict from the key frame's row
+        res[back] = q[order[back]] - q[key_offset]
+    return res
+
+
+def _uncoded(res: np.ndarray, key_ints: np.ndarray, dims: int, key_offset: int) -> np.ndarray:
+    """Inverse of :func:`_coded_residuals`: quantized frames in display order."""
+    n = len(res)
+    order = coding_order(n, key_offset)
+    fwd = reconstruct(res[:n - key_offset], _first_prediction(key_ints, dims))
+    parts = [fwd]
+    if key_offset:
+        parts.append(reconstruct(res[n - key_offset:], fwd[0]))
+    q = np.empty_like(res)
+    q[order] = np.concatenate(parts, 0)
+    return q
 
 
 def _first_prediction(key_ints: np.ndarray, dims: int) -> np.ndarray:
@@ -191,7 +224,7 @@ def _to_bytes(bs: Bitstream) -> bytes:
             prev_key = key_ints             # version 2: a key's semantics are coded from the previous key's
         out.append(_section(b"KSEM", ksem))
         q = quantize(g.frames, steps)
-        res = predict_residuals(q, _first_prediction(key_ints, bs.dims))
+        res = _coded_residuals(q, key_ints, bs.dims, g.key_offset)
         out.append(_section(b"FSEM", struct.pack("<I", g.n_frames) + encode_residuals(res)))
     out.append(_section(b"END_", b""))
     return b"".join(out)
@@ -205,7 +238,7 @@ def semantic_bits_by_group(bs: Bitstream) -> dict[str, float]:
     out = {name: 0.0 for name in GROUPS if GROUPS[name].stop <= bs.dims}
     for g in bs.gops:
         key_ints = _key_ints(g.key, bs.quant)
-        res = predict_residuals(quantize(g.frames, bs.steps), _first_prediction(key_ints, bs.dims))
+        res = _coded_residuals(quantize(g.frames, bs.steps), key_ints, bs.dims, g.key_offset)
         bits = bits_per_dimension(res)
         for name in out:
             out[name] += float(bits[GROUPS[name]].sum())
@@ -366,7 +399,7 @@ def from_bytes(data: bytes) -> Bitstream:
             res = decode_residuals(r.rest(), n, bs.dims)
         except EntropyError as exc:
             raise BitstreamError(str(exc), "FSEM", r.base + coded_at) from None
-        q = reconstruct(res, _first_prediction(key_ints, bs.dims))
+        q = _uncoded(res, key_ints, bs.dims, offsets[j])
         problem = _ints_problem(q)
         if problem:
             raise BitstreamError(problem, "FSEM", r.base + coded_at)
