@@ -108,7 +108,10 @@ def test_decoder_draws_from_every_reference_and_shows_each_key_picture():
     for g in multi.gops:                                # the key frame shows its key picture, wherever it is
         assert np.array_equal(dec.decode_frame(g.key_frame), decode_key_picture(g.key_picture))
     fa = dec.analyse(multi.gops[0], multi.gops[0].frames[:3], frames=[0, 1, 3])
-    assert len(fa.references) == 2 and fa.references[0].idx.numel() > 0
+    own = fa.references[0]
+    assert own.idx.numel() > 0
+    # the other key is sampled only where the own key did not see (none here: then it is skipped)
+    assert len(fa.references) == 2 or bool((own.weight > 0).all())
     frames = dec.decode_all()
     assert frames.shape == (16, 64, 64, 3)
     # Other keys only fill what the frame's own key did not see: everywhere else the frame is the

@@ -297,12 +297,16 @@ class Decoder:
         if not gop.refs:
             return []
         t = torch.as_tensor(np.asarray(frames, float), dtype=self.dtype, device=self.device)
-        out = []
+        out, unseen = [], None
         for g in [gop] + [self.bs.gops[k] for k in gop.refs]:
             k = st if g is gop else self.key_state(g)
             near = 1.0 / (1.0 + (t - g.key_frame).abs() / REFERENCE_TIME_SCALE)
             out.append(reference_sample(r, self.faces_oriented, k.world, k.trans, k.loc, k.focal, k.depth, k.tol,
-                                        k.image, near))
+                                        k.image, near, unseen))
+            if unseen is None:                # the others matter only where the own key did not see
+                unseen = out[0].idx[out[0].weight <= 0]
+                if unseen.numel() == 0:
+                    break
         return out
 
     def _synthesize(self, gop: GroupOfPictures, rows: np.ndarray, frames) -> np.ndarray:

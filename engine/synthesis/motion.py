@@ -88,16 +88,18 @@ def background_grid(camera: torch.Tensor | None, height: int, width: int, batch:
 
 
 def surface_grid(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor, key_trans: torch.Tensor,
-                 key_loc: torch.Tensor, focal: torch.Tensor, width: int, height: int):
+                 key_loc: torch.Tensor, focal: torch.Tensor, width: int, height: int, idx: torch.Tensor | None = None):
     """Key-frame position and depth of the surface point seen at each covered frame pixel.
 
     frame: Raster of B frame meshes (B x H x W); faces: F x 3; key_world: 1 x V x 3 or B x V x 3
     world-space key vertices (engine.synthesis.camera.to_world); key_trans 1|B x 3; key_loc 1|B x 4; focal 1|B x 2.
     Returns (idx, xy, depth): idx N flat indices into B*H*W of the covered pixels, xy N x 2 key-frame
-    pixels, depth N key-camera depths (engine.synthesis.camera.world_to_crop).
+    pixels, depth N key-camera depths (engine.synthesis.camera.world_to_crop). ``idx``: only these
+    covered pixels (default: all of them).
     """
     B, H, W = frame.tri.shape
-    idx = frame.mask.reshape(-1).nonzero().squeeze(1)
+    if idx is None:
+        idx = frame.mask.reshape(-1).nonzero().squeeze(1)
     b = idx // (H * W)
     tri = frame.tri.reshape(-1)[idx]
     bary = frame.bary.reshape(-1, 3)[idx]
@@ -131,16 +133,18 @@ class ReferenceSample:
 
 def reference_sample(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor, key_trans: torch.Tensor,
                      key_loc: torch.Tensor, focal: torch.Tensor, key_depth: torch.Tensor, tol: float,
-                     key_image: torch.Tensor, time_weight: torch.Tensor | float = 1.0) -> ReferenceSample:
+                     key_image: torch.Tensor, time_weight: torch.Tensor | float = 1.0,
+                     idx: torch.Tensor | None = None) -> ReferenceSample:
     """Sample one reference key (world vertices 1 x V x 3, camera, depth buffer 1 x H x W, picture
     1 x 3 x H x W) at the surface points of the frame pixels, with a trust weight per pixel.
 
     time_weight: scalar or B (one per frame): nearness in time of the key to each frame.
+    idx: only these covered pixels (flat indices into B*H*W; default: every covered pixel).
     Frontality is the cosine between the surface normal in the key and the direction to the key's
     camera (0, 0, tz); size is the key's pixels per body unit at that point (focal x box / depth).
     """
     B, H, W = frame.tri.shape
-    idx, xy, d = surface_grid(frame, faces, key_world, key_trans, key_loc, focal, W, H)
+    idx, xy, d = surface_grid(frame, faces, key_world, key_trans, key_loc, focal, W, H, idx)
     vis = key_visibility(xy, d, key_depth, tol)
     tri = frame.tri.reshape(-1)[idx]
     v = key_world[0][faces[tri]]                                           # N x 3 x 3
