@@ -108,10 +108,11 @@ def test_decoder_draws_from_every_reference_and_shows_each_key_picture():
     for g in multi.gops:                                # the key frame shows its key picture, wherever it is
         assert np.array_equal(dec.decode_frame(g.key_frame), decode_key_picture(g.key_picture))
     fa = dec.analyse(multi.gops[0], multi.gops[0].frames[:3], frames=[0, 1, 3])
-    own = fa.references[0]
-    assert own.idx.numel() > 0
-    # the other key is sampled only where the own key did not see (none here: then it is skipped)
-    assert len(fa.references) == 2 or bool((own.weight > 0).all())
+    # the other key is sampled only where the frame's own key did not see (and not at all when it saw all)
+    unseen = (fa.raster.mask & ~fa.motion.visible).reshape(-1)
+    for ref in fa.references:
+        assert bool(unseen[ref.idx].all())
+    assert len(fa.references) == (1 if bool(unseen.any()) else 0)
     frames = dec.decode_all()
     assert frames.shape == (16, 64, 64, 3)
     # Other keys only fill what the frame's own key did not see: everywhere else the frame is the
@@ -121,26 +122,22 @@ def test_decoder_draws_from_every_reference_and_shows_each_key_picture():
     g = multi.gops[0]
     idx = [i for i in range(g.start, g.start + g.n_frames) if i != g.key_frame]
     fa = dec.analyse(g, g.frames[[i - g.start for i in idx]], frames=idx)
-    own = np.zeros(fa.raster.mask.numel(), bool)
-    own[fa.references[0].idx.numpy()[fa.references[0].weight.numpy() > 0]] = True
-    own = own.reshape(fa.raster.mask.shape)
+    unseen = (fa.raster.mask & ~fa.motion.visible).numpy()
     changed = (frames[idx] != one[idx]).any(-1)
-    assert not (changed & own).any() and not (changed & ~fa.raster.mask.numpy()).any()
+    assert not (changed & ~unseen).any()
 
 
-def test_fusion_fills_only_what_the_own_key_did_not_see():
+def test_fusion_takes_the_trust_weighted_mean_where_a_reference_saw_the_point():
     import torch
 
     from engine.synthesis.motion import ReferenceSample, fuse_references
     frames = torch.zeros(1, 3, 2, 2)
-    own = ReferenceSample(torch.tensor([0, 1]), torch.full((2, 3), 10.0), torch.tensor([1.0, 0.0]))
-    a = ReferenceSample(torch.tensor([0, 1, 2]), torch.full((3, 3), 100.0), torch.tensor([5.0, 1.0, 0.0]))
+    a = ReferenceSample(torch.tensor([1, 2]), torch.full((2, 3), 100.0), torch.tensor([1.0, 0.0]))
     b = ReferenceSample(torch.tensor([1]), torch.full((1, 3), 200.0), torch.tensor([3.0]))
-    out = fuse_references(frames, [own, a, b]).permute(0, 2, 3, 1).reshape(4, 3)[:, 0]
-    # pixel 0: seen by its own key, kept; 1: not seen by it, the others' weighted mean (100 x 1 + 200 x 3) / 4;
-    # 2: seen by nobody (weight 0), kept; 3: not on the body, kept
+    out = fuse_references(frames, [a, b]).permute(0, 2, 3, 1).reshape(4, 3)[:, 0]
+    # pixel 1: (100 x 1 + 200 x 3) / 4; pixel 2: sampled but seen by none (weight 0), kept; 0 and 3 kept
     assert out.tolist() == [0.0, 175.0, 0.0, 0.0]
-    assert fuse_references(frames, [own]) is frames
+    assert fuse_references(frames, []) is frames
 
 
 def test_studio_edit_keeps_every_key_picture_and_the_reference_structure(tmp_path):

@@ -90,7 +90,7 @@ class FrameAnalysis:
     rot: torch.Tensor               # B x 3
     trans: torch.Tensor             # B x 3
     motion: Motion                  # backward map to the key picture, visibility, holes
-    references: list[ReferenceSample] = field(default_factory=list)   # own key first; empty: own key only
+    references: list[ReferenceSample] = field(default_factory=list)   # other keys, where the own one did not see
     _mesh_of: object = field(default=None, repr=False, compare=False)
 
     @cached_property
@@ -287,26 +287,26 @@ class Decoder:
             r = rasterize(xy, d, self._faces_oriented, self.height, self.width, cull_backfaces=self.cull)
             mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
                                  camera=camera, tol=st.tol, key_mask=st.person if self.fill_disocclusions else None)
-            refs = self._references(gop, st, r, frames if frames is not None else [gop.key_frame] * B)
+            refs = self._references(gop, r, mo, frames if frames is not None else [gop.key_frame] * B)
         return FrameAnalysis(key=st, raster=r, vertices=verts, rot=rot, trans=trans, motion=mo,
                              references=refs, _mesh_of=self._frame_mesh)
 
-    def _references(self, gop: GroupOfPictures, st: KeyState, r: Raster, frames) -> list[ReferenceSample]:
-        """Samples of every key picture the GOP's frames may draw from, its own first (DESIGN.md
-        "Decoder" step 1); [] when the GOP has no other reference (the single-key decoder, unchanged)."""
+    def _references(self, gop: GroupOfPictures, r: Raster, mo: Motion, frames) -> list[ReferenceSample]:
+        """Samples of the other key pictures the GOP's frames may draw from (DESIGN.md "Decoder" step 1),
+        at the body pixels the frame's own key did not see; [] when there are none (the single-key
+        decoder, unchanged)."""
         if not gop.refs:
             return []
+        unseen = (r.mask & ~mo.visible).reshape(-1).nonzero().squeeze(1)
+        if unseen.numel() == 0:
+            return []
         t = torch.as_tensor(np.asarray(frames, float), dtype=self.dtype, device=self.device)
-        out, unseen = [], None
-        for g in [gop] + [self.bs.gops[k] for k in gop.refs]:
-            k = st if g is gop else self.key_state(g)
+        out = []
+        for g in (self.bs.gops[k] for k in gop.refs):
+            k = self.key_state(g)
             near = 1.0 / (1.0 + (t - g.key_frame).abs() / REFERENCE_TIME_SCALE)
             out.append(reference_sample(r, self.faces_oriented, k.world, k.trans, k.loc, k.focal, k.depth, k.tol,
                                         k.image, near, unseen))
-            if unseen is None:                # the others matter only where the own key did not see
-                unseen = out[0].idx[out[0].weight <= 0]
-                if unseen.numel() == 0:
-                    break
         return out
 
     def _synthesize(self, gop: GroupOfPictures, rows: np.ndarray, frames) -> np.ndarray:
