@@ -484,3 +484,18 @@ def test_reliability_raster_worst_decodes(run_main, tmp_path, monkeypatch, name)
                        "--threads", "1")
     assert rc == 0 and (tmp_path / "x.mp4").stat().st_size > 0, err
     assert seen and max(seen) <= R._CHUNK
+
+
+@pytest.mark.parametrize("codec", ["hevc", "vvc", "av1"])
+def test_key_picture_larger_than_its_header_is_refused_before_decoding(codec):
+    """A payload declaring a larger picture than the header's is refused at open (FFmpeg's max_pixels),
+    before any allocation for it."""
+    from dataclasses import replace
+
+    from engine.codec.keypicture import decode_key_picture, encode_key_picture
+    from engine.errors import IHVCError
+    from tests.factories import generated_picture
+    big = encode_key_picture(generated_picture(512), codec, 45)
+    assert decode_key_picture(big).shape == (512, 512, 3)
+    with pytest.raises(IHVCError, match="larger than the 64x64"):
+        decode_key_picture(replace(big, width=64, height=64))

@@ -406,6 +406,8 @@ def from_bytes(data: bytes) -> Bitstream:
         bs.gops.append(GroupOfPictures(start=start, key_picture=kp, key=key, frames=q * frame_steps,
                                        refs=refs[j], key_offset=offsets[j]))
     r = expect("END_")
+    if r.data:
+        r.fail(f"the end section holds {len(r.data)} bytes; the writer leaves it empty")
     try:
         name, _, off = next(sections)
         raise BitstreamError(f"data after the end section ({name!r})", name, off - 8)

@@ -102,6 +102,9 @@ def decode_key_picture(kp: KeyPicture) -> np.ndarray:
     if name not in _DECODERS:
         raise IHVCError(f"unknown key-picture codec id {kp.codec}")
     ctx = av.CodecContext.create(_DECODERS[name], "r")
+    # A corrupt payload may declare a far larger picture than the header: FFmpeg would allocate for it
+    # before the size check below. Bound it (with room for the codecs' padded coded sizes).
+    ctx.options = {"max_pixels": str((kp.width + 64) * (kp.height + 64))}
     frames = []
     try:
         # parse(None) flushes the parser: a single picture is otherwise held back.
@@ -109,6 +112,8 @@ def decode_key_picture(kp: KeyPicture) -> np.ndarray:
             frames.extend(ctx.decode(packet))
         frames.extend(ctx.decode(None))
     except (av.error.FFmpegError, ValueError) as exc:
+        if "max_pixels" in str(exc):
+            raise IHVCError(f"key picture ({name}) is larger than the {kp.width}x{kp.height} its header says") from None
         raise IHVCError(f"key picture ({name}) does not decode: {exc}") from None
     if not frames:
         raise IHVCError(f"key picture ({name}) does not decode: no picture in payload")
