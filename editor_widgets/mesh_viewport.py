@@ -62,23 +62,17 @@ class OrbitCamera:
 
 
 class ViewRenderer:
-    """The engine's mesh renderer (engine.synthesis.render.MeshRenderer.render_view) at the widget's
-    render size: recreated when the size changes (one offscreen context, in the GUI thread)."""
-
-    def __init__(self):
-        self._r = None
+    """The engine's mesh renderer (engine.synthesis.render.shared_renderer(...).render_view) at the
+    widget's render size: the GUI thread's one offscreen context, resized in place, never deleted
+    (deleting an EGL renderer breaks every other one: engine.synthesis.render.MeshRenderer)."""
 
     def render(self, faces, vertices, ghost, camera_pose, width, height) -> np.ndarray:
-        from engine.synthesis.render import MeshRenderer
-        if self._r is None or (self._r.width, self._r.height) != (width, height):
-            self.close()
-            self._r = MeshRenderer(width, height)
-        return self._r.render_view(vertices, faces, camera_pose, yfov=math.radians(FOV_DEG), ghost=ghost)
+        from engine.synthesis.render import shared_renderer
+        return shared_renderer(width, height).render_view(vertices, faces, camera_pose,
+                                                          yfov=math.radians(FOV_DEG), ghost=ghost)
 
     def close(self):
-        if self._r is not None:
-            self._r.close()
-            self._r = None
+        """Nothing to release: the context is the thread's (kept for the widget's closeEvent)."""
 
 
 class MeshViewport(QWidget):

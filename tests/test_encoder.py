@@ -392,3 +392,25 @@ def test_progress_can_cancel_during_the_fit(synthetic_video):
             raise Stop()
     with pytest.raises(Stop):
         encode_video(synthetic_video[0], size=synthetic_video[2], max_frames=2, progress=progress)
+
+
+def test_one_offscreen_renderer_per_thread_survives_sizes_and_views(model):
+    """The overlay, the sample and the studio's 3D view share one EGL renderer per thread, resized in
+    place: rendering at other sizes and views in between leaves a frame bit-identical (pyrender's
+    delete would terminate the shared EGL display and break it: GLError on the next frame)."""
+    import math
+
+    import torch
+
+    from engine.synthesis.render import render_mesh, shared_renderer
+    with torch.no_grad():
+        v = model.forward(torch.zeros(1, 21, 3)).vertices[0].numpy()
+    args = (v, model.faces, np.zeros(3), np.array([0.0, 0.0, 3.0]), np.array([0.5, 0.5, 0.8, 0.8]), (2.0, 2.0))
+    first = render_mesh(*args, 64, 48)
+    assert first[..., 3].any() and first.shape == (48, 64, 4)
+    render_mesh(*args, 128, 128)
+    pose = np.eye(4)
+    pose[2, 3] = 4.0
+    view = shared_renderer(96, 80).render_view(v, model.faces, pose, yfov=math.radians(40))
+    assert view.shape == (80, 96, 3)
+    assert np.array_equal(render_mesh(*args, 64, 48), first)

@@ -2,7 +2,7 @@
 
     render_mesh(vertices, faces, rot, trans, loc, focal, width, height) -> H x W x 4 uint8 RGBA
     overlay(frame_rgb, rgba) -> H x W x 3 uint8
-    MeshRenderer(w, h).render_view(vertices, faces, camera_pose, ghost=...) -> H x W x 3 uint8
+    shared_renderer(w, h).render_view(vertices, faces, camera_pose, ghost=...) -> H x W x 3 uint8
         a free perspective camera (the studio's orbiting 3D view), the ghost translucent
 
 The crop camera and the box collapse into one pinhole camera in frame pixels:
@@ -52,7 +52,12 @@ def _rotmat(aa: np.ndarray) -> np.ndarray:
 
 
 class MeshRenderer:
-    """A reusable offscreen renderer of one output size."""
+    """A reusable offscreen renderer; :meth:`resize` changes its output size in place.
+
+    Use :func:`shared_renderer` (one per thread) rather than making and closing these: pyrender's
+    ``delete`` on EGL terminates the display that every offscreen context of the process shares,
+    which breaks all the other renderers (GLError "invalid operation" on their next frame).
+    """
 
     def __init__(self, width: int, height: int):
         try:
@@ -66,16 +71,12 @@ class MeshRenderer:
         except Exception as exc:  # pragma: no cover - no EGL device
             raise IHVCError(f"cannot create an offscreen OpenGL context ({exc.__class__.__name__}: {exc})") from None
 
-    def close(self):
-        r, self._r = getattr(self, "_r", None), None
-        if r is not None:
-            r.delete()
-
-    def __del__(self):  # pragma: no cover - best effort
-        try:
-            self.close()
-        except Exception:
-            pass
+    def resize(self, width: int, height: int) -> "MeshRenderer":
+        """Render at width x height from now on (pyrender reallocates its framebuffers, same context)."""
+        if (int(width), int(height)) != (self.width, self.height):
+            self.width, self.height = int(width), int(height)
+            self._r.viewport_width, self._r.viewport_height = self.width, self.height
+        return self
 
     def render(self, vertices, faces, rot, trans, loc, focal, color=DEFAULT_COLOR, alpha: float = 1.0,
                vertex_colors=None) -> np.ndarray:
@@ -139,14 +140,13 @@ class MeshRenderer:
         return np.ascontiguousarray(color_img[..., :3])
 
 
-def _renderer(width: int, height: int) -> MeshRenderer:
-    cache = getattr(_local, "renderers", None)
-    if cache is None:
-        cache = _local.renderers = {}
-    key = (int(width), int(height))
-    if key not in cache:
-        cache[key] = MeshRenderer(*key)
-    return cache[key]
+def shared_renderer(width: int, height: int) -> MeshRenderer:
+    """This thread's renderer (pyrender contexts are not shared between threads), at width x height.
+    It lives as long as the thread: see MeshRenderer on why renderers are never deleted."""
+    r = getattr(_local, "renderer", None)
+    if r is None:
+        r = _local.renderer = MeshRenderer(width, height)
+    return r.resize(width, height)
 
 
 def render_mesh(vertices, faces, rot, trans, loc, focal, width: int, height: int,
@@ -156,7 +156,7 @@ def render_mesh(vertices, faces, rot, trans, loc, focal, width: int, height: int
     vertices: V x 3 (numpy or torch) in the body frame (engine.synthesis.body output);
     faces: F x 3; rot, trans (3,), loc (4,), focal (2,) as in engine.synthesis.camera.
     """
-    return _renderer(width, height).render(vertices, faces, rot, trans, loc, focal, color, alpha, vertex_colors)
+    return shared_renderer(width, height).render(vertices, faces, rot, trans, loc, focal, color, alpha, vertex_colors)
 
 
 def overlay(frame: np.ndarray, rgba: np.ndarray) -> np.ndarray:
