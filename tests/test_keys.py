@@ -154,3 +154,14 @@ def test_studio_edit_keeps_every_key_picture_and_the_reference_structure(tmp_pat
     assert structure_of(back) == structure_of(src) and back.key_frames == src.key_frames == [0, 11, 23]
     assert all(a.key_picture.payload == b.key_picture.payload for a, b in zip(back.gops, src.gops))
     assert back.semantics()[12, doc.index("left_elbow.z")] == pytest.approx(0.9, abs=0.02)
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(gop=20, rate_kbps=5.0), "do not go with --gop"),
+                                     (dict(rate_kbps=5.0, lam=100.0), "not both"),
+                                     (dict(keys="many"), "--keys"), (dict(max_refs=0), "--refs"),
+                                     (dict(rate_kbps=-1.0), "--rate")])
+def test_encode_refuses_contradictory_key_options_before_any_work(kw, msg, tmp_path):
+    from engine.analysis.encoder import encode_video
+    from engine.errors import InputError
+    with pytest.raises(InputError, match=msg):
+        encode_video(tmp_path / "not_read.mp4", **kw)
