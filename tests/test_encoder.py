@@ -211,9 +211,12 @@ def test_encode_synthetic_video_end_to_end(model, synthetic_video, tmp_path):
     bs = summary.bitstream
     assert bs.n_frames == 8 and bs.width == S and bs.has_camera and bs.dims == 34
     assert summary.undetected == 0 and len(summary.bitstream.gops) == 1
-    assert {c[0] for c in calls} == {"landmarks", "fit", "key picture"}
+    assert [c[0] for c in calls if c[0] != "fit"][-2:] == ["key picture", "closed loop"]
+    assert {c[0] for c in calls} == {"landmarks", "fit", "key picture", "closed loop"}
     fit_done = [c[1] for c in calls if c[0] == "fit"]
-    assert len(fit_done) > 5 and fit_done == sorted(fit_done) and fit_done[-1] == calls[-2][2] == 100
+    assert len(fit_done) > 5 and fit_done == sorted(fit_done) and fit_done[-1] == 100
+    assert {c[2] for c in calls if c[0] == "fit"} == {100}
+    assert [c[1:] for c in calls if c[0] == "closed loop"][-1] == (7, 7)       # every frame but the key
     assert [c[1] for c in calls if c[0] == "landmarks"] == list(range(1, 9))
     b = summary.rate.parts()
     assert b["key_picture"] > 0 and b["semantics"] > 0

@@ -6,7 +6,8 @@ Pipeline: read_video (square working frames) -> MediaPipe Holistic landmarks
 (engine.analysis.landmarks) -> body-model fit per group of pictures
 (engine.analysis.fit) -> background camera motion per group
 (engine.analysis.camera_motion) -> key picture per group (engine.codec.keypicture) ->
-semantics snapped to the bitstream's quantization grid.
+semantics snapped to the bitstream's quantization grid -> with ``effort`` default or slow, each
+frame's semantics refined against the pixels the decoder draws (engine.analysis.closed_loop).
 
 Nothing is written here; engine.codec.container.write does that (atomically).
 """
@@ -24,7 +25,8 @@ from engine.errors import InputError
 from engine.codec.semantics import KeySemantics, QuantSpec, snap
 
 # progress(stage, done, total): stage is "landmarks" (frames), "fit" (percent x groups of
-# pictures) or "key picture" (groups of pictures); it may raise to cancel the encode.
+# pictures), "key picture" (groups of pictures) or "closed loop" (frames); it may raise to cancel
+# the encode.
 Progress = Callable[[str, int, int], None]
 
 
@@ -49,6 +51,7 @@ class EncodeResult:
     fit_error_px: tuple = (float("nan"), float("nan"))    # mean, p90 (fused landmarks, snapped semantics)
     timings: dict = field(default_factory=dict)
     analysis: EncodeAnalysis | None = None                # with ``keep_analysis=True``
+    closed_loop: object = None                            # engine.analysis.closed_loop.RefineReport
 
     def lines(self) -> list[str]:
         bs, r = self.bitstream, self.rate
@@ -62,6 +65,7 @@ class EncodeResult:
             f"rate: {r.rate_text()}",
             f"fit error: mean {self.fit_error_px[0]:.2f} px, p90 {self.fit_error_px[1]:.2f} px",
             f"frames without a detected person: {self.undetected}",
+            *([self.closed_loop.line()] if self.closed_loop is not None else []),
             f"encode speed: {self.encode_fps:.1f} frames/s ({self.seconds:.1f} s)",
         ]
 
@@ -118,7 +122,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
                  device: str | None = None, quant: QuantSpec | None = None, hold: float = 0.3,
                  fit_options: dict | None = None, keep_analysis: bool = False, keys: str = "auto",
                  rate_kbps: float | None = None, lam: float | None = None, max_refs: int = 4,
-                 log: Callable[[str], None] | None = None, analysis: EncodeAnalysis | None = None) -> EncodeResult:
+                 log: Callable[[str], None] | None = None, analysis: EncodeAnalysis | None = None,
+                 effort: str = "default") -> EncodeResult:
     """Encode ``path`` into an :class:`EncodeResult` (with the :class:`EncodeAnalysis` if
     ``keep_analysis``: landmarks, fits, frames, camera, for benchmarks and overlays).
     ``hold``: rate-aware snapping (see ``sticky_snap``); ``fit_options``: keyword
@@ -130,6 +135,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
     encode of the same clip (``keep_analysis=True``, no ``gop``): landmarks and fit are reused, only key
     pictures and their placement are done again (benchmarks and ``eval`` sweep those). ``max_refs`` > 1 lets each frame draw from that many
     key pictures (its own, the next one and the previous ones: format version 2); 1 writes version 1.
+    ``effort``: fast (the landmark fit alone), default or slow (the semantics are then refined against
+    the frames the decoder draws from the decoded key pictures: engine.analysis.closed_loop).
 
     Raises InputError for unreadable input, bad options or a video with no person.
     """
@@ -139,7 +146,9 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
     from engine.analysis.camera_motion import estimate_camera_motion
     from engine.codec.keypicture import QP_RANGE, encode_key_picture
     from engine.codec.video import read_video
+    from engine.analysis.closed_loop import effort_of, refine_bitstream
 
+    effort_spec = effort_of(effort)
     if key_codec not in QP_RANGE:
         raise InputError(f"unknown key-picture codec {key_codec!r}: choose vvc, hevc or av1")
     lo, hi = QP_RANGE[key_codec]
@@ -268,6 +277,19 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
         gops = bs.gops
         errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())]
         timings["keys"] = time.perf_counter() - t
+    report = None
+    if effort_spec.side > 0:
+        t = time.perf_counter()
+
+        def loop_progress(done, total):
+            if progress is not None:
+                progress("closed loop", done, total)
+        bs, report = refine_bitstream(bs, frames, effort_spec, body_model=model, device=device, hold=hold,
+                                      progress=loop_progress)
+        errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())] if len(fits) == 1 else [
+            fit_errors(model, f, lm.subset(slice(g.start, g.start + g.n_frames)), semantics=g.frames)
+            for f, g in zip(fits, bs.gops)]
+        timings["closed_loop"] = time.perf_counter() - t
     bs.sizes = with_sizes(bs).sizes          # the section sizes the writer produces, on the bitstream itself
     rate = rate_of(bs)
     seconds = time.perf_counter() - t0
@@ -279,7 +301,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
         undetected=int((~lm.detected).sum()),
         fit_error_px=(float(e.mean()) if e.size else float("nan"),
                       float(np.percentile(e, 90)) if e.size else float("nan")),
-        timings=timings, analysis=analysis)
+        timings=timings, analysis=analysis, closed_loop=report)
 
 
 def with_references(bs: Bitstream, max_refs: int) -> Bitstream:

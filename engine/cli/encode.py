@@ -37,7 +37,10 @@ def add_arguments(p):
     p.add_argument("--no-camera", action="store_true", help="do not code the background camera motion")
     p.add_argument("--body-model", default="anny", choices=("anny", "smplx"), help="body model (default anny)")
     p.add_argument("--body-model-path", default=None, help="SMPL-X model folder (with SMPLX_NEUTRAL.npz)")
-    p.add_argument("--device", default=None, help="fit on cpu or cuda (default cpu)")
+    p.add_argument("--effort", default="default", choices=("fast", "default", "slow"),
+                   help="fast: semantics from the landmark fit alone; default: then refined against the frames "
+                        "the decoder draws (at half size); slow: refined at full size, longer")
+    p.add_argument("--device", default=None, help="fit on cpu or cuda (default: cuda when present)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -59,7 +62,7 @@ def run(args) -> int:
         def progress(stage, done, total):
             b = bars.get(stage)
             if b is None:
-                b = bars[stage] = tqdm(total=total, desc=stage, unit={"landmarks": "frame", "fit": "%"}.get(stage, "gop"),
+                b = bars[stage] = tqdm(total=total, desc=stage, unit={"landmarks": "frame", "fit": "%", "closed loop": "frame"}.get(stage, "gop"),
                                        leave=False, file=sys.stderr)
             b.n = done
             b.refresh()
@@ -69,7 +72,7 @@ def run(args) -> int:
         args.input, key_codec=args.key_codec, key_qp=args.key_qp, gop=args.gop, size=args.size,
         max_frames=args.max_frames, region=args.region, camera=not args.no_camera, progress=progress,
         body_model=args.body_model, body_model_path=args.body_model_path, device=args.device, keys=args.keys,
-        rate_kbps=args.rate, lam=args.lam, max_refs=args.refs)
+        rate_kbps=args.rate, lam=args.lam, max_refs=args.refs, effort=args.effort)
     n = write(res.bitstream, out)
     if not args.quiet:
         print(f"wrote {out} ({n} bytes)")

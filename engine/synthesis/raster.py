@@ -161,28 +161,43 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, height
 
     covered = keys != _EMPTY
     tri = torch.where(covered, keys & ((1 << _DEPTH_BITS) - 1), torch.full_like(keys, -1))
-    # Recompute exact barycentrics and depth for the winning triangle of every covered pixel.
+    bary, zbuf = barycentrics(tri.reshape(B, height, width), xy, depth, faces)
+    return Raster(tri=tri.reshape(B, height, width), bary=bary, depth=zbuf)
+
+
+def barycentrics(tri: torch.Tensor, xy: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor):
+    """Exact perspective-correct barycentrics and depth of every covered pixel centre for a fixed
+    triangle assignment ``tri`` (B x H x W, -1 where uncovered): (B x H x W x 3, B x H x W).
+
+    :func:`rasterize` ends with this; called again with vertices that carry gradients it gives
+    barycentrics that are differentiable with respect to them (the closed-loop encoder,
+    engine.analysis.closed_loop, differentiates the decoder's warp this way).
+    """
+    B, height, width = tri.shape
+    P = height * width
+    dtype, device = xy.dtype, xy.device
+    tri = tri.reshape(-1)
     bary = torch.zeros(B * P, 3, dtype=dtype, device=device)
     zbuf = torch.full((B * P,), float("inf"), dtype=dtype, device=device)
-    idx = covered.nonzero().squeeze(1)
+    idx = (tri >= 0).nonzero().squeeze(1)
     if idx.numel():
         b = idx // P
         p = idx - b * P
         fx = (p % width).to(dtype) + 0.5
         fy = (p // width).to(dtype) + 0.5
-        t = b * F + tri[idx]
-        tvp = tv.reshape(-1, 6)[t]                                     # x0 y0 x1 y1 x2 y2
-        X0, Y0, X1, Y1, X2, Y2 = tvp.unbind(-1)
-        A = area.reshape(-1)[t]
+        vid = faces[tri[idx]]                                          # N x 3, only the covered pixels'
+        tz = depth[b[:, None], vid]                                    # N x 3
+        X0, X1, X2 = xy[b[:, None], vid, 0].unbind(-1)
+        Y0, Y1, Y2 = xy[b[:, None], vid, 1].unbind(-1)
+        A = (X1 - X0) * (Y2 - Y0) - (X2 - X0) * (Y1 - Y0)
         l0 = ((X1 - fx) * (Y2 - fy) - (X2 - fx) * (Y1 - fy)) / A
         l1 = ((X2 - fx) * (Y0 - fy) - (X0 - fx) * (Y2 - fy)) / A
         l2 = 1.0 - l0 - l1
-        w = torch.stack([l0, l1, l2], -1) / tz.reshape(-1, 3)[t]
+        w = torch.stack([l0, l1, l2], -1) / tz
         s = w.sum(-1, keepdim=True)
-        bary[idx] = w / s
-        zbuf[idx] = 1.0 / s.squeeze(-1)
-    return Raster(tri=tri.reshape(B, height, width), bary=bary.reshape(B, height, width, 3),
-                  depth=zbuf.reshape(B, height, width))
+        bary = bary.index_put((idx,), w / s)
+        zbuf = zbuf.index_put((idx,), 1.0 / s.squeeze(-1))
+    return bary.reshape(B, height, width, 3), zbuf.reshape(B, height, width)
 
 
 # Work and memory bounds (module docstring, "Bounded work"). At most _CHUNK candidate pixels,

@@ -287,6 +287,24 @@ class AnnyBody(BodyModel):
     def _to_body(self, p, root):
         return (p - root[:, None, :]) @ self._C.T
 
+    def posed_vertices(self, body_pose, betas=None) -> torch.Tensor:
+        """B x V x 3 body-frame vertices, for optimisation (engine.analysis.closed_loop): the same
+        skinning as :meth:`forward` as one sparse (V x bones) matrix product, whose backward is
+        about 10x cheaper than the gathered 9-bones-per-vertex blend (equal up to float rounding)."""
+        rest, T, W, B = self._pose_bones(body_pose, betas)
+        if getattr(self, "_skin", None) is None:
+            V, K = self._vb_idx.shape
+            rows = torch.arange(V, device=self.device).repeat_interleave(K)
+            self._skin = torch.sparse_coo_tensor(torch.stack([rows, self._vb_idx.reshape(-1)]),
+                                                 self._vb_w.reshape(-1), (V, self._n_bones),
+                                                 check_invariants=False).coalesce()
+        nb = T.shape[1]
+        flat = T[:, :, :3, :].reshape(B, nb, 12).permute(1, 0, 2).reshape(nb, B * 12)
+        A = torch.sparse.mm(self._skin, flat).reshape(-1, B, 3, 4).permute(1, 0, 2, 3)      # B x V x 3 x 4
+        verts = rest["vertices"].expand(B, -1, -1)
+        v = (A[..., :3] @ verts[..., None])[..., 0] + A[..., 3]
+        return self._to_body(v, W[:, 0, :3, 3])
+
     def forward(self, body_pose, betas=None) -> BodyOutput:
         rest, T, W, B = self._pose_bones(body_pose, betas)
         heads = W[..., :3, 3]

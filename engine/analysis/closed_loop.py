@@ -1,0 +1,283 @@
+"""Closed-loop refinement of the per-frame semantics: chosen for what the decoder will draw.
+
+The landmark fit (engine.analysis.fit) places the body where MediaPipe's 2D points are; it never
+looks at the pixels, so the decoder's warp draws the key picture's texture a few pixels off, and
+most of the decoder's error lies on the body (``bench --regions``). Here the encoder, which has the
+real frames, searches the semantics that make the decoder's frame match the real one, as a video
+encoder searches motion vectors (analysis by synthesis):
+
+* The decoder's own analytic warp (engine.synthesis.motion.analytic_motion, analytic_frame) is run
+  with barycentrics recomputed from vertices that carry gradients
+  (engine.synthesis.raster.barycentrics): for a fixed triangle assignment the frame is
+  differentiable with respect to the frame's vertices, hence to the 31 semantics through the body
+  model, and to the camera group through the background map. One implementation serves encoder
+  and decoder; the key picture is the *decoded* one (closed loop).
+* Loss: Charbonnier distance of the drawn frame to the real one over the whole frame (body, the
+  band around it and the background it moves), plus priors that keep the pose a plausible,
+  editable one: a trust region around the landmark fit per semantic group, temporal smoothness,
+  and the fit's soft joint-angle limits.
+* Quantisation in the loop: the refined values are snapped as the bitstream carries them, the real
+  decoder draws each frame from both the landmark semantics and the refined ones, and a frame
+  keeps the refined row only where its decoded frame is closer to the real frame (squared error):
+  the residual that is coded is the one whose decoded frame was scored.
+
+Effort levels (``encode --effort``), like a video encoder's presets: ``fast`` is the landmark fit
+alone; ``default`` refines at half size with a few iterations; ``slow`` at full size with more.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+
+from engine.codec.bitstream import Bitstream, GroupOfPictures
+from engine.errors import InputError
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How hard the encoder looks: ``side`` the square size the loss is computed at (0 = no
+    closed loop), ``iters`` optimiser steps per frame batch, ``lr`` in quantization steps."""
+    name: str
+    side: int
+    iters: int
+    lr: float = 0.6
+    raster_every: int = 4     # optimiser steps that share one triangle assignment
+
+
+EFFORTS = {
+    "fast": Effort("fast", 0, 0),
+    "default": Effort("default", 192, 12),
+    "slow": Effort("slow", 384, 30),
+}
+
+# Trust region of each semantic group around the landmark fit (value units: rad, rad, m, frame
+# fraction, pan fraction / log zoom): a step of this size costs as much as PRIOR_WEIGHT.
+TRUST = {"pose": 0.15, "rot": 0.06, "trans": 0.05, "loc": 0.02, "camera": 0.01}
+PRIOR_WEIGHT = 0.004
+SMOOTH_WEIGHT = 0.002
+CHARBONNIER_EPS = 1e-3
+
+
+def effort_of(name: str) -> Effort:
+    if name not in EFFORTS:
+        raise InputError(f"--effort must be one of {', '.join(EFFORTS)}, got {name!r}")
+    return EFFORTS[name]
+
+
+@dataclass
+class RefineReport:
+    frames: int = 0            # non-key frames looked at
+    kept: int = 0              # frames whose refined row was kept (decoded error lower)
+    mse_before: float = 0.0    # mean squared error of the decoded frames over those frames (0..255)
+    mse_after: float = 0.0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        if not self.frames:
+            return "closed loop: off"
+        def psnr(m):
+            return 10 * np.log10(255.0 ** 2 / max(m, 1e-9))
+        return (f"closed loop: {self.kept} of {self.frames} frames refined, decoded PSNR "
+                f"{psnr(self.mse_before):.2f} -> {psnr(self.mse_after):.2f} dB ({self.seconds:.1f} s)")
+
+
+def _tolerances(dim: int) -> np.ndarray:
+    from engine.codec.semantics import GROUPS
+    tol = np.empty(dim)
+    for name, sl in GROUPS.items():
+        if sl.start < dim:
+            tol[sl] = TRUST[name]
+    return tol
+
+
+def _resize(frames: np.ndarray, side: int, device) -> torch.Tensor:
+    """N x H x W x 3 uint8 -> N x 3 x side x side float 0..255 (area averaging, as the draft decoder)."""
+    x = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2).float()
+    if x.shape[-1] != side or x.shape[-2] != side:
+        x = Fn.interpolate(x, size=(side, side), mode="area")
+    return x
+
+
+class _Warp:
+    """The decoder's analytic frame as a differentiable function of a GOP's per-frame semantics."""
+
+    def __init__(self, dec, gop: GroupOfPictures):
+        self.dec = dec
+        self.gop = gop
+        self.st = dec.key_state(gop)
+        key = gop.key
+        t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=dec.dtype, device=dec.device)  # noqa: E731
+        self.key_pose = t(key.body_pose)                 # 21 x 3
+        self.faces = dec.faces_oriented
+
+    def __call__(self, rows: torch.Tensor, tri: torch.Tensor | None = None):
+        """rows B x D (float tensor with gradients) -> (B x 3 x H x W frames (0..255), triangle ids).
+
+        ``tri``: the triangle assignment of an earlier call to keep (B x H x W; rasterizing is the
+        dearest step and the assignment changes little between optimiser steps); None rasterizes."""
+        from engine.codec.semantics import N_INHERITED_JOINTS
+        from engine.synthesis.camera import project
+        from engine.synthesis.motion import analytic_frame, analytic_motion
+        from engine.synthesis.raster import Raster, barycentrics, rasterize
+        dec, st = self.dec, self.st
+        B = rows.shape[0]
+        pose = torch.cat([self.key_pose[:N_INHERITED_JOINTS].expand(B, -1, -1), rows[:, :21].reshape(B, 7, 3)], 1)
+        betas = st.betas.expand(B, -1) if st.betas is not None else None
+        if hasattr(dec.body, "posed_vertices"):
+            verts = dec.body.posed_vertices(pose, betas)
+        else:
+            out = dec.body.forward(pose, betas)
+            verts = out.vertices if hasattr(out, "vertices") else out[0]
+        xy, d = project(verts, rows[:, 21:24], rows[:, 24:27], rows[:, 27:31], st.focal.expand(B, 2),
+                        dec.width, dec.height)
+        if tri is None:
+            with torch.no_grad():
+                tri = rasterize(xy.detach(), d.detach(), self.faces, dec.height, dec.width,
+                                cull_backfaces=dec.cull).tri
+        bary, depth = barycentrics(tri, xy, d, self.faces)
+        camera = rows[:, 31:34] if rows.shape[1] >= 34 else None
+        mo = analytic_motion(Raster(tri=tri, bary=bary, depth=depth.detach()), self.faces, st.world, st.trans,
+                             st.loc, st.focal, st.depth, camera=camera, tol=st.tol,
+                             key_mask=st.person if dec.fill_disocclusions else None)
+        return analytic_frame(st.image, mo), tri
+
+
+def _limit_penalty(rows: torch.Tensor) -> torch.Tensor:
+    """The fit's soft joint-angle limits on the 7 coded joints (engine.analysis.fit._LIMIT)."""
+    from engine.analysis.fit import _LIMIT
+    from engine.codec.semantics import N_INHERITED_JOINTS
+    lim = torch.as_tensor(_LIMIT[N_INHERITED_JOINTS:], dtype=rows.dtype, device=rows.device)
+    n = rows[:, :21].reshape(-1, 7, 3).norm(dim=-1)
+    return (torch.relu(n - lim) ** 2).sum()
+
+
+def optimise_rows(warp: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray, targets: torch.Tensor,
+                  steps: np.ndarray, effort: Effort, anchor_prev: np.ndarray | None = None) -> np.ndarray:
+    """Refine B consecutive frames' semantics ``rows`` (B x D, float) so that ``warp(rows)`` matches
+    ``targets`` (B x 3 x H x W, 0..255); returns the refined rows (float, not yet snapped).
+
+    ``anchor_prev``: the (already decided) row before the first one, for the smoothness term."""
+    dev = targets.device
+    dtype = targets.dtype
+    D = rows.shape[1]
+    x0 = torch.as_tensor(rows, dtype=dtype, device=dev)
+    step = torch.as_tensor(steps[:D], dtype=dtype, device=dev)
+    tol = torch.as_tensor(_tolerances(D), dtype=dtype, device=dev)
+    u = torch.zeros_like(x0, requires_grad=True)            # change in quantization steps
+    opt = torch.optim.Adam([u], lr=effort.lr)
+    prev = None if anchor_prev is None else torch.as_tensor(anchor_prev, dtype=dtype, device=dev)[None]
+    best, best_loss = x0.clone(), float("inf")
+    tri = None
+    for i in range(effort.iters):
+        opt.zero_grad(set_to_none=True)
+        x = x0 + u * step
+        out, tri = warp(x, tri if i % effort.raster_every else None)
+        diff = (out - targets) / 255.0
+        data = torch.sqrt(diff * diff + CHARBONNIER_EPS ** 2).sum(1).mean((1, 2)).sum()
+        prior = PRIOR_WEIGHT * (((x - x0) / tol) ** 2).sum()
+        seq = x if prev is None else torch.cat([prev, x], 0)
+        smooth = SMOOTH_WEIGHT * (((seq[1:] - seq[:-1]) / tol) ** 2).sum() if seq.shape[0] > 1 else 0.0
+        loss = data + prior + smooth + _limit_penalty(x)
+        if float(loss.detach()) < best_loss:
+            best_loss, best = float(loss.detach()), x.detach().clone()
+        loss.backward()
+        opt.step()
+    return best.cpu().numpy().astype(np.float64)
+
+
+def _snap_group(sem: np.ndarray, off: int, steps: np.ndarray, hold: float) -> np.ndarray:
+    """Snap a group's rows outwards from its key row, as the encoder does (engine.analysis.encoder)."""
+    from engine.analysis.encoder import sticky_snap
+    after = sticky_snap(sem[off:], steps, hold)
+    before = sticky_snap(sem[:off + 1][::-1], steps, hold)[::-1][:-1] if off else sem[:0]
+    return np.concatenate([before, after], 0)
+
+
+def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
+                     device=None, hold: float = 0.3, batch: int = 8,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[Bitstream, RefineReport]:
+    """``bs`` with each frame's semantics refined against ``frames`` (N x H x W x 3 uint8, the
+    working frames the bitstream was coded from), see the module docstring. Key pictures, key
+    semantics and group structure are unchanged. Returns the new bitstream and a report."""
+    from engine.synthesis.decoder import Decoder
+    effort = effort_of(effort) if isinstance(effort, str) else effort
+    report = RefineReport()
+    if effort.side <= 0 or effort.iters <= 0:
+        return bs, report
+    if frames.shape[0] != bs.n_frames or frames.shape[1:3] != (bs.height, bs.width):
+        raise InputError(f"closed loop: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} do not "
+                         f"match the bitstream's {bs.n_frames} of {bs.width}x{bs.height}")
+    t0 = time.perf_counter()
+    full = Decoder(bs, device=device, body_model=body_model)
+    side = min(effort.side, max(bs.width, bs.height))
+    small = full if side == max(bs.width, bs.height) else Decoder(bs, device=device, body_model=full.body,
+                                                                  size=(side, side))
+    steps = bs.quant.steps(bs.has_camera)
+    total = sum(g.n_frames - 1 for g in bs.gops)
+    done = 0
+    gops = []
+    for gop in bs.gops:
+        rows = np.asarray(gop.frames, float)
+        off = gop.key_offset
+        idx = [j for j in range(gop.n_frames) if j != off]
+        if not idx:
+            gops.append(gop)
+            continue
+        warp = _Warp(small, gop)
+        target = _resize(frames[gop.start:gop.start + gop.n_frames], side, small.device)
+        refined = rows.copy()
+        # Outwards from the key, in batches, so that each batch's smoothness anchors on decided rows.
+        for order in (list(range(off + 1, gop.n_frames)), list(range(off - 1, -1, -1))):
+            anchor = rows[off]
+            for a in range(0, len(order), batch):
+                chunk = order[a:a + batch]
+                refined[chunk] = optimise_rows(warp, refined[chunk], target[chunk], steps, effort, anchor)
+                anchor = refined[chunk[-1]]
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        snapped = _snap_group(refined, off, steps, hold)
+        snapped[off] = rows[off]
+        chosen, kept, before, after = _score(full, gop, rows, snapped, frames, idx)
+        report.frames += len(idx)
+        report.kept += kept
+        report.mse_before += before
+        report.mse_after += after
+        gops.append(replace(gop, frames=chosen))
+    report.mse_before /= max(report.frames, 1)
+    report.mse_after /= max(report.frames, 1)
+    report.seconds = time.perf_counter() - t0
+    return replace(bs, gops=gops, sizes={}), report
+
+
+def _score(dec, gop: GroupOfPictures, rows: np.ndarray, snapped: np.ndarray, frames: np.ndarray, idx: list[int]):
+    """Decode the frames ``idx`` of ``gop`` from both row sets with the real decoder; each frame keeps
+    the rows whose decoded frame is closer to the real one. Returns (rows, kept, sum mse before,
+    sum mse after)."""
+    chosen = rows.copy()
+    kept = 0
+    before = after = 0.0
+    for j in idx:
+        t = gop.start + j
+        real = frames[t].astype(np.float32)
+        a = dec.render(dec.analyse(gop, rows[j][None], [t]))[0].astype(np.float32)
+        ea = float(((a - real) ** 2).mean())
+        if np.array_equal(snapped[j], rows[j]):
+            before += ea
+            after += ea
+            continue
+        b = dec.render(dec.analyse(gop, snapped[j][None], [t]))[0].astype(np.float32)
+        eb = float(((b - real) ** 2).mean())
+        before += ea
+        if eb < ea:
+            chosen[j] = snapped[j]
+            kept += 1
+            after += eb
+        else:
+            after += ea
+    return chosen, kept, before, after

@@ -1,0 +1,96 @@
+"""The closed-loop encoder (engine.analysis.closed_loop): semantics chosen for what the decoder draws."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from engine.analysis.closed_loop import EFFORTS, Effort, effort_of, refine_bitstream
+from engine.codec.semantics import snap
+from engine.errors import InputError
+from engine.synthesis.raster import barycentrics, rasterize
+from tests.factories import make_bitstream
+
+
+def _mesh():
+    """Two triangles of a quad, counter-clockwise on screen, at different depths."""
+    xy = torch.tensor([[[10.0, 10.0], [40.0, 12.0], [38.0, 44.0], [8.0, 40.0]]], dtype=torch.float64)
+    d = torch.tensor([[5.0, 5.5, 6.0, 5.2]], dtype=torch.float64)
+    faces = torch.tensor([[0, 2, 1], [0, 3, 2]])
+    return xy, d, faces
+
+
+def test_barycentrics_are_the_rasterizers_and_differentiable():
+    xy, d, faces = _mesh()
+    r = rasterize(xy, d, faces, 48, 48)
+    assert int(r.mask.sum()) > 500
+    bary, depth = barycentrics(r.tri, xy, d, faces)
+    assert torch.equal(bary, r.bary) and torch.equal(depth, r.depth)       # one implementation, bit for bit
+    # Gradient with respect to the vertices, for the fixed triangle assignment, against central differences.
+    w = torch.rand(1, 48, 48, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = xy.clone().requires_grad_()
+    (barycentrics(r.tri, x, d, faces)[0] * w).sum().backward()
+    eps = 1e-6
+    for v, c in ((1, 0), (2, 1), (3, 0)):
+        plus, minus = xy.clone(), xy.clone()
+        plus[0, v, c] += eps
+        minus[0, v, c] -= eps
+        num = ((barycentrics(r.tri, plus, d, faces)[0] - barycentrics(r.tri, minus, d, faces)[0]) * w).sum() / (2 * eps)
+        assert float(x.grad[0, v, c]) == pytest.approx(float(num), rel=1e-5, abs=1e-6)
+
+
+def test_effort_names():
+    assert effort_of("fast").side == 0 and effort_of("default").side > 0
+    assert EFFORTS["slow"].side >= EFFORTS["default"].side and EFFORTS["slow"].iters >= EFFORTS["default"].iters
+    with pytest.raises(InputError, match="--effort"):
+        effort_of("fastest")
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """A decodable bitstream and the frames its decoder draws: the 'real' frames of the test."""
+    from engine.synthesis.decoder import Decoder
+    bs = make_bitstream(n_frames=6, camera=False, size=96, seed=3)
+    frames = Decoder(bs, device="cpu").decode_all()
+    return bs, frames
+
+
+def _mse(bs, frames):
+    from engine.synthesis.decoder import Decoder
+    out = Decoder(bs, device="cpu").decode_all().astype(np.float64)
+    return ((out - frames) ** 2).mean((1, 2, 3))
+
+
+def test_closed_loop_finds_the_semantics_that_drew_the_frames(truth):
+    bs, frames = truth
+    gop = bs.gops[0]
+    wrong = gop.frames.copy()
+    wrong[1:, 27] += 0.04                       # the box 4 px to the right of where the body was drawn
+    wrong[1:, 15:18] += 0.12                    # a shoulder turned by 0.12 rad
+    wrong = snap(wrong, bs.steps)
+    off = replace(bs, gops=[replace(gop, frames=wrong)])
+    before = _mse(off, frames)
+    effort = Effort("test", side=96, iters=25, lr=0.8)
+    fixed, report = refine_bitstream(off, frames, effort)
+    after = _mse(fixed, frames)
+    g = fixed.gops[0]
+    # Decoded frames come much closer to the real ones. (The semantics need not return to the
+    # drawn ones: the box and the translation can move the body alike.)
+    assert after[1:].mean() < 0.1 * before[1:].mean()
+    assert report.kept >= 1 and report.mse_after < report.mse_before
+    # What the bitstream carries: values on the grid; the key frame, its semantics and picture untouched.
+    assert np.allclose(g.frames, snap(g.frames, bs.steps))
+    assert np.array_equal(g.frames[0], wrong[0])
+    assert g.key_picture.payload == gop.key_picture.payload and g.key is gop.key
+    # A frame keeps the refined row only where its decoded frame is closer (scored after snapping).
+    assert np.all(after[1:] <= before[1:] + 1e-9)
+
+
+def test_fast_effort_and_bad_frames(truth):
+    bs, frames = truth
+    same, report = refine_bitstream(bs, frames, "fast")
+    assert same is bs and report.frames == 0
+    with pytest.raises(InputError, match="do not match"):
+        refine_bitstream(bs, frames[:3], "default")
