@@ -18,7 +18,7 @@ from engine.analysis.fit import fit_errors, fit_sequence, project_landmarks
 from engine.analysis.landmarks import HAND_LANDMARKS, POSE_LANDMARKS, Landmarks
 from engine.synthesis.body import LANDMARK_NAMES, load_body_model
 from engine.synthesis.camera import axis_angle_to_matrix, project
-from engine.analysis.encoder import encode_video, sticky_snap
+from engine.analysis.encoder import HOLD, encode_video, hold_vector, sticky_snap
 from engine.errors import IHVCError, InputError
 from engine.codec.semantics import BODY_JOINTS, QuantSpec
 
@@ -148,6 +148,16 @@ def test_sticky_snap_stays_on_grid_and_within_tolerance():
     z0 = (np.diff(sticky_snap(x, steps, 0.0), axis=0) == 0).mean()
     z1 = (np.diff(sticky_snap(x, steps, 0.3), axis=0) == 0).mean()
     assert z1 > z0
+    # One hold per dimension (the encoder's default, HOLD): each dimension keeps its own bound.
+    hold = hold_vector(None, 34)
+    assert hold[0] == HOLD["pose"] and hold[27] == HOLD["loc"] and hold[33] == HOLD["camera"]
+    q = sticky_snap(x, steps, hold)
+    err = np.abs(q - x) / steps
+    assert np.all(err <= 0.5 + hold + 1e-9) and np.allclose(q / steps, np.rint(q / steps))
+    assert err[:, :21].max() > 0.8          # the pose does hold a 1-step change...
+    assert err[:, 21:].max() <= 0.8 + 1e-9  # ...the others do not
+    zeros = (np.diff(q, axis=0) == 0).mean(0)
+    assert zeros[:21].mean() > (np.diff(sticky_snap(x, steps, 0.3), axis=0) == 0).mean(0)[:21].mean()
 
 
 def test_render_mesh_lands_where_camera_projects(model):

@@ -60,6 +60,7 @@ EFFORTS = {
 TRUST = {"pose": 0.15, "rot": 0.06, "trans": 0.05, "loc": 0.02, "camera": 0.01}
 PRIOR_WEIGHT = 0.004
 SMOOTH_WEIGHT = 0.002
+RATE_WEIGHT = 0.0         # per quantization step of change from the previous frame (a bit-cost proxy)
 CHARBONNIER_EPS = 1e-3
 
 
@@ -181,8 +182,14 @@ def optimise_rows(warp: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray
         data = torch.sqrt(diff * diff + CHARBONNIER_EPS ** 2).sum(1).mean((1, 2)).sum()
         prior = PRIOR_WEIGHT * (((x - x0) / tol) ** 2).sum()
         seq = x if prev is None else torch.cat([prev, x], 0)
-        smooth = SMOOTH_WEIGHT * (((seq[1:] - seq[:-1]) / tol) ** 2).sum() if seq.shape[0] > 1 else 0.0
-        loss = data + prior + smooth + _limit_penalty(x)
+        if seq.shape[0] > 1:
+            delta = seq[1:] - seq[:-1]
+            smooth = SMOOTH_WEIGHT * ((delta / tol) ** 2).sum()
+            # Residuals are coded from the previous frame: a change of a few steps costs bits.
+            rate = RATE_WEIGHT * torch.sqrt((delta / step) ** 2 + 0.25).sum()
+        else:
+            smooth = rate = 0.0
+        loss = data + prior + smooth + rate + _limit_penalty(x)
         if float(loss.detach()) < best_loss:
             best_loss, best = float(loss.detach()), x.detach().clone()
         loss.backward()
@@ -190,7 +197,7 @@ def optimise_rows(warp: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray
     return best.cpu().numpy().astype(np.float64)
 
 
-def _snap_group(sem: np.ndarray, off: int, steps: np.ndarray, hold: float) -> np.ndarray:
+def _snap_group(sem: np.ndarray, off: int, steps: np.ndarray, hold) -> np.ndarray:
     """Snap a group's rows outwards from its key row, as the encoder does (engine.analysis.encoder)."""
     from engine.analysis.encoder import sticky_snap
     after = sticky_snap(sem[off:], steps, hold)
@@ -199,7 +206,7 @@ def _snap_group(sem: np.ndarray, off: int, steps: np.ndarray, hold: float) -> np
 
 
 def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
-                     device=None, hold: float = 0.3, batch: int = 8,
+                     device=None, hold=None, batch: int = 8,
                      progress: Callable[[int, int], None] | None = None) -> tuple[Bitstream, RefineReport]:
     """``bs`` with each frame's semantics refined against ``frames`` (N x H x W x 3 uint8, the
     working frames the bitstream was coded from), see the module docstring. Key pictures, key
@@ -217,7 +224,9 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
     side = min(effort.side, max(bs.width, bs.height))
     small = full if side == max(bs.width, bs.height) else Decoder(bs, device=device, body_model=full.body,
                                                                   size=(side, side))
+    from engine.analysis.encoder import hold_vector
     steps = bs.quant.steps(bs.has_camera)
+    hold = hold_vector(hold, len(steps))
     total = sum(g.n_frames - 1 for g in bs.gops)
     done = 0
     gops = []
