@@ -84,6 +84,10 @@ def test_closed_loop_finds_the_semantics_that_drew_the_frames(truth):
     assert np.allclose(g.frames, snap(g.frames, bs.steps))
     assert np.array_equal(g.frames[0], wrong[0])
     assert g.key_picture.payload == gop.key_picture.payload and g.key is gop.key
+    # The pose stays one the studio calls plausible: no joint pushed out of its range.
+    from engine.codec.semantics import semantic_names
+    from engine.studio.plausibility import check
+    assert not [w for w in check(wrong, g.frames, semantic_names(False)) if w.kind == "range"]
     # A frame keeps the refined row only where its decoded frame is closer (scored after snapping).
     assert np.all(after[1:] <= before[1:] + 1e-9)
 

@@ -7,7 +7,9 @@ QP 42 two bitstreams with the landmark fit alone (``--effort fast``):
 and each of them again after the closed loop (``--effort default``, engine.analysis.closed_loop) on the
 *same* key pictures. Every bitstream is decoded by the analytic decoder and scored on every frame: PSNR,
 SSIM, MS-SSIM, VMAF, PSNR on the body and in a 16 px band around it (engine.benchmarks.error_regions),
-the body's share of the squared error, and the per-frame semantic bits (camera group included).
+the body's share of the squared error, and the per-frame semantic bits (camera group included); for the
+refined semantics, the studio's plausibility warnings against the landmark ones (engine.studio.plausibility:
+joints outside their anatomical range, jumps larger than the clip's own).
 """
 from __future__ import annotations
 
@@ -50,8 +52,8 @@ def run(args) -> int:
         raise InputError(f"no TED clips under {args.data}")
     mf, device = getattr(args, "max_frames", None), getattr(args, "device", None)
     head = ("| clip | keys | effort | sem bits/frame | PSNR | SSIM | MS-SSIM | VMAF | body PSNR | band PSNR "
-            "| body share of error | encode s |")
-    lines = [head, "|" + "---|" * 12]
+            "| body share of error | encode s | range / jump warnings |")
+    lines = [head, "|" + "---|" * 13]
     rows = []
     print(head, flush=True)
     for path in clips:
@@ -67,13 +69,18 @@ def run(args) -> int:
             t = time.perf_counter()
             refined, report = refine_bitstream(bs, frames, "default", body_model=one.analysis.model, device=device)
             t_loop = time.perf_counter() - t
+            from engine.codec.semantics import semantic_names
+            from engine.studio.plausibility import check
+            warn = check(bs.semantics(), refined.semantics(), semantic_names(bs.has_camera), bs.body_model)
             for effort, b, secs in (("fast", bs, t_fast), ("default", refined, t_fast + t_loop)):
                 s = _score(b, frames, device)
-                s.update(clip=path.stem, keys=name, effort=effort, seconds=secs, frames=len(frames))
+                s.update(clip=path.stem, keys=name, effort=effort, seconds=secs, frames=len(frames),
+                         warnings=f"{sum(w.kind == 'range' for w in warn)} / {sum(w.kind == 'jump' for w in warn)}"
+                         if effort == "default" else "")
                 rows.append(s)
                 line = (f"| {path.stem} | {name} | {effort} | {s['sem_bpf']:.1f} | {s['psnr']:.2f} | {s['ssim']:.4f} "
                         f"| {s['ms_ssim']:.4f} | {s.get('vmaf', float('nan')):.1f} | {s['body_psnr']:.2f} "
-                        f"| {s['band_psnr']:.2f} | {100 * s['body_share']:.1f} % | {secs:.0f} |")
+                        f"| {s['band_psnr']:.2f} | {100 * s['body_share']:.1f} % | {secs:.0f} | {s['warnings']} |")
                 lines.append(line)
                 print(line, flush=True)
     for name in ("one", "auto"):
@@ -86,6 +93,6 @@ def run(args) -> int:
             fps = sum(r["frames"] for r in sel) / sum(r["seconds"] for r in sel)
             lines.append(f"| **mean** | {name} | {effort} | {m['sem_bpf']:.1f} | {m['psnr']:.2f} | {m['ssim']:.4f} "
                          f"| {m['ms_ssim']:.4f} | {m['vmaf']:.1f} | {m['body_psnr']:.2f} | {m['band_psnr']:.2f} "
-                         f"| {100 * m['body_share']:.1f} % | {fps:.2f} frames/s |")
+                         f"| {100 * m['body_share']:.1f} % | {fps:.2f} frames/s | |")
     print("\n".join(lines))
     return 0

@@ -38,7 +38,7 @@ def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region
         key = (str(path), len(frames), int(frames.shape[1]), region)
         if key not in _ANALYSIS:
             _ANALYSIS.clear()                 # one clip at a time: the analysis holds its frames
-            _ANALYSIS[key] = encode_video(path, keys="one", keep_analysis=True, **kw).analysis
+            _ANALYSIS[key] = encode_video(path, keys="one", keep_analysis=True, effort="fast", **kw).analysis
         bs = encode_video(path, keys="auto", analysis=_ANALYSIS[key], **kw).bitstream
     else:
         bs = encode_video(path, keys="one", gop=gop or None, **kw).bitstream
