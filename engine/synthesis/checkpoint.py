@@ -23,8 +23,8 @@ from engine.fileio import REPO, atomic_path
 from engine.synthesis.networks import CONFIGS, Generator, MultiScaleDiscriminator, config as make_config
 
 FORMAT = "ihvc-generator"
-FORMAT_VERSION = 1
-CODE_VERSION = "ihvc-generator-1"      # used when git is unavailable
+FORMAT_VERSION = 2          # 2: the gated refiner (issue #15); 1 was the blend-head generator
+CODE_VERSION = "ihvc-generator-2"      # used when git is unavailable
 
 
 def code_version() -> str:

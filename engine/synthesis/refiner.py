@@ -1,20 +1,20 @@
-"""Decoder-side entry of the learned motion refinement and generator (DESIGN.md "Decoder", steps 2-3).
+"""Decoder-side entry of the learned stage (DESIGN.md "Decoder", step 2; issue #15).
 
 The analytic decoder (engine/synthesis/decoder.py) computes, per frame, a FrameAnalysis: the
-frame-mesh raster, the analytic motion (engine/synthesis/motion.py) and the mesh images of key and
-frame (engine/synthesis/mesh_image.py). The learned refiner takes it and returns the frame:
+frame-mesh raster, the analytic motion (engine/synthesis/motion.py), the other references' samples
+and the mesh images. The learned refiner takes it and returns the frame:
 
     refiner = load_refiner()            # assets/generator.{safetensors,json}; None when not shipped
-    ...
-    # in Decoder.render, instead of ``analytic_frame(key.image, motion)`` (engine.synthesis.motion):
     out = refiner.refine_decoder(frame_analysis)   # B x 3 x H x W float 0..255
 
-An untrained network reproduces ``warp(st.image, mo.grid)`` exactly (zero-initialised
-heads); the shipped weights are only shipped when they beat the analytic decoder on
-held-out clips (docs/BENCHMARKS.md, ``engine/benchmarks/learned.py``).
+It builds the analytic frame exactly as the decoder does (own key's warp, disocclusions filled,
+other references fused), and the network (engine.synthesis.networks.Generator) changes only the
+pixels where it does not trust it; the rest pass through unchanged. An untrained network returns
+the analytic frame exactly. The weights are shipped in assets/, but the studio and ``decode`` use the
+analytic decoder unless asked (``--learned``): see README "Which decoder".
 
-Training (engine/training/dataset.py) takes the same FrameAnalysis, so that training inputs and
-decoding inputs cannot drift apart.
+Training (engine/training/dataset.py) takes the same FrameAnalysis and the same helpers
+(:func:`reference_seen`), so that training inputs and decoding inputs cannot drift apart.
 """
 from __future__ import annotations
 
@@ -27,9 +27,20 @@ from engine.errors import IHVCError
 from engine.synthesis.device import resolve_device
 from engine.fileio import ASSETS
 from engine.synthesis.networks import Generator, RefinerInputs
-from engine.synthesis.motion import analytic_frame, hole_of
+from engine.synthesis.motion import analytic_frame, fuse_references, hole_of
 
 DEFAULT_CHECKPOINT = ASSETS / "generator.safetensors"
+
+
+def reference_seen(samples, shape) -> torch.Tensor:
+    """B x H x W bool: the pixels that engine.synthesis.motion.fuse_references replaces (some other
+    reference saw the surface point, weight > 0); shape = (B, H, W)."""
+    B, H, W = shape
+    seen = torch.zeros(B * H * W, dtype=torch.bool)
+    for s in samples or []:
+        seen = seen.to(s.idx.device)
+        seen[s.idx[s.weight > 0]] = True
+    return seen.reshape(B, H, W)
 
 
 # ----------------------------------------------------------------------------- the refiner
@@ -53,28 +64,28 @@ class LearnedRefiner:
     def body_model(self) -> str | None:
         return self.meta.get("body_model")
 
-    def key_context(self, key_image: torch.Tensor, key_mesh: torch.Tensor) -> dict:
-        """Per-key-frame features (key picture 1 x 3 x H x W float 0..255, key mesh image 1 x 6 x H x W)."""
+    def key_context(self, key_image: torch.Tensor, key_mesh: torch.Tensor | None = None) -> dict:
+        """Per-key-picture features (key picture 1 x 3 x H x W float 0..255)."""
         with torch.no_grad():
-            return self.net.encode_key(key_image.to(self.device).float(), key_mesh.to(self.device).float())
+            return self.net.encode_key(key_image.to(self.device).float())
 
     def refine(self, key_image: torch.Tensor, grid: torch.Tensor, visible: torch.Tensor, body: torch.Tensor,
-               weight: torch.Tensor, mesh: torch.Tensor, key_mesh: torch.Tensor,
+               weight: torch.Tensor, mesh: torch.Tensor, key_mesh: torch.Tensor | None = None,
                key_ctx: dict | None = None, hole: torch.Tensor | None = None,
-               base: torch.Tensor | None = None) -> torch.Tensor:
+               base: torch.Tensor | None = None, refseen: torch.Tensor | None = None) -> torch.Tensor:
         """The frame(s), B x 3 x H x W float clamped to 0..255.
 
-        key_image 1 x 3 x H x W (0..255); grid B x H x W x 2 analytic backward map (engine.synthesis.motion.Motion.grid);
-        visible, body B x H x W bool; weight B x H x W (Motion fields); mesh B x 6 x H x W frame mesh image and
-        key_mesh 1 x 6 x H x W key mesh image (engine.synthesis.mesh_image); key_ctx: :meth:`key_context` to reuse;
-        hole B x H x W bool (Motion.hole) with base B x 3 x H x W, the analytic frame with the holes filled.
+        key_image 1 x 3 x H x W (0..255); grid B x H x W x 2 analytic backward map (Motion.grid); visible, body
+        B x H x W bool; weight B x H x W (Motion fields); mesh B x 6 x H x W frame mesh image; key_ctx:
+        :meth:`key_context` to reuse; hole B x H x W bool (Motion.hole); base B x 3 x H x W the analytic
+        frame (holes filled, references fused; None: the own key's warp); refseen B x H x W bool
+        (:func:`reference_seen`).
         """
         d = self.device
-        if hole is None or base is None:
-            hole = base = None
-        inp = RefinerInputs(key=key_image.to(d).float(), key_mesh=key_mesh.to(d).float(), grid=grid.to(d).float(),
-                            visible=visible.to(d), body=body.to(d), weight=weight.to(d).float(), mesh=mesh.to(d).float(),
-                            hole=None if hole is None else hole.to(d), base=None if base is None else base.to(d).float())
+        opt = lambda t, f=False: None if t is None else (t.to(d).float() if f else t.to(d))  # noqa: E731
+        inp = RefinerInputs(key=key_image.to(d).float(), key_mesh=opt(key_mesh, True), grid=grid.to(d).float(),
+                            visible=visible.to(d), body=body.to(d), weight=weight.to(d).float(),
+                            mesh=mesh.to(d).float(), hole=opt(hole), base=opt(base, True), refseen=opt(refseen))
         with torch.no_grad():
             rgb, _ = self.net(inp, key_ctx)
         return rgb.clamp_(0, 255)
@@ -85,7 +96,7 @@ class LearnedRefiner:
         if hit is not None and hit[0] is st:
             self._keys.move_to_end(id(st))
             return hit[1]
-        ctx = self.key_context(st.image, st.mesh)
+        ctx = self.key_context(st.image)
         self._keys[id(st)] = (st, ctx)
         while len(self._keys) > self._cache_size:
             self._keys.popitem(last=False)
@@ -93,7 +104,9 @@ class LearnedRefiner:
 
     def refine_decoder(self, fa) -> torch.Tensor:
         """The frames of an engine.synthesis.decoder.FrameAnalysis, B x 3 x H x W float 0..255: the
-        learned replacement of ``analytic_frame(key.image, motion)`` inside ``Decoder.render``."""
+        learned replacement of ``analytic_frame(key.image, motion)`` inside ``Decoder.render`` (which
+        then fuses the references again: a no-op on what this returns, whose referenced pixels are
+        the references' own)."""
         dev = fa.key.image.device
         if self.device != dev:
             self.net.to(dev)
@@ -102,9 +115,10 @@ class LearnedRefiner:
         ctx = self._key(fa.key)
         mo = fa.motion
         with torch.no_grad():
-            hole = hole_of(mo)
-            base = analytic_frame(fa.key.image, mo) if hole is not None else None
-        return self.refine(fa.key.image, mo.grid, mo.visible, mo.body, mo.weight, fa.mesh, fa.key.mesh, ctx, hole, base)
+            base = fuse_references(analytic_frame(fa.key.image, mo), fa.references)
+            refseen = reference_seen(fa.references, tuple(mo.visible.shape)) if fa.references else None
+        return self.refine(fa.key.image, mo.grid, mo.visible, mo.body, mo.weight, fa.mesh, None, ctx,
+                           hole_of(mo), base, refseen)
 
 
 def load_refiner(path=None, device=None, body_model: str | None = None) -> LearnedRefiner | None:

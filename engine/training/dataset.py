@@ -10,8 +10,9 @@ runs once per clip and parameter set:
     frames.npy       N x H x W x 3 uint8, the clip's frames at the working size (the targets)
     grid.npy         N x H x W x 2 float16, analytic backward map (key-frame pixels)
     flags.npy        N x H x W uint8, bit 0 visible in the key, bit 1 covered by the frame mesh,
-                     bit 2 background disocclusion (Motion.hole)
-    base.npy         N x H x W x 3 uint8, the analytic decoder's frame (holes filled)
+                     bit 2 background disocclusion (Motion.hole), bit 3 filled by another reference
+    base.npy         N x H x W x 3 uint8, the analytic decoder's frame (holes filled, references fused):
+                     exactly what ``Decoder`` without a refiner writes
     weight.npy       N x H x W float16, body-motion weight
     mesh.npy         N x 6 x H x W float16, frame mesh image (engine.synthesis.networks.MESH_CHANNELS)
     keys.npz         per GOP: start, key picture (H x W x 3 uint8), key mesh image (6 x H x W)
@@ -35,10 +36,11 @@ import numpy as np
 import torch
 
 from engine.errors import InputError
-from engine.synthesis.networks import N_PARTS, RefinerInputs, frame_stats
+from engine.synthesis.networks import N_PARTS, RefinerInputs
 
 CACHE_VERSION = 2          # the encode (bitstream + frames); part of the folder name. 2: key-pinned fit
-ANALYSIS_VERSION = 2       # the analysis arrays; recomputed from the stored bitstream when it changes
+ANALYSIS_VERSION = 3       # the analysis arrays; recomputed from the stored bitstream when it changes
+                           # 3: base with the other references fused, flag bit 3 (issue #15)
 TED_SIZE = 384
 TAICHI_SIZE = 256
 TAICHI_REGION = (0, 0, 256, 256)
@@ -155,7 +157,8 @@ def build_cache(spec: ClipSpec, log=print, device="cpu") -> Path:
 def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
     """The analytic decoder's per-frame inputs of every non-key frame, into memory-mapped arrays."""
     from engine.synthesis.decoder import Decoder
-    from engine.synthesis.motion import analytic_frame, hole_of
+    from engine.synthesis.motion import analytic_frame, fuse_references, hole_of
+    from engine.synthesis.refiner import reference_seen
     H, W = bs.height, bs.width
     dec = Decoder(bs, device=device)
     mm = np.lib.format.open_memmap
@@ -165,33 +168,38 @@ def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
     mesh = mm(folder / "mesh.npy", "w+", np.float16, (N, 6, H, W))
     base = mm(folder / "base.npy", "w+", np.uint8, (N, H, W, 3))
     keys = {}
+    gops = []
     for gop in bs.gops:
-        if gop.start >= N:
+        if gop.start >= N or gop.key_frame >= N:
             break
         st = dec.key_state(gop)
-        keys[f"key_{gop.start}"] = st.rgb
-        keys[f"mesh_{gop.start}"] = st.mesh[0].numpy().astype(np.float16)
-        base[gop.start] = st.rgb
-        idx = list(range(gop.start + 1, min(gop.start + gop.n_frames, N)))
+        k = gop.key_frame                     # a key picture need not open its group (format 2)
+        keys[f"key_{k}"] = st.rgb
+        keys[f"mesh_{k}"] = st.mesh[0].numpy().astype(np.float16)
+        base[k] = st.rgb
+        gops.append((gop.start, min(gop.n_frames, N - gop.start), k))
+        idx = [i for i in range(gop.start, min(gop.start + gop.n_frames, N)) if i != k]
         for c in range(0, len(idx), 4):
             chunk = idx[c:c + 4]
             rows = np.stack([gop.frames[i - gop.start] for i in chunk])
-            fa = dec.analyse(gop, rows)          # the decoder's own inputs: no drift
+            fa = dec.analyse(gop, rows, chunk)   # the decoder's own inputs: no drift
             mo, mi = fa.motion, fa.mesh
             with torch.no_grad():
-                img = analytic_frame(fa.key.image, mo).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+                fused = fuse_references(analytic_frame(fa.key.image, mo), fa.references)
+                img = fused.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
             hole = hole_of(mo)
             hole = hole.numpy() if hole is not None else np.zeros((len(chunk), H, W), bool)
-            sl = slice(chunk[0], chunk[-1] + 1)
+            seen = reference_seen(fa.references, (len(chunk), H, W)).numpy()
+            sl = np.asarray(chunk)                # not contiguous around a key inside its group
             grid[sl] = mo.grid.numpy()
             flags[sl] = (mo.visible.numpy().astype(np.uint8) | (mo.body.numpy().astype(np.uint8) << 1)
-                         | (hole.astype(np.uint8) << 2))
+                         | (hole.astype(np.uint8) << 2) | (seen.astype(np.uint8) << 3))
             weight[sl] = mo.weight.numpy()
             mesh[sl] = mi.numpy()
             base[sl] = img.numpy()
     for a in (grid, flags, weight, mesh, base):
         a.flush()
-    np.savez(folder / "keys.npz", starts=np.array([g.start for g in bs.gops if g.start < N]), **keys)
+    np.savez(folder / "keys.npz", gops=np.array(gops, np.int64).reshape(-1, 3), **keys)
 
 
 class ClipData:
@@ -206,14 +214,19 @@ class ClipData:
         self.weight, self.mesh = ld("weight.npy"), ld("mesh.npy")
         self.base = ld("base.npy") if (self.folder / "base.npy").exists() else None
         k = np.load(self.folder / "keys.npz")
-        self.starts = [int(s) for s in k["starts"]]
+        self.gops = [tuple(int(v) for v in g) for g in k["gops"]]       # (first frame, frames, key frame)
+        self.starts = [g[2] for g in self.gops]                          # the key frames
         self.keys = {s: (k[f"key_{s}"], k[f"mesh_{s}"].astype(np.float32)) for s in self.starts}
         self.n = int(self.meta["n_frames"])
         self.H, self.W = int(self.meta["height"]), int(self.meta["width"])
-        self.inter = [i for i in range(self.n) if i not in self.starts]
+        self._key = np.full(self.n, -1, np.int64)
+        for first, n, key in self.gops:
+            self._key[first:first + n] = key
+        self.inter = [i for i in range(self.n) if self._key[i] >= 0 and i not in self.starts]
 
     def key_of(self, i: int) -> int:
-        return max(s for s in self.starts if s <= i)
+        """The key frame of frame i's group of pictures."""
+        return int(self._key[i])
 
     def sample(self, i: int, crop: tuple[int, int, int, int] | None = None, flip: bool = False,
                gain: np.ndarray | None = None) -> tuple[RefinerInputs, torch.Tensor]:
@@ -246,14 +259,13 @@ class ClipData:
             key = (key * g + o).clamp(0, 255)
             target = (target * g + o).clamp(0, 255)
             base = (base * g + o).clamp(0, 255) if base is not None else None
-        stats = frame_stats(grid, (flags & 2) > 0, (flags & 1) > 0)      # whole frame, flip-invariant
         sl = (slice(None), slice(y, y + h), slice(x, x + w))
         inp = RefinerInputs(key=key, key_mesh=kmesh, grid=grid[sl].contiguous(), visible=(flags[sl] & 1) > 0,
                             body=(flags[sl] & 2) > 0, weight=weight[sl].contiguous(),
                             mesh=mesh[:, :, y:y + h, x:x + w].contiguous(),
                             hole=(flags[sl] & 4) > 0 if base is not None else None,
                             base=base[:, :, y:y + h, x:x + w].contiguous() if base is not None else None,
-                            stats=stats)
+                            refseen=(flags[sl] & 8) > 0)
         return inp, target[:, :, y:y + h, x:x + w].contiguous()
 
 
@@ -267,7 +279,7 @@ def collate(samples) -> tuple[RefinerInputs, torch.Tensor]:
                          grid=cat("grid"), visible=cat("visible"), body=cat("body"), weight=cat("weight"),
                          mesh=cat("mesh"), hole=cat("hole") if inps[0].hole is not None else None,
                          base=cat("base") if inps[0].base is not None else None,
-                         stats=cat("stats") if inps[0].stats is not None else None), torch.cat(tgts, 0)
+                         refseen=cat("refseen") if inps[0].refseen is not None else None), torch.cat(tgts, 0)
 
 
 class PairSampler:
@@ -307,7 +319,7 @@ class PairSampler:
         samples = []
         cand = np.asarray(cand)
         if self.near_key:
-            w = 1.0 / (1.0 + (cand - np.array([clip.key_of(int(i)) for i in cand])) / self.near_key)
+            w = 1.0 / (1.0 + np.abs(cand - np.array([clip.key_of(int(i)) for i in cand])) / self.near_key)
             pw = w / w.sum()
         else:
             pw = None

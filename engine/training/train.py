@@ -1,19 +1,26 @@
-"""Training loop of the learned refiner (``python main.py train``).
+"""Training loop of the learned stage (``python main.py train``; issue #15).
 
 Single process, or several under ``torchrun`` (WORLD_SIZE set): DistributedDataParallel
 with the gloo backend on CPU and NCCL on CUDA; every rank draws its own random batches
 (seeded by rank), rank 0 validates, logs and writes checkpoints.
 
-Out folder (``--out``):
-    train.csv            step, seconds, losses, validation PSNR learned / analytic
-    train.log            what ran: clips, split, loss plan (and its substitutes), config
-    last.safetensors/.json   resumable state (generator, discriminator, Adam moments, step)
-    best.safetensors/.json   the generator with the best held-out validation PSNR (what ships)
-    samples/step_NNNNNN.png  key | target | analytic | learned for two validation frames
+Split, named before any training (:data:`VALIDATION`): the validation clips of ../shared/data/more
+(a TED speaker, a dancer, a tai chi clip) are never trained on; every other clip under ``--data`` is
+(``--data ../shared/data/more``: the ten other new people). Each clip's first :data:`CLIP_FRAMES`
+frames, encoded once by the real encoder (keys by content, engine/training/dataset.py).
 
-Validation: on the held-out clip (ted_e by default), a fixed set of whole frames is decoded by
-the analytic path (``warp(key, grid)``) and by the network; mean PSNR of both, rounded to 8 bits
-as the decoder writes them. ``best`` is only written while the network beats the analytic path.
+Out folder (``--out``):
+    train.csv            step, seconds, losses, validation MS-SSIM and PSNR, learned and analytic
+    train.log            what ran: clips, split, loss plan (and its substitutes), config
+    last.safetensors/.json   resumable state (generator, its EMA, discriminator, Adam moments, step)
+    best.safetensors/.json   the EMA generator with the best validation MS-SSIM gain over the analytic
+                             decoder (written only while that gain is positive; what ships)
+    samples/step_NNNNNN.png  key | target | analytic | learned | confidence for validation frames
+
+Validation: a fixed set of whole frames of every validation clip, decoded by the analytic path
+(the cached analytic frame, references fused) and by the network, rounded to 8 bits as the decoder
+writes them; the criterion is the mean over clips of the MS-SSIM gain (perceptual, not PSNR; VMAF is
+too slow to run inside the loop and is measured by ``bench --learned``).
 """
 from __future__ import annotations
 
@@ -32,18 +39,20 @@ from engine.synthesis.device import resolve_device
 from engine.fileio import atomic_path
 from engine.synthesis import checkpoint as ckpt
 from engine.training.dataset import ClipData, PairSampler, build_cache, clip_spec, find_clips, validation_frames
-from engine.training.losses import GeneratorLoss, d_loss, loss_plan
-from engine.synthesis.networks import CONFIGS, Generator, MultiScaleDiscriminator, n_params, warp_px
+from engine.training.losses import GeneratorLoss, d_loss, loss_plan, ms_ssim_loss
+from engine.synthesis.networks import Generator, MultiScaleDiscriminator, n_params, suspect
 
 DEFAULTS = {
-    "small": dict(batch=4, crop=160, adversarial=0.0, psnr=1.0, residual=5.0, val_every=200, ckpt_every=200, log_every=10,
-                  ema=0.998, ted_share=0.5),
+    "small": dict(batch=4, crop=128, adversarial=1.0, val_every=100, ckpt_every=50, log_every=10, ema=0.99,
+                  lr=5e-4, val_frames=6),
     "full": dict(batch=8, crop=256, adversarial=1.0, val_every=1000, ckpt_every=1000, log_every=50, ema=0.999,
-                 ted_share=0.5),
+                 lr=2e-4, val_frames=16),
 }
-HOLDOUT_VAL = "ted_e"                       # the held-out TED clip (validation + benchmark)
-HOLDOUT_TEST = ("taichi_13", "taichi_16")   # taichi clips never trained on (benchmark only); taichi_14 has
-                                            # no person MediaPipe detects, so it cannot be encoded at all
+# The held-out validation clips (../shared/data/more), chosen before training: one TED speaker, one
+# dancer, one tai chi clip. Never trained on; the best checkpoint is chosen on them and bench --learned
+# measures on them.
+VALIDATION = ("ted_g_384", "dance_tiktok_3_384", "taichi_lia2_256")
+CLIP_FRAMES = 100                       # frames per clip (encode + analysis are cached per clip)
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -78,37 +87,58 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 100.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
+def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """MS-SSIM of 0..255 images (SSIM with a smaller window on frames too small for five scales)."""
+    return 1.0 - float(ms_ssim_loss(a, b))
+
+
 @torch.no_grad()
-def validate(gen: Generator, clip: ClipData, frames: list[int], device) -> dict:
+def validate(gen: Generator, clips: list[ClipData], frames: dict, device) -> dict:
+    """Mean over ``clips`` of the MS-SSIM and PSNR of the learned and the analytic frames (whole frames)."""
     gen.eval()
-    pl, pa, rows = [], [], []
-    ctx_cache = {}
-    for i in frames:
-        inp, tgt = clip.sample(i)
-        inp = inp.to(device)
-        s = clip.key_of(i)
-        if s not in ctx_cache:
-            ctx_cache[s] = gen.encode_key(inp.key, inp.key_mesh)
-        out, aux = gen(inp, ctx_cache[s])
-        ana = inp.base if inp.base is not None else warp_px(inp.key, inp.grid, tuple(inp.key.shape[-2:]))
-        out, ana = to_u8(out).cpu(), to_u8(ana).cpu()
-        pl.append(psnr(out, tgt))
-        pa.append(psnr(ana, tgt))
-        rows.append((i, inp.key.cpu(), tgt, ana, out))
+    per_clip, rows = {}, []
+    for clip in clips:
+        ml, ma, pl, pa = [], [], [], []
+        ctx_cache = {}
+        for i in frames[clip.name]:
+            inp, tgt = clip.sample(i)
+            inp = inp.to(device)
+            s = clip.key_of(i)
+            if s not in ctx_cache:
+                ctx_cache[s] = gen.encode_key(inp.key)
+            out, aux = gen(inp, ctx_cache[s])
+            ana = to_u8(aux["base"]).cpu()
+            out = to_u8(out).cpu()
+            ml.append(ms_ssim(out, tgt))
+            ma.append(ms_ssim(ana, tgt))
+            pl.append(psnr(out, tgt))
+            pa.append(psnr(ana, tgt))
+            rows.append((i, inp.key.cpu(), tgt, ana, out, (aux["confidence"] * 255).expand(-1, 3, -1, -1).cpu()))
+        per_clip[clip.name] = {"msssim_learned": float(np.mean(ml)), "msssim_analytic": float(np.mean(ma)),
+                               "psnr_learned": float(np.mean(pl)), "psnr_analytic": float(np.mean(pa))}
     gen.train()
-    return {"psnr_learned": float(np.mean(pl)), "psnr_analytic": float(np.mean(pa)),
-            "gain_db": float(np.mean(pl) - np.mean(pa)), "per_frame": [round(a - b, 3) for a, b in zip(pl, pa)],
-            "rows": rows}
+    mean = lambda k: float(np.mean([v[k] for v in per_clip.values()]))  # noqa: E731
+    res = {k: mean(k) for k in ("msssim_learned", "msssim_analytic", "psnr_learned", "psnr_analytic")}
+    res["msssim_gain"] = res["msssim_learned"] - res["msssim_analytic"]
+    res["gain_db"] = res["psnr_learned"] - res["psnr_analytic"]
+    res["per_clip"] = per_clip
+    res["rows"] = rows
+    return res
 
 
 def save_grid(path, rows) -> None:
-    """rows: (index, key, target, analytic, learned) 1 x 3 x H x W -> PNG, one row per frame."""
+    """rows: (index, key, target, analytic, learned, ...) 1 x 3 x H x W -> PNG, one row per frame."""
     import cv2
     lines = []
+    width = None
     for _, *imgs in rows:
         h, w = imgs[1].shape[-2:]
         tiles = [Fn.interpolate(t.float(), size=(h, w), mode="area") if t.shape[-2:] != (h, w) else t for t in imgs]
-        lines.append(torch.cat([t[0] for t in tiles], 2))
+        line = torch.cat([t[0] for t in tiles], 2)
+        if width is not None and line.shape[-1] != width:
+            line = Fn.interpolate(line[None], size=(int(line.shape[1] * width / line.shape[2]), width), mode="area")[0]
+        width = line.shape[-1]
+        lines.append(line)
     img = torch.cat(lines, 1).permute(1, 2, 0).clamp(0, 255).byte().numpy()
     with atomic_path(path) as tmp:
         cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
@@ -116,15 +146,11 @@ def save_grid(path, rows) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 
-def prepare_data(data_dir, log, val_name=HOLDOUT_VAL, test_names=HOLDOUT_TEST, taichi_frames: int = 96,
-                 build: bool = True):
-    """(train ClipData list, validation ClipData or None). Builds the caches (encode + analysis) when asked."""
-    clips = find_clips(data_dir)
-    train, val = [], None
-    for p in clips:
-        if any(p.stem.startswith(t) for t in test_names):
-            continue
-        spec = clip_spec(p, max_frames=taichi_frames if "taichi" in p.name else None)
+def prepare_data(data_dir, log, validation=VALIDATION, frames: int = CLIP_FRAMES, build: bool = True):
+    """(train ClipData list, validation ClipData list). Builds the caches (encode + analysis) when asked."""
+    train, val = [], []
+    for p in find_clips(data_dir):
+        spec = clip_spec(p, max_frames=frames)
         try:
             folder = build_cache(spec, log=log) if build else None
         except InputError as exc:
@@ -133,8 +159,8 @@ def prepare_data(data_dir, log, val_name=HOLDOUT_VAL, test_names=HOLDOUT_TEST, t
         if folder is None:
             continue
         cd = ClipData(folder)
-        if p.stem.startswith(val_name):
-            val = cd
+        if p.stem in validation:
+            val.append(cd)
         elif cd.inter:
             train.append(cd)
     return train, val
@@ -142,8 +168,14 @@ def prepare_data(data_dir, log, val_name=HOLDOUT_VAL, test_names=HOLDOUT_TEST, t
 
 def train(data_dir, config: str = "small", device: str | None = None, resume: bool = False, out_dir="out/train",
           steps: int | None = None, log_fn=print, threads: int | None = None, seed: int = 0,
-          taichi_frames: int = 96, export_to: str | None = None, time_limit: float | None = None, clips=None,
-          init: str | None = None, blend: bool = True, **overrides) -> dict:
+          taichi_frames: int | None = None, export_to: str | None = None, time_limit: float | None = None,
+          clips=None, init: str | None = None, blend: bool = False, psnr: float | None = None,
+          features: bool = True, **overrides) -> dict:
+    """Train; returns {step, best_msssim_gain, best_gain_db (PSNR gain of the best checkpoint), seconds}.
+
+    clips: prepared cache folders (train folders, validation folders) instead of ``data_dir`` (tests).
+    taichi_frames, blend, psnr: options of the previous learned stage, no longer used (a note is logged).
+    features=False: no pretrained features (MS-SSIM substitute, as when the wheels are missing)."""
     if clips is None:
         find_clips(data_dir)        # a missing or empty data folder fails before any output is written
     rank, world, dev = dist_setup(device)
@@ -152,9 +184,10 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
     torch.manual_seed(seed)
     out = Path(out_dir)
     main = rank == 0
-    opts = dict(DEFAULTS[config if isinstance(config, str) else "small"])
+    name = config if isinstance(config, str) else "small"
+    opts = dict(DEFAULTS[name])
     opts.update({k: v for k, v in overrides.items() if v is not None})
-    steps = int(steps or (20000 if config == "small" else 200000))
+    steps = int(steps or (20000 if name == "small" else 200000))
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "samples").mkdir(exist_ok=True)
@@ -166,52 +199,53 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
             logf.write(time.strftime("%H:%M:%S ") + msg + "\n")
             logf.flush()
 
+    if blend or (psnr is not None and psnr > 0) or taichi_frames not in (None, 96):
+        log("note: --no-blend, --psnr and --taichi-frames belong to the previous learned stage and are ignored "
+            f"(no blend head; losses below; {CLIP_FRAMES} frames per clip)")
     # data: rank 0 analyses (encodes) every clip once; the others wait, then read the caches
-    if clips is not None:          # prepared cache folders (tests, custom splits): (train folders, val folder)
+    if clips is not None:
         train_clips = [ClipData(f) for f in clips[0]]
-        val_clip = ClipData(clips[1]) if clips[1] else None
+        val_clips = [ClipData(f) for f in clips[1]]
     else:
         if main:
-            train_clips, val_clip = prepare_data(data_dir, log, taichi_frames=taichi_frames)
+            train_clips, val_clips = prepare_data(data_dir, log)
         barrier(world)
         if not main:
-            train_clips, val_clip = prepare_data(data_dir, lambda m: None, taichi_frames=taichi_frames)
-    log(f"train clips: {', '.join(f'{c.name}({len(c.inter)})' for c in train_clips)}; validation: "
-        f"{val_clip.name if val_clip else 'none'}; never trained on: {', '.join(HOLDOUT_TEST)}")
+            train_clips, val_clips = prepare_data(data_dir, lambda m: None)
+    if not train_clips:
+        raise InputError(f"no training clips under {data_dir} (every clip is a validation clip or failed)")
+    log(f"train clips: {', '.join(f'{c.name}({len(c.inter)})' for c in train_clips)}; validation (never trained "
+        f"on): {', '.join(c.name for c in val_clips) or 'none'}")
 
-    netcfg = config if blend else {**(CONFIGS[config] if isinstance(config, str) else config), "blend": False}
-    gen = Generator(netcfg).to(dev)
-    ema = Generator(netcfg).to(dev).eval()          # exponential moving average: what is validated and shipped
+    gen = Generator(config).to(dev)
+    ema = Generator(config).to(dev).eval()          # exponential moving average: what is validated and shipped
     ema.load_state_dict(gen.state_dict())
     for p in ema.parameters():
         p.requires_grad_(False)
-    ema_decay = float(opts.get("ema", 0.998))
-    plan = loss_plan(adversarial=opts["adversarial"], l2=opts.get("l2", 0.0), psnr=opts.get("psnr", 0.0),
-                     residual=opts.get("residual", 0.0))
+    ema_decay = float(opts.get("ema", 0.99))
+    plan = loss_plan(adversarial=opts["adversarial"], features=features)
     disc = MultiScaleDiscriminator(config).to(dev) if plan["adversarial"] > 0 else None
     crit = GeneratorLoss(plan).to(dev)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=opts.get("lr", 2e-4), betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=opts.get("lr", 2e-4), betas=(0.5, 0.999)) if disc else None
+    opt_g = torch.optim.Adam(gen.parameters(), lr=opts["lr"], betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=opts["lr"], betas=(0.5, 0.999)) if disc else None
     log(f"config {config if isinstance(config, str) else gen.cfg}: generator {n_params(gen):,} parameters"
         + (f", discriminator {n_params(disc):,}" if disc else "") + f"; {json.dumps(opts)}; world {world}, {dev}")
     log("losses: " + ", ".join(f"{k} x{v:g}" for k, v in plan.items() if isinstance(v, float) and v > 0))
     for n in plan["notes"]:
         log("note: " + n)
 
-    step, best = 0, -1e9
+    step, best, best_db = 0, -1e9, None
     last = out / "last.safetensors"
     if resume and last.exists():
         meta = ckpt.load_training(last, gen, disc, opt_g, opt_d, ema)
-        step, best = int(meta.get("step", 0)), float(meta.get("best_gain_db", -1e9))
+        step, best = int(meta.get("step", 0)), float(meta.get("best_msssim_gain", -1e9))
+        best_db = meta.get("best_gain_db")
         log(f"resumed from {last} at step {step}")
     elif resume:
         log(f"--resume: no {last}, starting from scratch")
     if init and not (resume and last.exists()):
-        # fine-tuning: the generator starts from trained weights (same config), optimizers and
-        # discriminator from scratch
         net, meta0 = ckpt.load_generator(init, device="cpu")
-        same = lambda c: {k: v for k, v in c.items() if k != "blend"}       # noqa: E731 (a head switch, same weights)
-        if same(net.cfg) != same(gen.cfg):
+        if net.cfg != gen.cfg:
             raise IHVCError(f"--init {Path(init).name} has another network config than --config {config}")
         gen.load_state_dict(net.state_dict())
         ema.load_state_dict(net.state_dict())
@@ -224,35 +258,40 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
         ddp_d = DDP(disc, device_ids=[dev.index] if dev.type == "cuda" else None) if disc else None
 
     sampler = PairSampler(train_clips, crop=opts["crop"], batch=opts["batch"], seed=seed * 1000 + rank + step,
-                          ted_share=opts.get("ted_share", 0.5))
-    vframes = validation_frames(val_clip, 12) if val_clip else []
+                          ted_share=None)
+    vframes = {c.name: validation_frames(c, opts["val_frames"]) for c in val_clips}
     csv_path = out / "train.csv"
-    fields = ["step", "seconds", "loss", "l1", "l2", "psnr", "residual", "ms_ssim", "perceptual", "texture", "dists", "adversarial",
-              "feature_matching", "d_loss", "val_psnr_learned", "val_psnr_analytic", "val_gain_db"]
+    fields = ["step", "seconds", "loss", "l1", "ms_ssim", "perceptual", "texture", "adversarial", "feature_matching", "trust", "generated",
+              "d_loss", "confidence", "val_msssim_learned", "val_msssim_analytic", "val_msssim_gain",
+              "val_psnr_learned", "val_psnr_analytic", "val_gain_db"]
     if main and not csv_path.exists():
         with open(csv_path, "w", newline="") as f:
             csv.writer(f).writerow(fields)
     t0 = time.time()
-    result = {"step": step, "best_gain_db": best}
+    result = {"step": step, "best_msssim_gain": best, "best_gain_db": best_db}
 
     def checkpoint_meta():
-        return {"step": step, "best_gain_db": best, "train_clips": [c.name for c in train_clips],
-                "validation_clip": val_clip.name if val_clip else None, "loss_plan": {k: v for k, v in plan.items()
-                                                                                    if k != "vgg19"}}
+        return {"step": step, "best_msssim_gain": best, "best_gain_db": best_db,
+                "train_clips": [c.name for c in train_clips], "validation_clips": [c.name for c in val_clips],
+                "selection": "best mean MS-SSIM gain over the analytic decoder on the validation clips",
+                "loss_plan": {k: v for k, v in plan.items() if k != "features"}}
 
     def do_validation():
-        nonlocal best
-        v = validate(ema, val_clip, vframes, dev)
-        pick = [v["rows"][len(v["rows"]) // 3], v["rows"][(2 * len(v["rows"])) // 3]]
-        save_grid(out / "samples" / f"step_{step:06d}.png", pick)
-        log(f"step {step}: validation {val_clip.name} PSNR learned {v['psnr_learned']:.3f} dB, analytic "
-            f"{v['psnr_analytic']:.3f} dB, gain {v['gain_db']:+.3f} dB (worst frame {min(v['per_frame']):+.2f})")
-        if v["gain_db"] > best:
-            best = v["gain_db"]
+        nonlocal best, best_db
+        v = validate(ema, val_clips, vframes, dev)
+        n = len(v["rows"])
+        save_grid(out / "samples" / f"step_{step:06d}.png", [v["rows"][k] for k in sorted({n // 6, n // 2, (5 * n) // 6})])
+        log(f"step {step}: validation MS-SSIM learned {v['msssim_learned']:.4f} analytic {v['msssim_analytic']:.4f} "
+            f"({v['msssim_gain']:+.4f}); PSNR {v['psnr_learned']:.3f} vs {v['psnr_analytic']:.3f} ({v['gain_db']:+.3f} dB); "
+            + ", ".join(f"{k} {c['msssim_learned'] - c['msssim_analytic']:+.4f}/{c['psnr_learned'] - c['psnr_analytic']:+.2f}dB"
+                        for k, c in v["per_clip"].items()))
+        if v["msssim_gain"] > best:
+            best, best_db = v["msssim_gain"], v["gain_db"]
             if best > 0:
                 ckpt.save(out / "best.safetensors", ema, dict(checkpoint_meta(), validation={
-                    k: v[k] for k in ("psnr_learned", "psnr_analytic", "gain_db", "per_frame")}, validation_frames=vframes))
-                log(f"step {step}: new best ({best:+.3f} dB) -> {out / 'best.safetensors'}")
+                    k: v[k] for k in ("msssim_learned", "msssim_analytic", "msssim_gain", "psnr_learned",
+                                      "psnr_analytic", "gain_db", "per_clip")}, validation_frames=vframes))
+                log(f"step {step}: new best (MS-SSIM {best:+.4f}) -> {out / 'best.safetensors'}")
         return v
 
     while step < steps:
@@ -273,13 +312,14 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
             ld = d_loss(ddp_d(tgt, inp.mesh), ddp_d(pred.detach(), inp.mesh))
             ld.backward()
             opt_d.step()
-            terms_d = float(ld)
+            terms_d = float(ld.detach())
             for p in disc.parameters():
                 p.requires_grad_(False)
             d_fake = disc(pred, inp.mesh)             # the bare module: no DDP hooks on frozen weights
             with torch.no_grad():
                 d_real = disc(tgt, inp.mesh)
-        loss, terms = crit(pred, tgt, d_real, d_fake, residual=aux["residual"])
+        loss, terms = crit(pred, tgt, d_real, d_fake, confidence=aux["confidence"], generated=aux["generated"],
+                           where=suspect(inp))
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
@@ -293,32 +333,36 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
         row = None
         if main and step % opts["log_every"] == 0:
             row = {"step": step, "seconds": round(time.time() - t0, 1), "loss": round(float(loss.detach()), 5),
+                   "confidence": round(float(aux["confidence"].detach().mean()), 4),
                    **{k: round(v, 5) for k, v in terms.items()}}
             if terms_d is not None:
                 row["d_loss"] = round(terms_d, 5)
-        if main and val_clip is not None and (step % opts["val_every"] == 0 or step == steps):
+        if main and val_clips and (step % opts["val_every"] == 0 or step == steps):
             v = do_validation()
             row = row or {"step": step, "seconds": round(time.time() - t0, 1)}
-            row.update(val_psnr_learned=round(v["psnr_learned"], 4), val_psnr_analytic=round(v["psnr_analytic"], 4),
-                       val_gain_db=round(v["gain_db"], 4))
+            row.update(val_msssim_learned=round(v["msssim_learned"], 5), val_msssim_analytic=round(v["msssim_analytic"], 5),
+                       val_msssim_gain=round(v["msssim_gain"], 5), val_psnr_learned=round(v["psnr_learned"], 4),
+                       val_psnr_analytic=round(v["psnr_analytic"], 4), val_gain_db=round(v["gain_db"], 4))
         if row:
             with open(csv_path, "a", newline="") as f:
                 csv.writer(f).writerow([row.get(k, "") for k in fields])
-            if step % (opts["log_every"] * 10) == 0:
-                log(f"step {step}: loss {float(loss.detach()):.4f} ({', '.join(f'{k} {v:.4f}' for k, v in terms.items())}), "
+            if step % (opts["log_every"] * 5) == 0:
+                log(f"step {step}: loss {float(loss.detach()):.4f} ({', '.join(f'{k} {v:.4f}' for k, v in terms.items())}"
+                    f"{f', d {terms_d:.4f}' if terms_d is not None else ''}), confidence {row.get('confidence', 0):.3f}, "
                     f"{(time.time() - t0) / max(step - result['step'], 1):.2f} s/step")
         if main and step % opts["ckpt_every"] == 0:
             ckpt.save_training(last, gen, disc, opt_g, opt_d, checkpoint_meta(), ema)
         barrier(world) if step % opts["val_every"] == 0 else None
     if main:
         ckpt.save_training(last, gen, disc, opt_g, opt_d, checkpoint_meta(), ema)
-        log(f"done: step {step}, {time.time() - t0:.0f} s, best validation gain {best:+.3f} dB")
+        log(f"done: step {step}, {time.time() - t0:.0f} s, best validation MS-SSIM gain {best:+.4f}")
         if export_to:
             export(out / "best.safetensors", export_to, log)
     barrier(world)
     if world > 1:
         torch.distributed.destroy_process_group()
-    result.update(step=step, best_gain_db=best, seconds=time.time() - t0)
+    result.update(step=step, best_msssim_gain=best, best_gain_db=best_db if best_db is not None else float("nan"),
+                  seconds=time.time() - t0)
     if logf:
         logf.close()
     return result
@@ -328,7 +372,7 @@ def export(best, dest, log=print) -> bool:
     """Copy the best generator (weights only) to ``dest`` (e.g. assets/generator.safetensors) when it exists."""
     best = Path(best)
     if not best.exists():
-        log(f"no {best}: the network never beat the analytic decoder on validation; nothing exported")
+        log(f"no {best}: the network never beat the analytic decoder on validation MS-SSIM; nothing exported")
         return False
     net, meta = ckpt.load_generator(best)
     meta = {k: v for k, v in meta.items() if k not in ("optim_g", "optim_d", "sha256", "tensors", "dtype")}
