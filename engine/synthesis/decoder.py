@@ -39,8 +39,9 @@ from engine.codec.bitstream import BODY_MODEL_NAMES, Bitstream, GroupOfPictures
 from engine.synthesis.camera import project, to_world
 from engine.errors import IHVCError, InputError
 from engine.synthesis.device import resolve_device
-from engine.synthesis.motion import (Motion, ReferenceSample, analytic_frame, analytic_motion, fuse_references,
-                                     person_mask, reference_sample)
+from engine.synthesis.motion import (BACKGROUND_MARGIN, Motion, ReferenceSample, analytic_frame, analytic_motion,
+                                     background_sample, compose_cameras, dilate, fuse_references, hole_of,
+                                     invert_camera, person_mask, reference_sample)
 from engine.synthesis.raster import Raster, rasterize
 from engine.codec.semantics import FrameSemantics
 
@@ -91,6 +92,7 @@ class FrameAnalysis:
     trans: torch.Tensor             # B x 3
     motion: Motion                  # backward map to the key picture, visibility, holes
     references: list[ReferenceSample] = field(default_factory=list)   # other keys, where the own one did not see
+    background: list[ReferenceSample] = field(default_factory=list)   # other keys' background at the disocclusions
     _mesh_of: object = field(default=None, repr=False, compare=False)
 
     @cached_property
@@ -229,6 +231,13 @@ class Decoder:
             return self._key_state(gop)
 
     def _key_state(self, gop: GroupOfPictures) -> KeyState:
+        st = self._new_key_state(gop)
+        self._cache[gop.start] = st
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return st
+
+    def _new_key_state(self, gop: GroupOfPictures) -> KeyState:
         from engine.codec.keypicture import decode_key_picture
         rgb = decode_key_picture(gop.key_picture) if self.pictures is None else np.asarray(self.pictures(gop))
         if rgb.shape[:2] != (self.bs.height, self.bs.width):
@@ -256,9 +265,6 @@ class Decoder:
         st = KeyState(rgb=rgb, image=image, world=world, depth=r.depth, trans=trans, loc=loc, focal=focal,
                       betas=betas, tol=float(0.015 * ext), person=person_mask(r.mask))
         st._mesh_of = lambda: self._key_mesh(st)
-        self._cache[gop.start] = st
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
         return st
 
     # -- frames ---------------------------------------------------------------------------
@@ -287,9 +293,11 @@ class Decoder:
             r = rasterize(xy, d, self._faces_oriented, self.height, self.width, cull_backfaces=self.cull)
             mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
                                  camera=camera, tol=st.tol, key_mask=st.person if self.fill_disocclusions else None)
-            refs = self._references(gop, r, mo, frames if frames is not None else [gop.key_frame] * B)
+            at = frames if frames is not None else [gop.key_frame] * B
+            refs = self._references(gop, r, mo, at)
+            back = self._background(gop, r, mo, rows, at)
         return FrameAnalysis(key=st, raster=r, vertices=verts, rot=rot, trans=trans, motion=mo,
-                             references=refs, _mesh_of=self._frame_mesh)
+                             references=refs, background=back, _mesh_of=self._frame_mesh)
 
     def _references(self, gop: GroupOfPictures, r: Raster, mo: Motion, frames) -> list[ReferenceSample]:
         """Samples of the other key pictures the GOP's frames may draw from (DESIGN.md "Decoder" step 1),
@@ -309,6 +317,65 @@ class Decoder:
                                         k.image, near, unseen))
         return out
 
+    def _background(self, gop: GroupOfPictures, r: Raster, mo: Motion, rows: np.ndarray,
+                    frames) -> list[ReferenceSample]:
+        """Samples of the other key pictures the GOP's frames may draw from at the background the frame's
+        own key did not show (``Motion.hole``: where its person stood; not within BACKGROUND_MARGIN of the
+        frame's mesh, where the real person often still is), each through the camera map from that key
+        to the frame (DESIGN.md "Decoder" step 1: "off the body the background is the union of what the
+        keys saw behind the person, moved by the camera group"); [] when there are none."""
+        if not gop.refs:
+            return []
+        hole = hole_of(mo)
+        if hole is None:
+            return []
+        B, H, W = hole.shape
+        hole = hole & ~dilate(r.mask, max(1, int(round(BACKGROUND_MARGIN * max(H, W)))))
+        idx = hole.reshape(-1).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return []
+        t = torch.as_tensor(np.asarray(frames, float), dtype=self.dtype, device=self.device)
+        me = self._group_index(gop) if self.bs.has_camera else None
+        out = []
+        for j in gop.refs:
+            g = self.bs.gops[j]
+            k = self.key_state(g)
+            camera = None
+            if me is not None:
+                # key j -> this group's key -> each frame (the frame's row is relative to its own key)
+                to_key = self.key_camera(j, me)
+                camera = torch.as_tensor(np.array([compose_cameras(to_key, row[31:34]) for row in rows]),
+                                         dtype=self.dtype, device=self.device)
+            near = 1.0 / (1.0 + (t - g.key_frame).abs() / REFERENCE_TIME_SCALE)
+            out.append(background_sample((B, H, W), idx, camera, k.image, k.person, near))
+        return out
+
+    def _group_index(self, gop: GroupOfPictures) -> int:
+        for i, g in enumerate(self.bs.gops):
+            if g is gop:
+                return i
+        return next(i for i, g in enumerate(self.bs.gops) if g.start == gop.start)
+
+    @cached_property
+    def _key_cameras(self) -> list[tuple[float, float, float]]:
+        """Per group, the camera map from the first group's key to its key, composed group by group.
+
+        The bitstream codes each group's camera rows relative to the group's own key, so from key g to key
+        g + 1 the map goes through the frames where they meet: key g -> its last frame b (group g's row),
+        b -> b + 1 taken as no motion (one frame of camera motion, the approximation), b + 1 -> key g + 1
+        (the inverse of group g + 1's first row)."""
+        out = [(0.0, 0.0, 0.0)]
+        for a, b in zip(self.bs.gops, self.bs.gops[1:]):
+            step = compose_cameras(a.frames[-1, 31:34], invert_camera(b.frames[0, 31:34]))
+            out.append(compose_cameras(out[-1], step))
+        return out
+
+    def key_camera(self, src: int, dst: int) -> tuple[float, float, float]:
+        """The camera map from group ``src``'s key picture to group ``dst``'s (bitstreams with the camera
+        group; see ``_key_cameras`` for how it is read from the groups' rows)."""
+        cams = self._key_cameras
+        return compose_cameras(invert_camera(cams[src]), cams[dst])
+
     def _synthesize(self, gop: GroupOfPictures, rows: np.ndarray, frames) -> np.ndarray:
         """rows: B x D semantics of frames ``frames`` of one GOP -> B x H x W x 3 uint8."""
         return self.render(self.analyse(gop, rows, frames))
@@ -320,7 +387,7 @@ class Decoder:
             if self.refiner is not None:
                 out = self.refiner.refine_decoder(fa)
             else:
-                out = analytic_frame(fa.key.image, fa.motion)
+                out = analytic_frame(fa.key.image, fa.motion, fa.background)
             out = fuse_references(out, fa.references)
             out = out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return out.cpu().numpy()

@@ -29,6 +29,12 @@ from engine.synthesis.camera import crop_to_frame, world_to_crop
 from engine.synthesis.raster import Raster
 
 PERSON_MARGIN = 0.02      # hair, clothes and fit error around the mesh, fraction of the frame size
+# Background from other key pictures is taken only this far from the frame's own mesh (fraction of the frame
+# size); nearer, the real person often still covers it (hair, loose clothes, a fit a few pixels narrow) and the
+# smooth fill is closer. Measured on the five TED clips (keys by content, QP 42, squared error in the
+# disocclusions): at 0, ted_c 626 -> 2333 (its speaker is wider than her mesh), the others 10-60 % lower;
+# at 2 x PERSON_MARGIN (16 px at 384) ted_c 653 and the others 5-53 % lower (docs/BENCHMARKS.md).
+BACKGROUND_MARGIN = 2 * PERSON_MARGIN
 
 
 @dataclass
@@ -172,8 +178,13 @@ def fuse_references(frames: torch.Tensor, samples: list[ReferenceSample]) -> tor
     see: where the own key saw the point its warp stands, since another key's texture is placed by
     another fit and averaging the two ghosts (measured on ted_e, key every 20 frames: SSIM
     0.827 -> 0.819 when every reference was averaged everywhere)."""
+    return _fuse(frames, samples)[0]
+
+
+def _fuse(frames: torch.Tensor, samples: list[ReferenceSample]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`fuse_references`, and the B x H x W bool mask of the pixels it replaced (None: none)."""
     if not samples:
-        return frames
+        return frames, None
     B, C, H, W = frames.shape
     acc = torch.zeros(B * H * W, C, dtype=frames.dtype, device=frames.device)
     wsum = torch.zeros(B * H * W, dtype=frames.dtype, device=frames.device)
@@ -183,10 +194,62 @@ def fuse_references(frames: torch.Tensor, samples: list[ReferenceSample]) -> tor
         wsum.index_add_(0, s.idx, w)
     seen = wsum > 0
     if not bool(seen.any()):
-        return frames
+        return frames, None
     flat = frames.permute(0, 2, 3, 1).reshape(-1, C).clone()
     flat[seen] = acc[seen] / wsum[seen][:, None]
-    return flat.reshape(B, H, W, C).permute(0, 3, 1, 2)
+    return flat.reshape(B, H, W, C).permute(0, 3, 1, 2), seen.reshape(B, H, W)
+
+
+# -- the background from other key pictures ----------------------------------------------------------
+# A camera here is (pan_x, pan_y, zoom) as the camera group codes it (engine/analysis/camera_motion.py,
+# ``background_grid``): the map a -> b of background positions p_b = exp(zoom) (p_a - c) + c + pan (pan in
+# fractions of the frame size, c the frame centre). These maps form a group: composing and inverting
+# them is exact, at any frame size.
+
+def compose_cameras(first, then) -> tuple[float, float, float]:
+    """The camera map ``then`` o ``first`` (a -> b by ``first``, then b -> c by ``then``), as (pan_x, pan_y, zoom)."""
+    s = math.exp(float(then[2]))
+    return (s * float(first[0]) + float(then[0]), s * float(first[1]) + float(then[1]),
+            float(first[2]) + float(then[2]))
+
+
+def invert_camera(cam) -> tuple[float, float, float]:
+    """The inverse camera map (b -> a for a camera a -> b)."""
+    s = math.exp(-float(cam[2]))
+    return (-s * float(cam[0]), -s * float(cam[1]), -float(cam[2]))
+
+
+def background_sample(shape: tuple[int, int, int], idx: torch.Tensor, camera: torch.Tensor | None,
+                      key_image: torch.Tensor, key_person: torch.Tensor,
+                      time_weight: torch.Tensor | float = 1.0) -> ReferenceSample:
+    """What one more key picture shows of the background at the frame pixels ``idx``.
+
+    shape: (B, H, W) of the frames; idx: N flat indices into B*H*W (the disocclusions, ``Motion.hole``);
+    camera: B x 3, the camera map from that key to each frame (None: identity); key_image: 1 x 3 x H x W;
+    key_person: 1 x 1|2 x H x W float, that key's person (:func:`person_mask`, channel 0 used).
+    weight: ``time_weight`` where the background point lies inside that key picture and off its person
+    (nearest lookup, as ``Motion.hole`` looks up the own key's), else 0.
+    """
+    B, H, W = shape
+    b = idx // (H * W)
+    p = torch.stack([(idx % W).to(key_image.dtype) + 0.5, ((idx // W) % H).to(key_image.dtype) + 0.5], 1)
+    if camera is not None:
+        cam = torch.as_tensor(camera, dtype=p.dtype, device=p.device).reshape(-1, 3)[b]
+        c = torch.tensor([W / 2.0, H / 2.0], dtype=p.dtype, device=p.device)
+        pan = cam[:, :2] * torch.tensor([W, H], dtype=p.dtype, device=p.device)
+        p = c + (p - c - pan) / torch.exp(cam[:, 2:3])
+    kh, kw = key_image.shape[-2:]
+    inside = (p[:, 0] >= 0) & (p[:, 0] <= kw) & (p[:, 1] >= 0) & (p[:, 1] <= kh)
+    xi = p[:, 0].floor().long().clamp(0, kw - 1)
+    yi = p[:, 1].floor().long().clamp(0, kh - 1)
+    free = key_person[0, 0].reshape(-1)[yi * kw + xi] < 0.5
+    tw = torch.as_tensor(time_weight, dtype=p.dtype, device=p.device).reshape(-1)
+    tw = tw[b] if tw.numel() > 1 else tw.expand(idx.shape[0])
+    weight = (inside & free).to(p.dtype) * tw
+    scale = torch.tensor([2.0 / kw, 2.0 / kh], device=p.device, dtype=p.dtype)
+    g = (p * scale - 1.0).to(key_image.dtype).reshape(1, 1, -1, 2)
+    colour = Fn.grid_sample(key_image, g, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T
+    return ReferenceSample(idx=idx, colour=colour, weight=weight)
 
 
 def key_visibility(xy: torch.Tensor, depth: torch.Tensor, key_depth: torch.Tensor, tol: float,
@@ -384,11 +447,17 @@ def hole_of(mo: Motion) -> torch.Tensor | None:
     return hole if hole is not None and bool(hole.any()) else None
 
 
-def analytic_frame(image: torch.Tensor, mo: Motion) -> torch.Tensor:
+def analytic_frame(image: torch.Tensor, mo: Motion, background: list[ReferenceSample] | None = None) -> torch.Tensor:
     """The analytic decoder's frames: the key picture (1 x 3 x H x W, 0..255) warped by ``mo``,
-    disocclusions filled from the surrounding background; B x 3 x H x W float."""
+    disocclusions filled from the other key pictures that saw that background (``background``:
+    :func:`background_sample` of each, at ``Motion.hole``; their time-weighted mean where one saw it),
+    what none saw filled smoothly from the surrounding background; B x 3 x H x W float."""
     out = warp(image, mo.grid)
     hole = hole_of(mo)
     if hole is not None:
-        out = fill_holes(out, hole, ~hole & (mo.weight < 0.5))
+        out, seen = _fuse(out, background or [])
+        if seen is not None:
+            hole = hole & ~seen
+        if bool(hole.any()):
+            out = fill_holes(out, hole, ~hole & (mo.weight < 0.5))
     return out
