@@ -98,3 +98,33 @@ def test_fast_effort_and_bad_frames(truth):
     assert same is bs and report.frames == 0
     with pytest.raises(InputError, match="do not match"):
         refine_bitstream(bs, frames[:3], "default")
+
+
+def test_closed_loop_keeps_joints_in_their_anatomical_range(monkeypatch):
+    """A stand-in warp whose pixels match only with the left elbow bent sideways 0.4 rad past its
+    range: with the range term off the optimiser follows the pixels out of the range; with it on the
+    elbow stays where the studio calls it plausible (no further out than where it started)."""
+    from engine.analysis import closed_loop
+    from engine.analysis.closed_loop import optimise_rows
+    from engine.codec.anatomy import range_axes
+    from engine.codec.semantics import QuantSpec
+    joint, axis, lo, hi = range_axes()
+    r = int(np.flatnonzero(joint == 3)[-1])                  # the left elbow's sideways bend
+    ax = torch.as_tensor(axis[r], dtype=torch.float32)
+    want = float(hi[r]) + 0.4
+
+    def warp(rows, tri=None):
+        comp = rows[:, 9:12] @ ax                             # B: the bend the rows ask for
+        return (128 + 100 * torch.tanh(comp - want))[:, None, None, None].expand(-1, 3, 8, 8), None
+    rows = np.zeros((3, 31))
+    rows[:, 9:12] = axis[r] * (hi[r] - 0.03)                  # just inside the range
+    rows[:, 26] = 5.0
+    target = torch.full((3, 3, 8, 8), 128.0)
+    effort = Effort("test", side=8, iters=60, lr=2.0)
+    steps = QuantSpec().steps(False)
+    monkeypatch.setattr(closed_loop, "ANATOMY_WEIGHT", 0.0)
+    free = optimise_rows(warp, rows, target, steps, effort) @ np.r_[np.zeros(9), axis[r], np.zeros(19)]
+    monkeypatch.undo()                                        # the shipped weight
+    held = optimise_rows(warp, rows, target, steps, effort) @ np.r_[np.zeros(9), axis[r], np.zeros(19)]
+    assert free.min() > hi[r] + 0.05                          # the pixels pull the elbow out...
+    assert held.max() < hi[r] + 0.01                          # ...the range holds it

@@ -15,7 +15,8 @@ encoder searches motion vectors (analysis by synthesis):
 * Loss: Charbonnier distance of the drawn frame to the real one over the whole frame (body, the
   band around it and the background it moves), plus priors that keep the pose a plausible,
   editable one: a trust region around the landmark fit per semantic group, temporal smoothness,
-  and the fit's soft joint-angle limits.
+  and the studio's anatomical joint ranges (engine.codec.anatomy: never further outside them than
+  the landmark fit), plus a bit-cost term on frame-to-frame changes.
 * Quantisation in the loop: the refined values are snapped as the bitstream carries them, the real
   decoder draws each frame from both the landmark semantics and the refined ones, and a frame
   keeps the refined row only where its decoded frame is closer to the real frame (squared error):
@@ -67,6 +68,7 @@ SMOOTH_WEIGHT = 0.002
 # at the default effort: 0 -> 70.0 semantic bits per frame and 26.50 dB; 3e-4 -> 62.2 and 26.49;
 # 1e-3 -> 58.1 and 26.45 (the landmark fit alone: 77.6 and 25.24).
 RATE_WEIGHT = 1e-3
+ANATOMY_WEIGHT = 1000.0   # per rad^2 beyond the landmark fit's own violation of a joint range
 CHARBONNIER_EPS = 1e-3
 
 
@@ -154,27 +156,42 @@ class _Warp:
         return analytic_frame(st.image, mo), tri
 
 
-def _limit_penalty(rows: torch.Tensor) -> torch.Tensor:
-    """The fit's soft joint-angle limits on the 7 coded joints (engine.analysis.fit._LIMIT)."""
-    from engine.analysis.fit import _LIMIT
-    from engine.codec.semantics import N_INHERITED_JOINTS
-    lim = torch.as_tensor(_LIMIT[N_INHERITED_JOINTS:], dtype=rows.dtype, device=rows.device)
-    n = rows[:, :21].reshape(-1, 7, 3).norm(dim=-1)
-    return (torch.relu(n - lim) ** 2).sum()
+class _Anatomy:
+    """The studio's anatomical joint ranges (engine.codec.anatomy) as a penalty: how far (rad) each
+    joint lies outside its ranges, beyond where the landmark fit already put it. The fit is not
+    always inside them (ted_f: the left elbow bent 33 degrees backwards on every frame), and the pixels
+    alone would happily bend it further; a refined pose may never be less plausible than the fit's."""
+
+    def __init__(self, body_model: int, x0: torch.Tensor):
+        from engine.codec.anatomy import range_axes
+        joint, axis, lo, hi = range_axes(body_model)
+        t = lambda a, dt=x0.dtype: torch.as_tensor(a, dtype=dt, device=x0.device)  # noqa: E731
+        self.joint, self.axis, self.lo, self.hi = t(joint, torch.int64), t(axis), t(lo), t(hi)
+        self.base = self.violation(x0).detach()
+
+    def violation(self, rows: torch.Tensor) -> torch.Tensor:
+        comp = (rows[:, :21].reshape(-1, 7, 3)[:, self.joint] * self.axis).sum(-1)       # B x R
+        return torch.relu(self.lo - comp) + torch.relu(comp - self.hi)
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        return (torch.relu(self.violation(rows) - self.base) ** 2).sum()
 
 
 def optimise_rows(warp: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray, targets: torch.Tensor,
-                  steps: np.ndarray, effort: Effort, anchor_prev: np.ndarray | None = None) -> np.ndarray:
+                  steps: np.ndarray, effort: Effort, anchor_prev: np.ndarray | None = None,
+                  body_model: int = 1) -> np.ndarray:
     """Refine B consecutive frames' semantics ``rows`` (B x D, float) so that ``warp(rows)`` matches
     ``targets`` (B x 3 x H x W, 0..255); returns the refined rows (float, not yet snapped).
 
-    ``anchor_prev``: the (already decided) row before the first one, for the smoothness term."""
+    ``anchor_prev``: the (already decided) row before the first one, for the smoothness term;
+    ``body_model``: the bitstream's body model id (its joints' anatomical ranges)."""
     dev = targets.device
     dtype = targets.dtype
     D = rows.shape[1]
     x0 = torch.as_tensor(rows, dtype=dtype, device=dev)
     step = torch.as_tensor(steps[:D], dtype=dtype, device=dev)
     tol = torch.as_tensor(_tolerances(D), dtype=dtype, device=dev)
+    anatomy = _Anatomy(body_model, x0)
     u = torch.zeros_like(x0, requires_grad=True)            # change in quantization steps
     opt = torch.optim.Adam([u], lr=effort.lr)
     prev = None if anchor_prev is None else torch.as_tensor(anchor_prev, dtype=dtype, device=dev)[None]
@@ -195,7 +212,7 @@ def optimise_rows(warp: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray
             rate = RATE_WEIGHT * torch.sqrt((delta / step) ** 2 + 0.25).sum()
         else:
             smooth = rate = 0.0
-        loss = data + prior + smooth + rate + _limit_penalty(x)
+        loss = data + prior + smooth + rate + ANATOMY_WEIGHT * anatomy(x)
         if float(loss.detach()) < best_loss:
             best_loss, best = float(loss.detach()), x.detach().clone()
         loss.backward()
@@ -251,13 +268,19 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
             anchor = rows[off]
             for a in range(0, len(order), batch):
                 chunk = order[a:a + batch]
-                refined[chunk] = optimise_rows(warp, refined[chunk], target[chunk], steps, effort, anchor)
+                refined[chunk] = optimise_rows(warp, refined[chunk], target[chunk], steps, effort, anchor,
+                                               bs.body_model)
                 anchor = refined[chunk[-1]]
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
         snapped = _snap_group(refined, off, steps, hold)
         snapped[off] = rows[off]
+        # Snapping may round a joint a hair further out of its range: such a frame keeps its fit.
+        with torch.no_grad():
+            anat = _Anatomy(bs.body_model, torch.as_tensor(rows, dtype=torch.float64))
+            worse = (anat.violation(torch.as_tensor(snapped, dtype=torch.float64)) > anat.base + 1e-9).any(1)
+        snapped[worse.numpy()] = rows[worse.numpy()]
         chosen, kept, before, after = _score(full, gop, rows, snapped, frames, idx)
         report.frames += len(idx)
         report.kept += kept
