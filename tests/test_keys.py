@@ -49,7 +49,7 @@ def _fake_clip(monkeypatch, best: int, n: int = 60):
         return Bs(list(keys))
     monkeypatch.setattr(container, "to_bytes", lambda bs: b"x" * (100 * len(bs.keys) + 50))
 
-    def score(bs, ref, originals, side, body_model, device, frames=None):
+    def score(bs, ref, originals, side, body_model, device, frames=None, cache=None):
         idx = range(n) if frames is None else frames
         err = np.zeros(n)
         for i in idx:
@@ -167,3 +167,46 @@ def test_encode_refuses_contradictory_key_options_before_any_work(kw, msg, tmp_p
     from engine.errors import InputError
     with pytest.raises(InputError, match=msg):
         encode_video(tmp_path / "not_read.mp4", **kw)
+
+
+def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_keys():
+    """choose_keys with the real draft decoder (a box body) on a small clip, with and without the shared
+    DecodeCache: the same keys and the same scores for every trial, with fewer body-model evaluations."""
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    import torch
+
+    from engine.analysis.encoder import _auto_bitstream
+    from engine.codec.bitstream import BODY_MODEL_IDS, Bitstream, KeyPicture
+    from engine.codec.semantics import QuantSpec
+    from tests.factories import smooth_semantics
+    from tests.test_decoder import BoxBody
+    torch.set_num_threads(1)
+    N, S = 28, 48
+    sem = smooth_semantics(N, False, seed=3)
+    sem[:, 27:31] = np.c_[0.5 + 0.15 * np.sin(np.arange(N) / 4), np.full(N, 0.55), np.full(N, 0.5), np.full(N, 0.7)]
+    fit = SimpleNamespace(n_frames=N, semantics=lambda: sem.copy(), body_pose=np.zeros((N, 21, 3)),
+                          betas=np.zeros(10), focal=np.array([5.0, 5.0]))
+    rng = np.random.default_rng(0)
+    frames = np.stack([np.roll(generated_picture(S), 2 * i, 1) for i in range(N)])
+    frames = np.clip(frames.astype(int) + rng.integers(-8, 9, frames.shape), 0, 255).astype(np.uint8)
+    cams = np.c_[np.linspace(0, 0.05, N), np.zeros(N), np.zeros(N)]
+    one = Bitstream(width=S, height=S, fps=Fraction(25), quant=QuantSpec(), body_model=BODY_MODEL_IDS["anny"],
+                    has_camera=True)
+
+    def picture(k):
+        return KeyPicture(2, 37, S, S, b"p" * 300)
+
+    def build(keys, placeholder=None):
+        pic = picture if placeholder is None else (lambda k: KeyPicture(2, 37, S, S, bytes(placeholder)))
+        return _auto_bitstream(one, fit, cams, keys, pic, QuantSpec(), 0.3, 4)
+
+    runs = {}
+    for reuse in (False, True):
+        body = BoxBody()
+        keys, trials = K.choose_keys(frames, build, picture, lam=2.0, body_model=body, reuse=reuse)
+        runs[reuse] = (keys, [(t.keys, t.bytes, t.sse) for t in trials], body.calls)
+    assert len(runs[True][0]) > 1 and len(runs[True][1]) > len(runs[True][0])     # a real search ran
+    assert runs[True][:2] == runs[False][:2]                                      # same keys, same scores
+    assert runs[True][2] < 0.8 * runs[False][2]                                   # less work

@@ -76,13 +76,14 @@ def _draft(frames: np.ndarray, side: int) -> np.ndarray:
 
 
 def _score(bs: Bitstream, ref: np.ndarray, originals: np.ndarray, side: int, body_model, device,
-           frames=None) -> np.ndarray:
+           frames=None, cache=None) -> np.ndarray:
     """Squared error (summed over pixels, mean over channels) of the draft decode of ``frames``
     (default all) that fall on the DRAFT_STRIDE grid (0 elsewhere), the key pictures taken from
-    ``originals`` (not yet coded)."""
+    ``originals`` (not yet coded). ``cache``: an engine.synthesis.decoder.DecodeCache shared by the
+    search's draft decoders (key states and frames of groups a trial leaves unchanged are not redone)."""
     from engine.synthesis.decoder import Decoder
     dec = Decoder(bs, device=device, body_model=body_model, size=(side, side),
-                  pictures=lambda g: originals[g.key_frame])
+                  pictures=lambda g: originals[g.key_frame], cache=cache)
     idx = [i for i in (range(bs.n_frames) if frames is None else frames) if i % DRAFT_STRIDE == 0]
     err = np.zeros(bs.n_frames)
     out = dec.decode_all(idx).astype(np.float32)
@@ -102,7 +103,7 @@ def affected_frames(keys: list[int], new: int, n_frames: int, max_refs: int) -> 
 
 def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_kbps: float | None = None,
                 lam: float | None = None, key_qp: int = 37, max_refs: int = 4, body_model=None, device="cpu",
-                log: Callable[[str], None] | None = None) -> tuple[list[int], list[KeyTrial]]:
+                log: Callable[[str], None] | None = None, reuse: bool = True) -> tuple[list[int], list[KeyTrial]]:
     """Key positions for ``frames`` (N x H x W x 3 uint8) by rate-distortion.
 
     build(keys, placeholder=None) -> the Bitstream with key pictures at ``keys`` (sorted); with
@@ -116,7 +117,10 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
     2. Where: each key moves to the nearby frame (a quarter, then an eighth of the spacing either way)
        that the draft decoder finds best for the frames it serves.
     Returns (keys, trials): every placement scored, with its estimated bytes and draft error.
+    ``reuse``: the draft decoders share a DecodeCache (what a trial leaves unchanged is not computed again;
+    the same keys either way).
     """
+    from engine.synthesis.decoder import DecodeCache
     N, H, W = frames.shape[:3]
     side = min(DRAFT_SIDE, H, W)
     scale = (H * W) / float(side * side)
@@ -127,16 +131,17 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
     # What a key picture costs on this clip: the mean of a few coded ones, spread over it.
     key_bytes = int(np.mean([len(picture(k).payload) for k in uniform_keys(3, N)]))
     trials: list[KeyTrial] = []
+    cache = DecodeCache() if reuse else None
 
     def evaluate(keys, old=None, moved=None):
         bs = build(keys, placeholder=key_bytes)
         size = len(container.to_bytes(bs))
         if old is None:
-            err = _score(bs, ref, frames, side, body_model, device) * scale
+            err = _score(bs, ref, frames, side, body_model, device, cache=cache) * scale
         else:
             changed = list(affected_frames(keys, moved, N, max_refs))
             err = old.copy()
-            err[changed] = _score(bs, ref, frames, side, body_model, device, changed)[changed] * scale
+            err[changed] = _score(bs, ref, frames, side, body_model, device, changed, cache=cache)[changed] * scale
         trials.append(KeyTrial(tuple(keys), size, float(err.sum()), False))
         return size, err
 

@@ -70,6 +70,7 @@ class KeyState:
     betas: torch.Tensor | None
     tol: float
     person: torch.Tensor | None = None
+    cache_id: tuple | None = field(default=None, repr=False, compare=False)   # its DecodeCache key, if any
     _mesh_of: object = field(default=None, repr=False, compare=False)    # () -> key mesh image, from the decoder
 
     @cached_property
@@ -106,6 +107,40 @@ class FrameAnalysis:
         return self._mesh_of(self)
 
 
+class DecodeCache:
+    """Work shared between decoders of bitstreams that differ only in where their key pictures are (the
+    key search of engine.analysis.keys builds a fresh bitstream and decoder for every placement it tries).
+
+    ``keys``: key-frame states, by key frame, key semantics and key-picture bytes; ``frames``: a frame's
+    body mesh, its rasterization and its motion towards its own key, by that key and the frame's
+    semantics. Both are exactly what the decoder would compute again, so a decoder with a cache decodes
+    bit-identical frames. Share one only between decoders of the same clip, size and body model whose
+    ``pictures`` (if any) give the same picture for the same key frame. Least recently used entries go
+    first (``max_keys``, ``max_frames``).
+    """
+
+    def __init__(self, max_keys: int = 64, max_frames: int = 256):
+        self.keys: OrderedDict = OrderedDict()
+        self.frames: OrderedDict = OrderedDict()
+        self.max_keys, self.max_frames = max_keys, max_frames
+        self.faces = None               # the faces as wound for the first key mesh (Decoder.faces_oriented)
+        self.hits = self.misses = 0
+
+    def get(self, table: OrderedDict, key):
+        v = table.get(key)
+        if v is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            table.move_to_end(key)
+        return v
+
+    def put(self, table: OrderedDict, key, value, limit: int):
+        table[key] = value
+        while len(table) > limit:
+            table.popitem(last=False)
+
+
 def _oriented_faces(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Faces wound so that the mesh's signed volume is positive (outward normals, counter-clockwise)."""
     v = vertices[faces]                                                       # F x 3 x 3
@@ -135,11 +170,13 @@ class Decoder:
                 preview while a slider is dragged, :meth:`scaled`): the key picture is downscaled once
                 per GOP and the mesh is rasterized at the small size; the camera maps normalised
                 boxes, so the semantics need no change
+    cache:      a :class:`DecodeCache` shared with other decoders of the same clip (same frames, faster)
     """
 
     def __init__(self, bitstream: Bitstream, device=None, body_model=None, cull_backfaces: bool = True,
                  batch: int | None = None, cache_gops: int = 4, refiner=None, fill_disocclusions: bool = True,
-                 size: tuple[int, int] | None = None, pictures: Callable | None = None):
+                 size: tuple[int, int] | None = None, pictures: Callable | None = None,
+                 cache: DecodeCache | None = None):
         self.bs = bitstream
         self.device = resolve_device(device)
         self.dtype = torch.float32
@@ -166,6 +203,7 @@ class Decoder:
         self.refiner = refiner
         self.pictures = pictures
         self.fill_disocclusions = fill_disocclusions
+        self.shared = cache
 
     def scaled(self, max_side: int) -> "Decoder":
         """A decoder of the same bitstream whose frames fit in ``max_side`` x ``max_side`` px.
@@ -230,8 +268,27 @@ class Decoder:
                 return st
             return self._key_state(gop)
 
+    def _key_id(self, gop: GroupOfPictures) -> tuple:
+        """What a key state depends on (the :class:`DecodeCache` key)."""
+        k = gop.key
+        arr = lambda a: None if a is None else np.asarray(a, float).tobytes()  # noqa: E731
+        return (gop.key_frame, self.height, self.width, self.cull, self.fill_disocclusions, arr(k.body_pose),
+                arr(k.betas), arr(k.rot), arr(k.trans), arr(k.loc), arr(k.focal), gop.key_picture.payload)
+
     def _key_state(self, gop: GroupOfPictures) -> KeyState:
-        st = self._new_key_state(gop)
+        if self.shared is not None:
+            kid = self._key_id(gop)
+            st = self.shared.get(self.shared.keys, kid)
+            if st is None:
+                st = self._new_key_state(gop)
+                st.cache_id = kid
+                self.shared.put(self.shared.keys, kid, st, self.shared.max_keys)
+            if self.shared.faces is None:
+                self.shared.faces = self._faces_oriented
+            if self._faces_oriented is None:                  # the winding of the first key the cache saw
+                self._faces_oriented = self.shared.faces
+        else:
+            st = self._new_key_state(gop)
         self._cache[gop.start] = st
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -279,6 +336,18 @@ class Decoder:
         ``frames``: their indices in the clip (for the other references' nearness in time; default: the key's).
         Training (engine/training/dataset.py) uses exactly this, so its inputs cannot drift."""
         st = self.key_state(gop)
+        fid = None
+        if self.shared is not None and st.cache_id is not None:
+            fid = (st.cache_id, np.ascontiguousarray(rows, float).tobytes())
+            hit = self.shared.get(self.shared.frames, fid)
+            if hit is not None:
+                r, verts, rot, trans, mo = hit
+                with torch.no_grad():
+                    at = frames if frames is not None else [gop.key_frame] * rows.shape[0]
+                    refs = self._references(gop, r, mo, at)
+                    back = self._background(gop, r, mo, rows, at)
+                return FrameAnalysis(key=st, raster=r, vertices=verts, rot=rot, trans=trans, motion=mo,
+                                     references=refs, background=back, _mesh_of=self._frame_mesh)
         B = rows.shape[0]
         sems = [gop.key.with_frame(FrameSemantics.from_array(r)) for r in rows]
         pose = np.stack([s.body_pose for s in sems])
@@ -296,6 +365,8 @@ class Decoder:
             at = frames if frames is not None else [gop.key_frame] * B
             refs = self._references(gop, r, mo, at)
             back = self._background(gop, r, mo, rows, at)
+        if fid is not None:
+            self.shared.put(self.shared.frames, fid, (r, verts, rot, trans, mo), self.shared.max_frames)
         return FrameAnalysis(key=st, raster=r, vertices=verts, rot=rot, trans=trans, motion=mo,
                              references=refs, background=back, _mesh_of=self._frame_mesh)
 
