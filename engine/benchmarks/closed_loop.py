@@ -8,8 +8,9 @@ and each of them again after the closed loop (``--effort default``, engine.analy
 *same* key pictures. Every bitstream is decoded by the analytic decoder and scored on every frame: PSNR,
 SSIM, MS-SSIM, VMAF, PSNR on the body and in a 16 px band around it (engine.benchmarks.error_regions),
 the body's share of the squared error, and the per-frame semantic bits (camera group included); for the
-refined semantics, the studio's plausibility warnings against the landmark ones (engine.studio.plausibility:
-joints outside their anatomical range, jumps larger than the clip's own).
+refined semantics, how much further (degrees, at worst) any joint lies outside its anatomical range
+(engine.codec.anatomy) than in the landmark fit, and the studio's jump warnings against the landmark
+semantics (engine.studio.plausibility: steps larger than the clip's own).
 """
 from __future__ import annotations
 
@@ -39,6 +40,17 @@ def _score(bs, frames, device) -> dict:
             "kbps": r.kbps_at_25fps}
 
 
+def _range_excess(fit: np.ndarray, refined: np.ndarray, body_model: int) -> float:
+    """Degrees: the most any joint of ``refined`` lies further outside its anatomical range than in ``fit``."""
+    from engine.codec.anatomy import range_axes
+    joint, axis, lo, hi = range_axes(body_model)
+
+    def violation(sem):
+        comp = np.einsum("nrc,rc->nr", sem[:, :21].reshape(-1, 7, 3)[:, joint], axis)
+        return np.maximum(lo - comp, 0) + np.maximum(comp - hi, 0)
+    return float(np.degrees(max(0.0, (violation(refined) - violation(fit)).max())))
+
+
 def run(args) -> int:
     import torch
 
@@ -52,7 +64,7 @@ def run(args) -> int:
         raise InputError(f"no TED clips under {args.data}")
     mf, device = getattr(args, "max_frames", None), getattr(args, "device", None)
     head = ("| clip | keys | effort | sem bits/frame | PSNR | SSIM | MS-SSIM | VMAF | body PSNR | band PSNR "
-            "| body share of error | encode s | range / jump warnings |")
+            "| body share of error | encode s | out of range beyond the fit (deg) / jump warnings |")
     lines = [head, "|" + "---|" * 13]
     rows = []
     print(head, flush=True)
@@ -72,10 +84,11 @@ def run(args) -> int:
             from engine.codec.semantics import semantic_names
             from engine.studio.plausibility import check
             warn = check(bs.semantics(), refined.semantics(), semantic_names(bs.has_camera), bs.body_model)
+            excess = _range_excess(bs.semantics(), refined.semantics(), bs.body_model)
             for effort, b, secs in (("fast", bs, t_fast), ("default", refined, t_fast + t_loop)):
                 s = _score(b, frames, device)
                 s.update(clip=path.stem, keys=name, effort=effort, seconds=secs, frames=len(frames),
-                         warnings=f"{sum(w.kind == 'range' for w in warn)} / {sum(w.kind == 'jump' for w in warn)}"
+                         warnings=f"{excess:.1f} / {sum(w.kind == 'jump' for w in warn)}"
                          if effort == "default" else "")
                 rows.append(s)
                 line = (f"| {path.stem} | {name} | {effort} | {s['sem_bpf']:.1f} | {s['psnr']:.2f} | {s['ssim']:.4f} "
