@@ -41,9 +41,10 @@ SAMPLE = ASSETS / "sample.ihvc"
 
 def sources() -> list[bytes]:
     """Small real bitstreams built from the shipped sample (real key picture, real semantics):
-    12 frames with the camera group in one group of pictures, and 2 x 6 frames without it."""
+    12 frames with the camera group in one group of pictures, and 2 x 6 frames without it (version 1:
+    the sample's first group without its references, its key picture opening it)."""
     bs = container.read(SAMPLE)
-    g = bs.gops[0]
+    g = replace(bs.gops[0], refs=(), key_offset=0)
     a = replace(bs, gops=[replace(g, frames=g.frames[:12].copy())], sizes={})
     rows = g.frames[:12, :31].copy()
     g2 = replace(g, start=6, frames=rows[6:].copy())
