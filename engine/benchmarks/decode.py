@@ -8,6 +8,9 @@ decode + key mesh + key raster), batched ``decode_all`` frames/s, single-frame
 ``decode_frame`` frames/s (the studio's preview path, semantics override),
 and peak memory (process max RSS from ``resource.getrusage``, Python heap
 peak from ``tracemalloc``, CUDA peak allocation on GPU), each in a fresh process.
+With the encoder, a second bitstream has a key picture every 20 frames, each frame drawing from up to
+4 of them (format version 2: the other keys fill body and background the frame's own key did not see);
+it is decoded with one thread.
 The CPU time per frame of ``decode_all`` (process time, all threads) says what a
 free machine would do when the wall-clock figure is disturbed by other load. On CPU it runs with
 one thread and with PyTorch's default; on a busy shared machine one thread is
@@ -61,6 +64,16 @@ def _bitstream(frames, fps, path):
         return default_ihvc_encoder(frames, fps, 37, path=path), "engine.analysis.encoder (VVC key QP 37)"
     except ImportError:
         return _synthetic_bitstream(frames, fps), "synthetic semantics (engine.analysis.encoder not available)"
+
+
+def _multi_reference(frames, fps, path):
+    """A key picture every 20 frames, each frame drawing from up to 4 (None without the encoder)."""
+    try:
+        from engine.analysis.encoder import with_references
+        from engine.evaluation.scoring import default_ihvc_encoder
+    except ImportError:
+        return None
+    return with_references(default_ihvc_encoder(frames, fps, 37, path=path, gop=20), 4)
 
 
 def _peak_rss_mib() -> float:
@@ -137,26 +150,34 @@ def run(args) -> int:
     clip = read_video(path, max_frames=args.max_frames or 150)
     frames = clip.frames
     bs, source = _bitstream(frames, clip.fps, path)
+    multi = _multi_reference(frames, clip.fps, path)
     devices = [args.device] if args.device else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     default_threads = torch.get_num_threads()
-    runs = [(dev, th) for dev in devices for th in (sorted({1, default_threads}) if dev == "cpu" else [default_threads])]
+    runs = [("one key", dev, th) for dev in devices
+            for th in (sorted({1, default_threads}) if dev == "cpu" else [default_threads])]
+    if multi is not None:
+        runs += [("key every 20, 4 refs", dev, 1 if dev == "cpu" else default_threads) for dev in devices]
     rows = []
     with tempfile.TemporaryDirectory(prefix="ihvc_bench_") as tmp:
-        ihvc, fr = str(Path(tmp) / "clip.ihvc"), str(Path(tmp) / "frames.npy")
-        write(bs, ihvc)
+        files = {"one key": str(Path(tmp) / "clip.ihvc"), "key every 20, 4 refs": str(Path(tmp) / "multi.ihvc")}
+        fr = str(Path(tmp) / "frames.npy")
+        write(bs, files["one key"])
+        if multi is not None:
+            write(multi, files["key every 20, 4 refs"])
         np.save(fr, frames)
         ctx = mp.get_context("spawn")
-        for dev, threads in runs:
+        for name, dev, threads in runs:
             with ctx.Pool(1) as pool:
-                rows.append(pool.apply(_measure, (ihvc, fr, dev, threads)))
+                rows.append((name,) + pool.apply(_measure, (files[name], fr, dev, threads)))
     print(f"\nDecode benchmark: {path.name}, {frames.shape[2]}x{frames.shape[1]}, bitstream from {source}; "
           f"each row in a fresh process\n")
-    print("| device | threads | frames | body model load (s) | first frame (ms) | decode_all (frames/s) "
+    print("| bitstream | device | threads | frames | body model load (s) | first frame (ms) | decode_all (frames/s) "
           "| decode_all CPU time (ms/frame) "
           "| decode_frame (frames/s) | RSS after imports / peak (MiB) | Python heap peak (MiB) | CUDA peak (MiB) "
           "| PSNR vs clip (dB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.0f} | {r[5]:.1f} | {r[12]:.1f} | {r[6]:.1f} | {r[7]:.0f} / {r[8]:.0f} | "
-              f"{r[9]:.1f} | " + ("-" if np.isnan(r[10]) else f"{r[10]:.0f}") + f" | {r[11]:.2f} |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, *r in rows:
+        print(f"| {name} | {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.0f} | {r[5]:.1f} | {r[12]:.1f} | {r[6]:.1f} | "
+              f"{r[7]:.0f} / {r[8]:.0f} | {r[9]:.1f} | " + ("-" if np.isnan(r[10]) else f"{r[10]:.0f}")
+              + f" | {r[11]:.2f} |")
     return 0
