@@ -229,11 +229,13 @@ def _snap_group(sem: np.ndarray, off: int, steps: np.ndarray, hold) -> np.ndarra
 
 
 def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
-                     device=None, hold=None, batch: int = 8,
+                     device=None, hold=None, batch: int = 8, frozen: np.ndarray | None = None,
                      progress: Callable[[int, int], None] | None = None) -> tuple[Bitstream, RefineReport]:
     """``bs`` with each frame's semantics refined against ``frames`` (N x H x W x 3 uint8, the
     working frames the bitstream was coded from), see the module docstring. Key pictures, key
-    semantics and group structure are unchanged. Returns the new bitstream and a report."""
+    semantics and group structure are unchanged; ``frozen`` (N bools) frames keep their rows (the
+    encoder freezes frames with no person, which hold the last state, and that state). Returns the
+    new bitstream and a report."""
     from engine.synthesis.decoder import Decoder
     effort = effort_of(effort) if isinstance(effort, str) else effort
     report = RefineReport()
@@ -251,13 +253,14 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
     steps = bs.quant.steps(bs.has_camera)
     hold = hold_vector(hold, len(steps))
     slack = float(((0.5 + hold[:21]) * steps[:21]).max())           # rad: what snapping may move a joint
-    total = sum(g.n_frames - 1 for g in bs.gops)
+    total = sum(g.n_frames - 1 for g in bs.gops) - (0 if frozen is None else int(
+        sum(bool(frozen[g.start + j]) for g in bs.gops for j in range(g.n_frames) if j != g.key_offset)))
     done = 0
     gops = []
     for gop in bs.gops:
         rows = np.asarray(gop.frames, float)
         off = gop.key_offset
-        idx = [j for j in range(gop.n_frames) if j != off]
+        idx = [j for j in range(gop.n_frames) if j != off and not (frozen is not None and frozen[gop.start + j])]
         if not idx:
             gops.append(gop)
             continue
@@ -265,7 +268,8 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
         target = _resize(frames[gop.start:gop.start + gop.n_frames], side, small.device)
         refined = rows.copy()
         # Outwards from the key, in batches, so that each batch's smoothness anchors on decided rows.
-        for order in (list(range(off + 1, gop.n_frames)), list(range(off - 1, -1, -1))):
+        after, before = [j for j in idx if j > off], [j for j in reversed(idx) if j < off]
+        for order in (after, before):
             anchor = rows[off]
             for a in range(0, len(order), batch):
                 chunk = order[a:a + batch]

@@ -309,8 +309,11 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
         def loop_progress(done, total):
             if progress is not None:
                 progress("closed loop", done, total)
+        # Frames with no person hold the last state a person was seen in: both stay as they are.
+        frozen = ~lm.detected
+        frozen[:-1] |= lm.detected[:-1] & ~lm.detected[1:]
         bs, report = refine_bitstream(bs, frames, effort_spec, body_model=model, device=device, hold=hold,
-                                      progress=loop_progress)
+                                      progress=loop_progress, frozen=frozen)
         errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())] if len(fits) == 1 else [
             fit_errors(model, f, lm.subset(slice(g.start, g.start + g.n_frames)), semantics=g.frames)
             for f, g in zip(fits, bs.gops)]
