@@ -379,3 +379,19 @@ def export(best, dest, log=print) -> bool:
     ckpt.save(dest, net, meta)
     log(f"exported {best} -> {dest}")
     return True
+
+
+def export_last(last, dest, note: str, extra: dict | None = None, log=print) -> Path:
+    """Write the EMA generator of a training state (``last.safetensors``) to ``dest`` with ``note`` and
+    ``extra`` in its JSON: for shipping weights that ``--learned`` can load when no checkpoint beat the
+    analytic decoder on validation (then ``best`` does not exist and the analytic decoder stays the default)."""
+    meta = ckpt.read_meta(last)
+    tensors = ckpt.load_tensors(last, meta)
+    net = Generator(meta["config"])
+    prefix = "ema." if any(k.startswith("ema.") for k in tensors) else "gen."
+    ckpt._load_state(net, tensors, prefix, Path(last).name)
+    keep = {k: v for k, v in meta.items() if k not in ("optim_g", "optim_d", "sha256", "tensors", "dtype")}
+    keep.update(extra or {}, selected=note)
+    ckpt.save(dest, net.eval(), keep)
+    log(f"exported the EMA generator of {last} (step {meta.get('step')}) -> {dest}")
+    return Path(dest)
