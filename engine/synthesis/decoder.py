@@ -10,7 +10,8 @@ Everything that depends only on the key frame (decoded key picture, key mesh,
 its world-space vertices, its depth buffer, the key person masks) is computed
 once per group of pictures and cached; a frame then costs one body-model
 forward, one rasterization of the frame mesh, the flow and one ``grid_sample``
-(plus a smooth fill of background the person uncovered, ``Motion.hole``).
+(plus background the person uncovered, ``Motion.hole``: from the other key pictures the frame
+references where they saw it, filled smoothly elsewhere).
 
 Speed (``python main.py bench --decode``, TED 384 x 384, Anny, 2 shared CPU
 cores): about 27 frames/s per CPU core (36 ms CPU per frame, one thread);
@@ -161,8 +162,9 @@ class Decoder:
     refiner:    optional learned refiner (engine.synthesis.refiner.LearnedRefiner or any object with
                 ``refine_decoder(FrameAnalysis) -> B x 3 x H x W``) used
                 instead of the plain analytic warp; None = the training-free analytic decoder
-    fill_disocclusions: background that the person hid in the key frame (``Motion.hole``) is filled
-                smoothly from the surrounding background instead of showing the key frame's person
+    fill_disocclusions: background that the person hid in the key frame (``Motion.hole``) is taken from
+                the other key pictures the frame references where they saw it (camera group applied), else
+                filled smoothly from the surrounding background, instead of showing the key frame's person
     pictures:   optional ``pictures(gop) -> H x W x 3 uint8``, the key pictures as already decoded (the
                 encoder scores key placements with its own frames, before coding any); default: decoded
                 from the bitstream
