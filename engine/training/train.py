@@ -168,13 +168,11 @@ def prepare_data(data_dir, log, validation=VALIDATION, frames: int = CLIP_FRAMES
 
 def train(data_dir, config: str = "small", device: str | None = None, resume: bool = False, out_dir="out/train",
           steps: int | None = None, log_fn=print, threads: int | None = None, seed: int = 0,
-          taichi_frames: int | None = None, export_to: str | None = None, time_limit: float | None = None,
-          clips=None, init: str | None = None, blend: bool = False, psnr: float | None = None,
-          features: bool = True, **overrides) -> dict:
+          export_to: str | None = None, time_limit: float | None = None,
+          clips=None, init: str | None = None, features: bool = True, **overrides) -> dict:
     """Train; returns {step, best_msssim_gain, best_gain_db (PSNR gain of the best checkpoint), seconds}.
 
     clips: prepared cache folders (train folders, validation folders) instead of ``data_dir`` (tests).
-    taichi_frames, blend, psnr: options of the previous learned stage, no longer used (a note is logged).
     features=False: no pretrained features (MS-SSIM substitute, as when the wheels are missing)."""
     if clips is None:
         find_clips(data_dir)        # a missing or empty data folder fails before any output is written
@@ -199,9 +197,6 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
             logf.write(time.strftime("%H:%M:%S ") + msg + "\n")
             logf.flush()
 
-    if blend or (psnr is not None and psnr > 0) or taichi_frames not in (None, 96):
-        log("note: --no-blend, --psnr and --taichi-frames belong to the previous learned stage and are ignored "
-            f"(no blend head; losses below; {CLIP_FRAMES} frames per clip)")
     # data: rank 0 analyses (encodes) every clip once; the others wait, then read the caches
     if clips is not None:
         train_clips = [ClipData(f) for f in clips[0]]
