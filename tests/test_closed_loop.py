@@ -128,3 +128,22 @@ def test_closed_loop_keeps_joints_in_their_anatomical_range(monkeypatch):
     held = optimise_rows(warp, rows, target, steps, effort) @ np.r_[np.zeros(9), axis[r], np.zeros(19)]
     assert free.min() > hi[r] + 0.05                          # the pixels pull the elbow out...
     assert held.max() < hi[r] + 0.01                          # ...the range holds it
+
+
+def test_a_warp_that_turns_non_finite_keeps_the_best_finite_rows():
+    """An optimiser step that leads to a non-finite frame (a degenerate triangle under a kept
+    assignment) must not reach grid_sample or the bitstream: the best finite rows are returned."""
+    from engine.analysis.closed_loop import optimise_rows
+    from engine.codec.semantics import QuantSpec
+    calls = []
+
+    def warp(rows, tri=None):
+        calls.append(1)
+        out = (rows[:, 26:27] * 10.0)[:, :, None, None].expand(-1, 3, 4, 4)
+        return (out if len(calls) < 4 else out * float("nan")), None
+    rows = np.zeros((2, 31))
+    rows[:, 26] = 5.0
+    out = optimise_rows(warp, rows, torch.full((2, 3, 4, 4), 60.0), QuantSpec().steps(False),
+                        Effort("test", side=4, iters=10, lr=1.0))
+    assert np.isfinite(out).all() and len(calls) == 4
+    assert (out[:, 26] > 5.0).all()             # it did move towards the target before the NaN

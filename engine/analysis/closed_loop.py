@@ -149,6 +149,11 @@ class _Warp:
                 tri = rasterize(xy.detach(), d.detach(), self.faces, dec.height, dec.width,
                                 cull_backfaces=dec.cull).tri
         bary, depth = barycentrics(tri, xy, d, self.faces)
+        # A kept triangle assignment may meet a triangle that has since turned edge-on (zero area):
+        # its barycentrics are then not finite, and a NaN reaching grid_sample crashes its CPU kernel
+        # (a segfault in bench --closed-loop on ted_c). (Clamping them all to a range instead cost
+        # the recovery test most of its gain: kept assignments extrapolate far and usefully.)
+        bary = torch.nan_to_num(bary, nan=1 / 3, posinf=2.0, neginf=-1.0)
         camera = rows[:, 31:34] if rows.shape[1] >= 34 else None
         mo = analytic_motion(Raster(tri=tri, bary=bary, depth=depth.detach()), self.faces, st.world, st.trans,
                              st.loc, st.focal, st.depth, camera=camera, tol=st.tol,
@@ -213,9 +218,13 @@ def optimise_rows(warp: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray
         else:
             smooth = rate = 0.0
         loss = data + prior + smooth + rate + ANATOMY_WEIGHT * anatomy(x)
+        if not bool(torch.isfinite(loss)):
+            break                       # keep the best finite rows found so far
         if float(loss.detach()) < best_loss:
             best_loss, best = float(loss.detach()), x.detach().clone()
         loss.backward()
+        if not bool(torch.isfinite(u.grad).all()):
+            break
         opt.step()
     return best.cpu().numpy().astype(np.float64)
 
