@@ -23,7 +23,7 @@ encoder searches motion vectors (analysis by synthesis):
   the residual that is coded is the one whose decoded frame was scored.
 
 Effort levels (``encode --effort``), like a video encoder's presets: ``fast`` is the landmark fit
-alone; ``default`` refines at half size with a few iterations; ``slow`` at full size with more.
+alone; ``default`` refines at 128 px with a few iterations; ``slow`` at full size with more.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as Fn
 
 from engine.codec.bitstream import Bitstream, GroupOfPictures
+from engine.codec.semantics import per_dimension
 from engine.errors import InputError
 
 
@@ -65,8 +66,8 @@ TRUST = {"pose": 0.15, "rot": 0.06, "trans": 0.05, "loc": 0.02, "camera": 0.01}
 PRIOR_WEIGHT = 0.004
 SMOOTH_WEIGHT = 0.002
 # Per quantization step of change from the previous frame (a bit-cost proxy). On the same ted_f frames
-# at the default effort: 0 -> 70.0 semantic bits per frame and 26.50 dB; 3e-4 -> 62.2 and 26.49;
-# 1e-3 -> 58.1 and 26.45 (the landmark fit alone: 77.6 and 25.24).
+# at the default effort (docs/BENCHMARKS.md, "Closed-loop encoder"): 0 -> 73.1 + 3.7 semantic bits per
+# frame and 26.45 dB; 1e-3 -> 66.7 + 3.5 and 26.31 (the landmark fit alone: 77.6 + 3.7 and 25.25).
 RATE_WEIGHT = 1e-3
 ANATOMY_WEIGHT = 1000.0   # per rad^2 beyond the landmark fit's own violation of a joint range
 CHARBONNIER_EPS = 1e-3
@@ -95,15 +96,6 @@ class RefineReport:
                 f"{psnr(self.mse_before):.2f} -> {psnr(self.mse_after):.2f} dB ({self.seconds:.1f} s)")
 
 
-def _tolerances(dim: int) -> np.ndarray:
-    from engine.codec.semantics import GROUPS
-    tol = np.empty(dim)
-    for name, sl in GROUPS.items():
-        if sl.start < dim:
-            tol[sl] = TRUST[name]
-    return tol
-
-
 def _resize(frames: np.ndarray, side: int, device) -> torch.Tensor:
     """N x H x W x 3 uint8 -> N x 3 x side x side float 0..255 (area averaging, as the draft decoder)."""
     x = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2).float()
@@ -117,7 +109,6 @@ class _Warp:
 
     def __init__(self, dec, gop: GroupOfPictures):
         self.dec = dec
-        self.gop = gop
         self.st = dec.key_state(gop)
         key = gop.key
         t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=dec.dtype, device=dec.device)  # noqa: E731
@@ -182,11 +173,12 @@ class _Anatomy:
         return (torch.relu(self.violation(rows) - self.base) ** 2).sum()
 
 
-def optimise_rows(warp: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray, targets: torch.Tensor,
+def optimise_rows(warp: Callable, rows: np.ndarray, targets: torch.Tensor,
                   steps: np.ndarray, effort: Effort, anchor_prev: np.ndarray | None = None,
                   body_model: int = 1) -> np.ndarray:
-    """Refine B consecutive frames' semantics ``rows`` (B x D, float) so that ``warp(rows)`` matches
-    ``targets`` (B x 3 x H x W, 0..255); returns the refined rows (float, not yet snapped).
+    """Refine B consecutive frames' semantics ``rows`` (B x D, float) so that the frames of
+    ``warp(rows, tri) -> (frames, tri)`` (as :class:`_Warp`) match ``targets`` (B x 3 x H x W, 0..255);
+    returns the refined rows (float, not yet snapped).
 
     ``anchor_prev``: the (already decided) row before the first one, for the smoothness term;
     ``body_model``: the bitstream's body model id (its joints' anatomical ranges)."""
@@ -195,7 +187,7 @@ def optimise_rows(warp: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray
     D = rows.shape[1]
     x0 = torch.as_tensor(rows, dtype=dtype, device=dev)
     step = torch.as_tensor(steps[:D], dtype=dtype, device=dev)
-    tol = torch.as_tensor(_tolerances(D), dtype=dtype, device=dev)
+    tol = torch.as_tensor(per_dimension(TRUST, D), dtype=dtype, device=dev)
     anatomy = _Anatomy(body_model, x0)
     u = torch.zeros_like(x0, requires_grad=True)            # change in quantization steps
     opt = torch.optim.Adam([u], lr=effort.lr)
@@ -229,14 +221,6 @@ def optimise_rows(warp: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray
     return best.cpu().numpy().astype(np.float64)
 
 
-def _snap_group(sem: np.ndarray, off: int, steps: np.ndarray, hold) -> np.ndarray:
-    """Snap a group's rows outwards from its key row, as the encoder does (engine.analysis.encoder)."""
-    from engine.analysis.encoder import sticky_snap
-    after = sticky_snap(sem[off:], steps, hold)
-    before = sticky_snap(sem[:off + 1][::-1], steps, hold)[::-1][:-1] if off else sem[:0]
-    return np.concatenate([before, after], 0)
-
-
 def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
                      device=None, hold=None, batch: int = 8, frozen: np.ndarray | None = None,
                      progress: Callable[[int, int], None] | None = None) -> tuple[Bitstream, RefineReport]:
@@ -258,18 +242,19 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
     side = min(effort.side, max(bs.width, bs.height))
     small = full if side == max(bs.width, bs.height) else Decoder(bs, device=device, body_model=full.body,
                                                                   size=(side, side))
-    from engine.analysis.encoder import hold_vector
+    from engine.analysis.encoder import hold_vector, snap_outwards
     steps = bs.quant.steps(bs.has_camera)
     hold = hold_vector(hold, len(steps))
     slack = float(((0.5 + hold[:21]) * steps[:21]).max())           # rad: what snapping may move a joint
-    total = sum(g.n_frames - 1 for g in bs.gops) - (0 if frozen is None else int(
-        sum(bool(frozen[g.start + j]) for g in bs.gops for j in range(g.n_frames) if j != g.key_offset)))
+    # Per group, the frames to refine: all but the key and the frozen ones.
+    todo = [[j for j in range(g.n_frames) if j != g.key_offset and not (frozen is not None and frozen[g.start + j])]
+            for g in bs.gops]
+    total = sum(len(idx) for idx in todo)
     done = 0
     gops = []
-    for gop in bs.gops:
+    for gop, idx in zip(bs.gops, todo):
         rows = np.asarray(gop.frames, float)
         off = gop.key_offset
-        idx = [j for j in range(gop.n_frames) if j != off and not (frozen is not None and frozen[gop.start + j])]
         if not idx:
             gops.append(gop)
             continue
@@ -288,7 +273,7 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-        snapped = _snap_group(refined, off, steps, hold)
+        snapped = snap_outwards(refined, off, steps, hold)
         snapped[off] = rows[off]
         # A frame whose snapped joints lie further out of range than the fit's by more than the
         # snapping itself can move them (0.5 + hold steps) keeps its fit. (With no slack, a joint the

@@ -80,16 +80,12 @@ HOLD = {"pose": 0.7, "rot": 0.3, "trans": 0.3, "loc": 0.3, "camera": 0.3}
 def hold_vector(hold, dims: int) -> np.ndarray:
     """The hold per flat dimension (dims = 31 or 34): ``hold`` a number for every group, a (dims,)
     array, or None for HOLD."""
-    from engine.codec.semantics import GROUPS
+    from engine.codec.semantics import per_dimension
     if hold is not None and np.ndim(hold) == 0:
         return np.full(dims, float(hold))
     if hold is not None:
         return np.asarray(hold, float)[:dims]
-    out = np.empty(dims)
-    for name, sl in GROUPS.items():
-        if sl.start < dims:
-            out[sl] = HOLD[name]
-    return out
+    return per_dimension(HOLD, dims)
 
 
 def sticky_snap(values: np.ndarray, steps: np.ndarray, hold=0.3) -> np.ndarray:
@@ -107,6 +103,14 @@ def sticky_snap(values: np.ndarray, steps: np.ndarray, hold=0.3) -> np.ndarray:
     for t in range(1, len(q)):
         q[t] = np.where(np.abs(x[t] - q[t - 1]) <= 0.5 + h, q[t - 1], q[t])
     return snap(q * steps, steps)
+
+
+def snap_outwards(sem: np.ndarray, off: int, steps: np.ndarray, hold) -> np.ndarray:
+    """Snap a group's rows (``sticky_snap``) outwards from its key row ``off``: plain rounding there, as
+    the fixed-period path's row 0, then forwards and backwards in the order they are coded."""
+    after = sticky_snap(sem[off:], steps, hold)
+    before = sticky_snap(sem[:off + 1][::-1], steps, hold)[::-1][:-1] if off else sem[:0]
+    return np.concatenate([before, after], 0)
 
 
 class _torch_threads:
@@ -371,10 +375,7 @@ def _auto_bitstream(one: Bitstream, fit, cams, key_frames, picture, quant: Quant
         if cams is not None:
             sem = np.concatenate([sem, relative_camera(cams, k)[s:e]], 1)
         off = k - s
-        # Snap outwards from the key row (plain rounding there, as the fixed-period path's row 0).
-        after = sticky_snap(sem[off:], steps, hold)
-        before = sticky_snap(sem[:off + 1][::-1], steps, hold)[::-1][:-1] if off else sem[:0]
-        sem = np.concatenate([before, after], 0)
+        sem = snap_outwards(sem, off, steps, hold)
         key_pose = fit.body_pose[k].copy()
         key_pose[14:] = sem[off, :21].reshape(7, 3)
         key_pose[:14] = snap(key_pose[:14], quant.pose)

@@ -57,7 +57,9 @@ def run(args) -> int:
     from engine.analysis.closed_loop import refine_bitstream
     from engine.analysis.encoder import encode_video
     from engine.benchmarks.keys import _clips
+    from engine.codec.semantics import semantic_names
     from engine.errors import InputError
+    from engine.studio.plausibility import check
     torch.set_num_threads(1)
     clips = _clips(Path(args.data))
     if not clips:
@@ -81,8 +83,6 @@ def run(args) -> int:
             t = time.perf_counter()
             refined, report = refine_bitstream(bs, frames, "default", body_model=one.analysis.model, device=device)
             t_loop = time.perf_counter() - t
-            from engine.codec.semantics import semantic_names
-            from engine.studio.plausibility import check
             warn = check(bs.semantics(), refined.semantics(), semantic_names(bs.has_camera), bs.body_model)
             excess = _range_excess(bs.semantics(), refined.semantics(), bs.body_model)
             for effort, b, secs in (("fast", bs, t_fast), ("default", refined, t_fast + t_loop)):

@@ -103,8 +103,9 @@ def joint_ranges(body_model: int = BODY_MODEL_IDS["anny"]) -> dict[str, tuple[Ax
 def range_axes(body_model: int = BODY_MODEL_IDS["anny"]):
     """The ranges as arrays for vectorised checks: (joint index 0..6, axis 3, lo, hi) per range."""
     rows = []
+    ranges = joint_ranges(body_model)
     for j, name in enumerate(FRAME_JOINTS):
-        for r in joint_ranges(body_model)[name]:
+        for r in ranges[name]:
             rows.append((j, r.axis, r.lo, r.hi))
     return (np.array([r[0] for r in rows]), np.array([r[1] for r in rows], float),
             np.array([r[2] for r in rows]), np.array([r[3] for r in rows]))

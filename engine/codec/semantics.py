@@ -58,6 +58,15 @@ def semantic_names(has_camera: bool) -> tuple[str, ...]:
     return CORE_NAMES + (CAMERA_NAMES if has_camera else ())
 
 
+def per_dimension(table: dict, dims: int) -> np.ndarray:
+    """A value per semantic group (``table[group]``) spread over the flat vector of ``dims`` (31 or 34)."""
+    out = np.empty(dims)
+    for name, sl in GROUPS.items():
+        if sl.start < dims:
+            out[sl] = table[name]
+    return out
+
+
 def group_of(index: int) -> str:
     for name, sl in GROUPS.items():
         if sl.start <= index < sl.stop:
