@@ -378,8 +378,10 @@ def test_fine_tuning_starts_from_init_weights(tmp_path):
     out = tmp_path / "out"
     train(None, config=TINY, device="cpu", out_dir=out, steps=1, threads=1, log_fn=lambda m: None,
           clips=([tmp_path / "a"], [tmp_path / "v"]), batch=1, crop=16, init=str(path), lr=0.0, features=False,
-          adversarial=0.0)
+          adversarial=0.0, weights={"trust": 0.05})
     assert "initialised from" in (out / "train.log").read_text()
+    assert "trust x0.05" in (out / "train.log").read_text()         # a loss-weight override reaches the plan
+    assert json.loads((out / "last.json").read_text())["loss_plan"]["trust"] == 0.05
     from safetensors.torch import load_file
     saved = load_file(str(out / "last.safetensors"))
     want = gen.state_dict()
@@ -450,3 +452,33 @@ def test_validation_clips_are_named_and_present():
     assert set(VALIDATION) <= names and len(names - set(VALIDATION)) >= 10
     kinds = ("ted", "dance", "taichi")
     assert all(any(v.startswith(k) for v in VALIDATION) for k in kinds)
+
+
+def test_packed_clip_round_trip(tmp_path):
+    """engine/training/pack.py: the carried subset comes back exact where it must (frames, analytic frame,
+    flags, keys) and within its stated steps elsewhere; ClipData trains on the packed frames only."""
+    from engine.training.dataset import ClipData
+    from engine.training.pack import DEPTH_STEP, GRID_STEP, NORMAL_STEP, pack, unpack
+    src = _fake_clip(tmp_path / "a", "clip_a", n=5, key=2)
+    mesh = np.load(src / "mesh.npy")
+    mesh[:, 4] = np.linspace(-0.3, 0.1, 32, dtype=np.float16)          # a depth ramp
+    np.save(src / "mesh.npy", mesh)
+    grid = np.load(src / "grid.npy").astype(np.float32)
+    grid[3] += np.float32(1.37)                                        # a sub-pixel shift on one frame
+    np.save(src / "grid.npy", grid.astype(np.float16))
+    f = pack(src, tmp_path / "clip_a.npz", [1, 3])
+    out = unpack(f, tmp_path / "cache")
+    a, b = ClipData(src), ClipData(out)
+    assert b.inter == [1, 3] and a.inter == [0, 1, 3, 4] and b.starts == a.starts == [2]
+    for i in (1, 3):
+        assert np.array_equal(b.frames[i], a.frames[i]) and np.array_equal(b.base[i], a.base[i])
+        assert np.array_equal(b.flags[i], a.flags[i])
+        assert np.abs(b.grid[i].astype(np.float32) - a.grid[i].astype(np.float32)).max() <= 0.5 / GRID_STEP + 0.02
+        m, n = a.mesh[i].astype(np.float32), b.mesh[i].astype(np.float32)
+        assert np.array_equal(m[[0, 5]], n[[0, 5]])
+        assert np.abs(m[1:4] - n[1:4]).max() <= 0.5 / NORMAL_STEP + 1e-3
+        assert np.abs(m[4] - n[4]).max() <= 0.5 / DEPTH_STEP + 1e-3
+    assert not b.frames[0].any()                                       # not packed: zero, and never sampled
+    assert np.array_equal(b.keys[2][0], a.keys[2][0])
+    inp, tgt = b.sample(3, (0, 0, 16, 16))
+    assert tgt.shape == (1, 3, 16, 16)

@@ -223,6 +223,10 @@ class ClipData:
         for first, n, key in self.gops:
             self._key[first:first + n] = key
         self.inter = [i for i in range(self.n) if self._key[i] >= 0 and i not in self.starts]
+        avail = self.folder / "avail.json"            # a packed subset (engine/training/pack.py)
+        if avail.exists():
+            have = set(json.loads(avail.read_text()))
+            self.inter = [i for i in self.inter if i in have]
 
     def key_of(self, i: int) -> int:
         """The key frame of frame i's group of pictures."""

@@ -173,6 +173,7 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
     """Train; returns {step, best_msssim_gain, best_gain_db (PSNR gain of the best checkpoint), seconds}.
 
     clips: prepared cache folders (train folders, validation folders) instead of ``data_dir`` (tests).
+    weights=dict: loss weights over :data:`engine.training.losses.WEIGHTS` (e.g. {"trust": 0.05}).
     features=False: no pretrained features (MS-SSIM substitute, as when the wheels are missing)."""
     if clips is None:
         find_clips(data_dir)        # a missing or empty data folder fails before any output is written
@@ -218,7 +219,7 @@ def train(data_dir, config: str = "small", device: str | None = None, resume: bo
     for p in ema.parameters():
         p.requires_grad_(False)
     ema_decay = float(opts.get("ema", 0.99))
-    plan = loss_plan(adversarial=opts["adversarial"], features=features)
+    plan = loss_plan(weights=opts.get("weights"), adversarial=opts["adversarial"], features=features)
     disc = MultiScaleDiscriminator(config).to(dev) if plan["adversarial"] > 0 else None
     crit = GeneratorLoss(plan).to(dev)
     opt_g = torch.optim.Adam(gen.parameters(), lr=opts["lr"], betas=(0.5, 0.999))
