@@ -253,12 +253,18 @@ class Decoder:
     def _vertices(self, body_pose: np.ndarray, betas: torch.Tensor | None) -> torch.Tensor:
         """body_pose B x 21 x 3 -> vertices B x V x 3 (body frame)."""
         pose = torch.as_tensor(np.asarray(body_pose), dtype=self.dtype, device=self.device)
-        if betas is not None:
-            betas = betas.expand(pose.shape[0], -1)
+        b = betas[:1] if betas is not None else None
+        vs = []
+        # One frame at a time: a batched forward rounds the last bit of a frame's vertices differently
+        # with different batch mates, which flips silhouette pixels and, through the body-motion
+        # weight, the warp around them (11 to 217 pixels of a sample frame changed with its batch).
+        # A frame must decode the same whichever frames share its batch (decode_all, one frame in the
+        # studio, the encoder's scoring); one row at a time costs no more (8 x 1: 60 ms, 8 at once: 93).
         with torch.no_grad():
-            out = self.body.forward(pose, betas)
-        v = out.vertices if hasattr(out, "vertices") else out[0]
-        return torch.as_tensor(v, dtype=self.dtype, device=self.device)
+            for i in range(pose.shape[0]):
+                out = self.body.forward(pose[i:i + 1], b)
+                vs.append(out.vertices if hasattr(out, "vertices") else out[0])
+        return torch.as_tensor(torch.cat(vs), dtype=self.dtype, device=self.device)
 
     # -- per-GOP state --------------------------------------------------------------------
     def key_state(self, gop: GroupOfPictures) -> KeyState:
