@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.analysis.closed_loop import EFFORTS, Effort, effort_of, refine_bitstream
+from engine.analysis.closed_loop import EFFORTS, HOLD_LADDER, Effort, effort_of, refine_bitstream
 from engine.codec.semantics import snap
 from engine.errors import InputError
 from engine.synthesis.raster import barycentrics, rasterize
@@ -90,6 +90,33 @@ def test_closed_loop_finds_the_semantics_that_drew_the_frames(truth):
     assert not [w for w in check(wrong, g.frames, semantic_names(False)) if w.kind == "range"]
     # A frame keeps the refined row only where its decoded frame is closer (scored after snapping).
     assert np.all(after[1:] <= before[1:] + 1e-9)
+
+
+def test_closed_loop_holds_the_semantic_rate_budget(truth):
+    """Refined rows that cost more bits than the budget allows go back to the landmark rows, those that
+    bought the least decoded error first; every frame still decodes no worse than the fit's."""
+    bs, frames = truth
+    gop = bs.gops[0]
+    still = np.repeat(gop.frames[:1], gop.n_frames, 0)     # a fit that saw no motion: nearly free to code
+    off = replace(bs, gops=[replace(gop, frames=still)])
+    effort = Effort("test", side=96, iters=25, lr=0.8)
+    free, r_free = refine_bitstream(off, frames, effort, max_bpf=None)
+    assert r_free.bpf > r_free.bpf_fit and r_free.reverted_for_rate == 0    # refining costs bits here
+    # a budget a stronger hold meets: the rows are snapped with it, none given back
+    mid, r_mid = refine_bitstream(off, frames, effort, max_bpf=r_free.bpf - 1)
+    assert r_mid.hold > 0 and r_mid.bpf <= max(r_free.bpf - 1, r_mid.bpf_fit) + 1e-9
+    assert r_mid.mse_after < r_mid.mse_before
+    # a budget nothing but the fit meets: the strongest hold, then frames given back down to the fit's rate
+    capped, r_cap = refine_bitstream(off, frames, effort, max_bpf=0.0)
+    assert r_cap.hold == HOLD_LADDER[-1]
+    assert r_cap.bpf <= r_cap.bpf_fit + 1e-9 and r_cap.reverted_for_rate >= 1
+    assert r_free.mse_after < r_cap.mse_after <= r_cap.mse_before          # the bits were bought back with error
+    before, after = _mse(off, frames), _mse(capped, frames)
+    assert np.all(after[1:] <= before[1:] + 1e-9)
+    assert "given back" in r_cap.line() and "bits/frame" in r_cap.line()
+    # a budget the refined rows meet changes nothing
+    same, r_same = refine_bitstream(off, frames, effort, max_bpf=r_free.bpf + 1)
+    assert r_same.reverted_for_rate == 0 and np.array_equal(same.gops[0].frames, free.gops[0].frames)
 
 
 def test_fast_effort_and_bad_frames(truth):

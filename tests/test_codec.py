@@ -3,6 +3,8 @@ import json
 import struct
 import zlib
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -218,6 +220,29 @@ def test_bits_per_dimension_adds_up_to_the_coded_size():
     r2 = r.copy()
     r2[:, 31:] = 0
     assert bits_per_dimension(r2)[31:].sum() < bits[31:].sum() / 3
+    # per row, the same model: the rows add up to the same total, and a still row is the cheap one
+    from engine.codec.entropy import bits_per_row
+    rows = bits_per_row(r)
+    assert rows.shape == (120,) and abs(rows.sum() - bits.sum()) < 1e-6
+    r3 = r.copy()
+    r3[60] = 0
+    assert bits_per_row(r3)[60] < rows[60]
+
+
+def test_frame_bits_follow_the_coding_order():
+    """container.frame_bits: per group, each frame's row cost in display order (a key inside its group:
+    frames before it are coded last, backwards); they add up to the group's semantic bits."""
+    from engine.codec.container import frame_bits, semantic_bits_by_group
+    from tests.factories import make_bitstream
+    bs = make_bitstream(n_frames=8, camera=True, size=32, seed=1)
+    g = bs.gops[0]
+    moved = g.frames.copy()
+    moved[5, :21] += 0.3                       # one frame jumps: it and the next cost more
+    inside = replace(bs, gops=[replace(g, frames=moved, key_offset=3)])
+    fb = frame_bits(inside)
+    assert len(fb) == 1 and fb[0].shape == (8,)
+    assert abs(fb[0].sum() - sum(semantic_bits_by_group(inside).values())) < 1e-6
+    assert fb[0][5] > np.median(fb[0]) and fb[0][6] > np.median(fb[0])
 
 
 def test_atomic_write_gives_the_usual_file_mode(tmp_path):

@@ -70,6 +70,14 @@ SMOOTH_WEIGHT = 0.002
 # frame and 26.45 dB; 1e-3 -> 66.7 + 3.5 and 26.31 (the landmark fit alone: 77.6 + 3.7 and 25.25).
 RATE_WEIGHT = 1e-3
 ANATOMY_WEIGHT = 1000.0   # per rad^2 beyond the landmark fit's own violation of a joint range
+# The per-frame semantics' budget (coded FSEM, camera group included, bits per frame; issue #14). When
+# the refined rows would cost more, they are snapped with a stronger hold (HOLD_LADDER, the weakest
+# that fits) before the decoder scores them; if the frame-by-frame choice between them and the
+# landmark rows still costs more than the budget (or than the fit, when the fit alone is over it),
+# the refined frames that bought the least decoded error per bit go back to their landmark rows
+# (``_hold_budget``).
+MAX_SEMANTIC_BPF = 60.0
+HOLD_LADDER = (0.0, 0.6, 0.9, 1.5)   # snapping holds tried in turn (at least the encoder's own per dimension)
 CHARBONNIER_EPS = 1e-3
 
 
@@ -86,14 +94,21 @@ class RefineReport:
     mse_before: float = 0.0    # mean squared error of the decoded frames over those frames (0..255)
     mse_after: float = 0.0
     seconds: float = 0.0
+    bpf_fit: float = 0.0       # coded per-frame semantic bits per frame: the landmark rows
+    bpf: float = 0.0           # ... the rows written
+    reverted_for_rate: int = 0  # refined frames given back to the landmark rows to hold MAX_SEMANTIC_BPF
+    hold: float = 0.0          # the snapping hold the budget asked for (0: the encoder's own)
 
     def line(self) -> str:
         if not self.frames:
             return "closed loop: off"
         def psnr(m):
             return 10 * np.log10(255.0 ** 2 / max(m, 1e-9))
-        return (f"closed loop: {self.kept} of {self.frames} frames refined, decoded PSNR "
-                f"{psnr(self.mse_before):.2f} -> {psnr(self.mse_after):.2f} dB ({self.seconds:.1f} s)")
+        rate = (f", snapped with hold {self.hold:g}" if self.hold else "") + (
+            f", {self.reverted_for_rate} given back for the {MAX_SEMANTIC_BPF:g}-bit budget" if self.reverted_for_rate else "")
+        return (f"closed loop: {self.kept} of {self.frames} frames refined{rate}, decoded PSNR "
+                f"{psnr(self.mse_before):.2f} -> {psnr(self.mse_after):.2f} dB, semantics "
+                f"{self.bpf_fit:.1f} -> {self.bpf:.1f} bits/frame ({self.seconds:.1f} s)")
 
 
 def _resize(frames: np.ndarray, side: int, device) -> torch.Tensor:
@@ -223,12 +238,14 @@ def optimise_rows(warp: Callable, rows: np.ndarray, targets: torch.Tensor,
 
 def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
                      device=None, hold=None, batch: int = 8, frozen: np.ndarray | None = None,
+                     max_bpf: float | None = MAX_SEMANTIC_BPF,
                      progress: Callable[[int, int], None] | None = None) -> tuple[Bitstream, RefineReport]:
     """``bs`` with each frame's semantics refined against ``frames`` (N x H x W x 3 uint8, the
     working frames the bitstream was coded from), see the module docstring. Key pictures, key
     semantics and group structure are unchanged; ``frozen`` (N bools) frames keep their rows (the
-    encoder freezes frames with no person, which hold the last state, and that state). Returns the
-    new bitstream and a report."""
+    encoder freezes frames with no person, which hold the last state, and that state). ``max_bpf``:
+    the per-frame semantics' budget (None: none; see :data:`MAX_SEMANTIC_BPF`). Returns the new
+    bitstream and a report."""
     from engine.synthesis.decoder import Decoder
     effort = effort_of(effort) if isinstance(effort, str) else effort
     report = RefineReport()
@@ -245,18 +262,17 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
     from engine.analysis.encoder import hold_vector, snap_outwards
     steps = bs.quant.steps(bs.has_camera)
     hold = hold_vector(hold, len(steps))
-    slack = float(((0.5 + hold[:21]) * steps[:21]).max())           # rad: what snapping may move a joint
     # Per group, the frames to refine: all but the key and the frozen ones.
     todo = [[j for j in range(g.n_frames) if j != g.key_offset and not (frozen is not None and frozen[g.start + j])]
             for g in bs.gops]
     total = sum(len(idx) for idx in todo)
     done = 0
-    gops = []
+    work = []                                    # (group, frames to refine, landmark rows, refined rows)
     for gop, idx in zip(bs.gops, todo):
         rows = np.asarray(gop.frames, float)
         off = gop.key_offset
         if not idx:
-            gops.append(gop)
+            work.append((gop, idx, rows, rows))
             continue
         warp = _Warp(small, gop)
         target = _resize(frames[gop.start:gop.start + gop.n_frames], side, small.device)
@@ -273,51 +289,133 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-        snapped = snap_outwards(refined, off, steps, hold)
-        snapped[off] = rows[off]
-        # A frame whose snapped joints lie further out of range than the fit's by more than the
-        # snapping itself can move them (0.5 + hold steps) keeps its fit. (With no slack, a joint the
-        # prior holds at its range edge reverts on every other frame, and the alternation costs
-        # 8 bits per frame on ted_f.)
-        with torch.no_grad():
-            anat = _Anatomy(bs.body_model, torch.as_tensor(rows, dtype=torch.float64))
-            worse = (anat.violation(torch.as_tensor(snapped, dtype=torch.float64)) > anat.base + slack).any(1)
-        snapped[worse.numpy()] = rows[worse.numpy()]
-        chosen, kept, before, after = _score(full, gop, rows, snapped, frames, idx)
+        work.append((gop, idx, rows, refined))
+
+    def snapped_rows(h: float) -> list[np.ndarray]:
+        """Each group's refined rows as the bitstream would carry them, every dimension holding its
+        value through changes under 0.5 + max(its hold, h) steps."""
+        hv = np.maximum(hold, h)
+        slack = float(((0.5 + hv[:21]) * steps[:21]).max())        # rad: what snapping may move a joint
+        out = []
+        for gop, idx, rows, refined in work:
+            if not idx:
+                out.append(rows)
+                continue
+            snapped = snap_outwards(refined, gop.key_offset, steps, hv)
+            snapped[gop.key_offset] = rows[gop.key_offset]
+            # A frame whose snapped joints lie further out of range than the fit's by more than the
+            # snapping itself can move them (0.5 + hold steps) keeps its fit. (With no slack, a joint
+            # the prior holds at its range edge reverts on every other frame, and the alternation
+            # costs 8 bits per frame on ted_f.)
+            with torch.no_grad():
+                anat = _Anatomy(bs.body_model, torch.as_tensor(rows, dtype=torch.float64))
+                worse = (anat.violation(torch.as_tensor(snapped, dtype=torch.float64)) > anat.base + slack).any(1)
+            snapped[worse.numpy()] = rows[worse.numpy()]
+            out.append(snapped)
+        return out
+
+    # Rate in the loop: when the refined rows would cost more than the budget, snap them with a
+    # stronger hold (fewer one-step changes: on ted_f with one key, 61.9 -> 45.9 bits per frame for
+    # -0.15 dB of the closed loop's +0.67), the weakest that fits.
+    report.bpf_fit = _bpf(bs)
+    h = 0.0
+    candidate = snapped_rows(h)
+    if max_bpf is not None:
+        for h in HOLD_LADDER:
+            if h > 0:
+                candidate = snapped_rows(h)
+            if _bpf(replace(bs, gops=[replace(g, frames=c) for (g, *_), c in zip(work, candidate)])) <= max_bpf:
+                break
+    report.hold = h
+    gops = []
+    gains_all = []                               # (decoded squared-error gain, group, frame) of kept rows
+    for (gop, idx, rows, _), snapped in zip(work, candidate):
+        if not idx:
+            gops.append(gop)
+            continue
+        chosen, kept, before, after, gains = _score(full, gop, rows, snapped, frames, idx)
         report.frames += len(idx)
         report.kept += kept
         report.mse_before += before
         report.mse_after += after
+        gains_all += [(g, len(gops), j) for j, g in gains.items()]
         gops.append(replace(gop, frames=chosen))
+    out = replace(bs, gops=gops, sizes={})
+    report.bpf = _bpf(out)
+    if max_bpf is not None and report.bpf > max(max_bpf, report.bpf_fit):
+        out, back = _hold_budget(bs, out, gains_all, max(max_bpf, report.bpf_fit))
+        report.reverted_for_rate = len(back)
+        report.kept -= len(back)
+        report.mse_after += sum(g for g, _, _ in back)
+        report.bpf = _bpf(out)
     report.mse_before /= max(report.frames, 1)
     report.mse_after /= max(report.frames, 1)
     report.seconds = time.perf_counter() - t0
-    return replace(bs, gops=gops, sizes={}), report
+    return out, report
 
 
-def _score(dec, gop: GroupOfPictures, rows: np.ndarray, snapped: np.ndarray, frames: np.ndarray, idx: list[int]):
-    """Decode the frames ``idx`` of ``gop`` from both row sets with the real decoder; each frame keeps
-    the rows whose decoded frame is closer to the real one. Returns (rows, kept, sum mse before,
-    sum mse after)."""
-    chosen = rows.copy()
-    kept = 0
-    before = after = 0.0
-    for j in idx:
-        t = gop.start + j
-        real = frames[t].astype(np.float32)
-        a = dec.render(dec.analyse(gop, rows[j][None], [t]))[0].astype(np.float32)
-        ea = float(((a - real) ** 2).mean())
-        if np.array_equal(snapped[j], rows[j]):
-            before += ea
-            after += ea
-            continue
-        b = dec.render(dec.analyse(gop, snapped[j][None], [t]))[0].astype(np.float32)
-        eb = float(((b - real) ** 2).mean())
-        before += ea
-        if eb < ea:
-            chosen[j] = snapped[j]
-            kept += 1
-            after += eb
+def _bpf(bs: Bitstream) -> float:
+    """Coded per-frame semantics (camera group included), bits per frame: what the budget counts."""
+    from engine.codec.rate import rate_of
+    r = rate_of(replace(bs, sizes={}))
+    return r.semantics_bpf + r.camera_bpf
+
+
+def _hold_budget(fit: Bitstream, refined: Bitstream, gains: list, budget: float):
+    """``refined`` with refined frames given back to their landmark rows until the per-frame semantics
+    fit ``budget``: first those that bought the least decoded error per bit they added (the frame's own
+    row and the one coded from it, by the coder's ideal code lengths), then, last, those that saved
+    bits. The coder is adaptive, so a set of rows' cost is only known by coding it: a bisection on how
+    many go back (about eight in-memory codings). Returns (bitstream, the (gain, group, frame) given back)."""
+    from engine.codec.container import frame_bits
+    b_ref, b_fit = frame_bits(refined), frame_bits(fit)
+
+    def added(gi: int, j: int) -> float:
+        g = refined.gops[gi]
+        nxt = j + 1 if j > g.key_offset else j - 1            # the frame predicted from this one
+        js = [j] + ([nxt] if 0 <= nxt < g.n_frames else [])
+        return float(sum(b_ref[gi][k] - b_fit[gi][k] for k in js))
+
+    cost = {(gi, j): added(gi, j) for _, gi, j in gains}
+    order = sorted(gains, key=lambda t: (cost[t[1:]] <= 0, t[0] / max(cost[t[1:]], 1e-9) if cost[t[1:]] > 0 else t[0]))
+
+    def with_back(k: int) -> Bitstream:
+        gops = list(refined.gops)
+        for _, gi, j in order[:k]:
+            rows = np.array(gops[gi].frames, float)
+            rows[j] = fit.gops[gi].frames[j]
+            gops[gi] = replace(gops[gi], frames=rows)
+        return replace(refined, gops=gops, sizes={})
+
+    lo, hi = 0, len(order)                      # hi: every refined frame back, the fit's own rate
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _bpf(with_back(mid)) <= budget:
+            hi = mid
         else:
-            after += ea
-    return chosen, kept, before, after
+            lo = mid + 1
+    return with_back(lo), order[:lo]
+
+
+def _score(dec, gop: GroupOfPictures, rows: np.ndarray, snapped: np.ndarray, frames: np.ndarray, idx: list[int],
+           batch: int = 8):
+    """Decode the frames ``idx`` of ``gop`` from both row sets with the real decoder (``batch`` frames at a
+    time); each frame keeps the rows whose decoded frame is closer to the real one. Returns (rows, kept,
+    sum mse before, sum mse after, {frame in the group: mse gain} of the kept rows)."""
+    def errors(sel, which):
+        out = {}
+        for a in range(0, len(sel), batch):
+            chunk = sel[a:a + batch]
+            drawn = dec.render(dec.analyse(gop, which[chunk], [gop.start + j for j in chunk])).astype(np.float32)
+            for k, j in enumerate(chunk):
+                out[j] = float(((drawn[k] - frames[gop.start + j].astype(np.float32)) ** 2).mean())
+        return out
+
+    ea = errors(list(idx), rows)
+    eb = errors([j for j in idx if not np.array_equal(snapped[j], rows[j])], snapped)
+    chosen = rows.copy()
+    gains = {j: ea[j] - e for j, e in eb.items() if e < ea[j]}
+    for j in gains:
+        chosen[j] = snapped[j]
+    before = sum(ea.values())
+    return chosen, len(gains), before, before - sum(gains.values()), gains

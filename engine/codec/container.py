@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.codec.bitstream import BODY_MODEL_NAMES, CODEC_NAMES, Bitstream, GroupOfPictures, KeyPicture
-from engine.codec.entropy import MAX_VALUE, EntropyError, bits_per_dimension, decode_residuals, encode_residuals, predict_residuals, reconstruct
+from engine.codec.entropy import MAX_VALUE, EntropyError, bits_per_dimension, bits_per_row, decode_residuals, encode_residuals, predict_residuals, reconstruct
 from engine.errors import BitstreamError, InputError
 from engine.fileio import atomic_write_bytes
 from engine.codec.semantics import GROUPS, N_BODY_JOINTS, KeySemantics, QuantSpec, quantize
@@ -242,6 +242,17 @@ def semantic_bits_by_group(bs: Bitstream) -> dict[str, float]:
         bits = bits_per_dimension(res)
         for name in out:
             out[name] += float(bits[GROUPS[name]].sum())
+    return out
+
+
+def frame_bits(bs: Bitstream) -> list[np.ndarray]:
+    """Per group, the ideal code length (bits) of each frame's coded semantics row, in display order."""
+    out = []
+    for g in bs.gops:
+        res = _coded_residuals(quantize(g.frames, bs.steps), _key_ints(g.key, bs.quant), bs.dims, g.key_offset)
+        bits = np.empty(len(res))
+        bits[coding_order(len(res), g.key_offset)] = bits_per_row(res)
+        out.append(bits)
     return out
 
 

@@ -233,6 +233,21 @@ def bits_per_dimension(res: np.ndarray) -> np.ndarray:
     return meter.bits
 
 
+def bits_per_row(res: np.ndarray) -> np.ndarray:
+    """Ideal code length (bits) of each row of ``res`` under the coder's own adaptive model, (N,)."""
+    res = np.asarray(res, dtype=np.int64)
+    n, d = res.shape
+    ctx = _Contexts(d * CTX_PER_DIM)
+    meter = _CostMeter(1)
+    out = np.zeros(n)
+    for i, row in enumerate(res.tolist()):
+        meter.bits[0] = 0.0
+        for j, v in enumerate(row):
+            _encode_value(meter, ctx, j * CTX_PER_DIM, v)
+        out[i] = meter.bits[0]
+    return out
+
+
 def decode_residuals(data: bytes, n: int, d: int) -> np.ndarray:
     """bytes -> integer residuals N x D (raises EntropyError on malformed data)."""
     ctx = _Contexts(d * CTX_PER_DIM)
