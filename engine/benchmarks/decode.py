@@ -156,7 +156,8 @@ def run(args) -> int:
     runs = [("one key", dev, th) for dev in devices
             for th in (sorted({1, default_threads}) if dev == "cpu" else [default_threads])]
     if multi is not None:
-        runs += [("key every 20, 4 refs", dev, 1 if dev == "cpu" else default_threads) for dev in devices]
+        runs += [("key every 20, 4 refs", dev, th) for dev in devices
+                 for th in (sorted({1, default_threads}) if dev == "cpu" else [default_threads])]
     rows = []
     with tempfile.TemporaryDirectory(prefix="ihvc_bench_") as tmp:
         files = {"one key": str(Path(tmp) / "clip.ihvc"), "key every 20, 4 refs": str(Path(tmp) / "multi.ihvc")}
