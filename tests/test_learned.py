@@ -482,3 +482,10 @@ def test_packed_clip_round_trip(tmp_path):
     assert np.array_equal(b.keys[2][0], a.keys[2][0])
     inp, tgt = b.sample(3, (0, 0, 16, 16))
     assert tgt.shape == (1, 3, 16, 16)
+    # bad input: one line, exit status 2, nothing unpacked
+    from engine.training.pack import main
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    for args in (["--unpack", str(tmp_path / "c2"), str(tmp_path / "missing.npz")],
+                 ["--unpack", str(tmp_path / "c2"), str(tmp_path / "junk.npz")]):
+        assert main(args) == 2
+    assert not (tmp_path / "c2").exists()

@@ -21,9 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from engine.errors import InputError
 
 GRID_STEP = 16          # 1/16 pixel
 NORMAL_STEP = 15
@@ -81,8 +84,14 @@ def pack(folder, dest, frames) -> Path:
 def unpack(src, root) -> Path:
     """Rebuild a cache folder under ``root`` from a packed file; returns the folder."""
     import cv2
-    src = np.load(src)
-    meta = json.loads(src["meta"].tobytes())
+    path = Path(src)
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    try:
+        src = np.load(path, allow_pickle=False)
+        meta = json.loads(src["meta"].tobytes())
+    except Exception as exc:                  # noqa: BLE001  (numpy, zip, json: any of them means "not ours")
+        raise InputError(f"{path.name}: not a packed training clip ({exc.__class__.__name__})") from None
     N, H, W = int(meta["n_frames"]), int(meta["height"]), int(meta["width"])
     folder = Path(root) / Path(meta["source"]).stem
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,12 +138,24 @@ def main(argv=None) -> int:
     p.add_argument("--every", type=int, default=3, help="training clips: every Nth non-key frame")
     p.add_argument("--validation-frames", type=int, default=16, help="validation clips: this many whole frames")
     a = p.parse_args(argv)
+    try:
+        return _run(a)
+    except (InputError, OSError, ValueError, KeyError) as exc:     # a missing, truncated or foreign file
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(a) -> int:
     if a.unpack:
+        if not a.files:
+            raise InputError("--unpack: name the packed files")
         for f in a.files:
             print(unpack(f, a.dest))
         return 0
     from engine.training.dataset import ClipData, cache_root, validation_frames
     from engine.training.train import VALIDATION
+    if not cache_root().is_dir():
+        raise InputError(f"no training caches under {cache_root()} (python main.py train or bench --learned makes them)")
     dest = Path(a.dest)
     dest.mkdir(parents=True, exist_ok=True)
     for folder in sorted(cache_root().iterdir()):
