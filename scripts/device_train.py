@@ -2,7 +2,7 @@
 
 Here (the development machine), after the caches exist (``python main.py train`` or ``bench --learned``):
 
-    python -m engine.training.pack .gpu/packed --every 3      # about 0.3 MB a frame; split over calls of 64 MiB
+    python -m engine.training.pack .gpu/packed --every 3      # about 0.2 MB a frame; split over calls of 64 MiB
 
 There (the files carried with the working tree; see docs/BENCHMARKS.md, "GPU training"):
 

@@ -1,7 +1,7 @@
 """Training caches packed small enough to carry to a GPU machine, and unpacked there (issue #15).
 
 A cached clip (engine/training/dataset.py) takes about 360 MB; a device machine here takes 64 MiB per
-call. :func:`pack` writes a chosen subset of its frames to one ``.npz`` of about 0.3 MB a frame:
+call. :func:`pack` writes a chosen subset of its frames to one ``.npz`` of about 0.2 MB a frame:
 
 * frames, the analytic frame (``base``) and the key pictures as lossless WebP (exact: :func:`unpack`
   checks each frame's sum);
