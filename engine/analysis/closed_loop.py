@@ -291,13 +291,17 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
                     progress(done, total)
         work.append((gop, idx, rows, refined))
 
+    # The landmark rows' own range violations, once per group (each hold below is checked against them).
+    anatomy = [_Anatomy(bs.body_model, torch.as_tensor(rows, dtype=torch.float64)) if idx else None
+               for _, idx, rows, _ in work]
+
     def snapped_rows(h: float) -> list[np.ndarray]:
         """Each group's refined rows as the bitstream would carry them, every dimension holding its
         value through changes under 0.5 + max(its hold, h) steps."""
         hv = np.maximum(hold, h)
         slack = float(((0.5 + hv[:21]) * steps[:21]).max())        # rad: what snapping may move a joint
         out = []
-        for gop, idx, rows, refined in work:
+        for (gop, idx, rows, refined), anat in zip(work, anatomy):
             if not idx:
                 out.append(rows)
                 continue
@@ -308,7 +312,6 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
             # the prior holds at its range edge reverts on every other frame, and the alternation
             # costs 8 bits per frame on ted_f.)
             with torch.no_grad():
-                anat = _Anatomy(bs.body_model, torch.as_tensor(rows, dtype=torch.float64))
                 worse = (anat.violation(torch.as_tensor(snapped, dtype=torch.float64)) > anat.base + slack).any(1)
             snapped[worse.numpy()] = rows[worse.numpy()]
             out.append(snapped)

@@ -9,8 +9,8 @@ decode + key mesh + key raster), batched ``decode_all`` frames/s, single-frame
 and peak memory (process max RSS from ``resource.getrusage``, Python heap
 peak from ``tracemalloc``, CUDA peak allocation on GPU), each in a fresh process.
 With the encoder, a second bitstream has a key picture every 20 frames, each frame drawing from up to
-4 of them (format version 2: the other keys fill body and background the frame's own key did not see);
-it is decoded with one thread.
+4 of them (format version 2: the other keys fill body and background the frame's own key did not see),
+measured the same way.
 The CPU time per frame of ``decode_all`` (process time, all threads) says what a
 free machine would do when the wall-clock figure is disturbed by other load. On CPU it runs with
 one thread and with PyTorch's default; on a busy shared machine one thread is
@@ -153,11 +153,9 @@ def run(args) -> int:
     multi = _multi_reference(frames, clip.fps, path)
     devices = [args.device] if args.device else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     default_threads = torch.get_num_threads()
-    runs = [("one key", dev, th) for dev in devices
+    names = ["one key"] + (["key every 20, 4 refs"] if multi is not None else [])
+    runs = [(name, dev, th) for name in names for dev in devices
             for th in (sorted({1, default_threads}) if dev == "cpu" else [default_threads])]
-    if multi is not None:
-        runs += [("key every 20, 4 refs", dev, th) for dev in devices
-                 for th in (sorted({1, default_threads}) if dev == "cpu" else [default_threads])]
     rows = []
     with tempfile.TemporaryDirectory(prefix="ihvc_bench_") as tmp:
         files = {"one key": str(Path(tmp) / "clip.ihvc"), "key every 20, 4 refs": str(Path(tmp) / "multi.ihvc")}

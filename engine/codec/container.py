@@ -230,6 +230,11 @@ def _to_bytes(bs: Bitstream) -> bytes:
     return b"".join(out)
 
 
+def _group_residuals(bs: Bitstream, g: GroupOfPictures) -> np.ndarray:
+    """A group's coded residuals, in coding order (what the writer codes)."""
+    return _coded_residuals(quantize(g.frames, bs.steps), _key_ints(g.key, bs.quant), bs.dims, g.key_offset)
+
+
 def semantic_bits_by_group(bs: Bitstream) -> dict[str, float]:
     """Bits of the coded per-frame semantics attributed to each group (whole file).
 
@@ -237,9 +242,7 @@ def semantic_bits_by_group(bs: Bitstream) -> dict[str, float]:
     """
     out = {name: 0.0 for name in GROUPS if GROUPS[name].stop <= bs.dims}
     for g in bs.gops:
-        key_ints = _key_ints(g.key, bs.quant)
-        res = _coded_residuals(quantize(g.frames, bs.steps), key_ints, bs.dims, g.key_offset)
-        bits = bits_per_dimension(res)
+        bits = bits_per_dimension(_group_residuals(bs, g))
         for name in out:
             out[name] += float(bits[GROUPS[name]].sum())
     return out
@@ -249,7 +252,7 @@ def frame_bits(bs: Bitstream) -> list[np.ndarray]:
     """Per group, the ideal code length (bits) of each frame's coded semantics row, in display order."""
     out = []
     for g in bs.gops:
-        res = _coded_residuals(quantize(g.frames, bs.steps), _key_ints(g.key, bs.quant), bs.dims, g.key_offset)
+        res = _group_residuals(bs, g)
         bits = np.empty(len(res))
         bits[coding_order(len(res), g.key_offset)] = bits_per_row(res)
         out.append(bits)

@@ -216,36 +216,34 @@ class _CostMeter:
         self.bits[self.dim] += PROB_BITS - math.log2(p)
 
 
-def bits_per_dimension(res: np.ndarray) -> np.ndarray:
-    """Ideal code length (bits) each dimension costs under the coder's own adaptive model, (D,).
-
-    Sums to the coded size within the range coder's few bytes of overhead; used to
-    split a file's semantic bits into groups (core semantics, camera).
-    """
+def code_lengths(res: np.ndarray) -> np.ndarray:
+    """Ideal code length (bits) of every value of ``res`` (N x D) under the coder's own adaptive model."""
     res = np.asarray(res, dtype=np.int64)
     n, d = res.shape
     ctx = _Contexts(d * CTX_PER_DIM)
     meter = _CostMeter(d)
-    for row in res.tolist():
+    out = np.zeros((n, d))
+    for i, row in enumerate(res.tolist()):
+        meter.bits[:] = 0.0
         for j, v in enumerate(row):
             meter.dim = j
             _encode_value(meter, ctx, j * CTX_PER_DIM, v)
-    return meter.bits
+        out[i] = meter.bits
+    return out
+
+
+def bits_per_dimension(res: np.ndarray) -> np.ndarray:
+    """Ideal code length (bits) each dimension costs, (D,).
+
+    Sums to the coded size within the range coder's few bytes of overhead; used to
+    split a file's semantic bits into groups (core semantics, camera).
+    """
+    return code_lengths(res).sum(0)
 
 
 def bits_per_row(res: np.ndarray) -> np.ndarray:
-    """Ideal code length (bits) of each row of ``res`` under the coder's own adaptive model, (N,)."""
-    res = np.asarray(res, dtype=np.int64)
-    n, d = res.shape
-    ctx = _Contexts(d * CTX_PER_DIM)
-    meter = _CostMeter(1)
-    out = np.zeros(n)
-    for i, row in enumerate(res.tolist()):
-        meter.bits[0] = 0.0
-        for j, v in enumerate(row):
-            _encode_value(meter, ctx, j * CTX_PER_DIM, v)
-        out[i] = meter.bits[0]
-    return out
+    """Ideal code length (bits) of each row of ``res``, (N,)."""
+    return code_lengths(res).sum(1)
 
 
 def decode_residuals(data: bytes, n: int, d: int) -> np.ndarray:
