@@ -283,3 +283,15 @@ def test_colour_round_trip_through_raw_planes():
         assert np.array_equal(back[1], yuv420_frame_to_rgb(rgb_to_yuv420_frame(frames[1], fmt)))
         inner = (back.astype(float) - frames)[:, 4:12, 4:12]       # away from colour edges: near exact
         assert np.abs(inner).max() <= 2
+
+
+def test_picture_coder_codes_each_frame_once_as_encode_key_picture_does():
+    from engine.codec.keypicture import PictureCoder
+    frames = np.stack([real_picture(32), real_picture(32)[::-1].copy(), real_picture(32)[:, ::-1].copy()])
+    with PictureCoder(frames, "hevc", 30, workers=2) as coder:
+        coder.submit([2, 0, 2])
+        first = coder.get(0)
+        assert coder.get(0) is first                       # coded once
+        assert coder.get(1).payload == encode_key_picture(frames[1], "hevc", 30).payload
+        assert first.payload == encode_key_picture(frames[0], "hevc", 30).payload
+        assert sorted(coder._jobs) == [0, 1, 2]

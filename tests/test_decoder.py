@@ -249,3 +249,21 @@ def test_a_frame_decodes_the_same_whatever_shares_its_batch():
         assert np.array_equal(dec.decode_frame(frames[k]), together[k])
     odd = dec.decode_all(frames[1::2])
     assert all(np.array_equal(odd[n], together[1 + 2 * n]) for n in range(len(odd)))
+    # A shared DecodeCache keeps one entry per frame: frames met in other batches are reused as they are.
+    from engine.synthesis.decoder import DecodeCache
+    cache = DecodeCache()
+    Decoder(bs, device="cpu", body_model=dec.body, batch=3, cache=cache).decode_all(frames[1::2])
+    assert len(cache.frames) == len(cache.meshes) == len(frames[1::2])
+    cached = Decoder(bs, device="cpu", body_model=dec.body, batch=8, cache=cache)
+    assert np.array_equal(cached.decode_all(frames), together)
+    assert len(cache.frames) == len(cache.meshes) == len(frames)
+
+
+def test_cpu_batches_hold_about_the_same_pixels_whatever_the_size(stream):
+    from engine.synthesis.decoder import CPU_BATCH_PIXELS, Decoder
+    bs = stream
+    body = BoxBody()
+    assert Decoder(bs, device="cpu", body_model=body).batch == 8                   # small frames: 8 at once
+    assert Decoder(bs, device="cpu", body_model=body, size=(384, 384)).batch == CPU_BATCH_PIXELS // 384 ** 2
+    assert Decoder(bs, device="cpu", body_model=body, size=(1080, 1920)).batch == 1
+    assert Decoder(bs, device="cpu", body_model=body, batch=2).batch == 2

@@ -45,7 +45,7 @@ def _fake_clip(monkeypatch, best: int, n: int = 60):
         def __init__(self, keys):
             self.keys, self.n_frames = keys, n
 
-    def build(keys, placeholder=None):
+    def build(keys, placeholder=None, draft=False):
         return Bs(list(keys))
     monkeypatch.setattr(container, "to_bytes", lambda bs: b"x" * (100 * len(bs.keys) + 50))
 
@@ -198,9 +198,9 @@ def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_ke
     def picture(k):
         return KeyPicture(2, 37, S, S, b"p" * 300)
 
-    def build(keys, placeholder=None):
+    def build(keys, placeholder=None, draft=False):
         pic = picture if placeholder is None else (lambda k: KeyPicture(2, 37, S, S, bytes(placeholder)))
-        return _auto_bitstream(one, fit, cams, keys, pic, QuantSpec(), 0.3, 4)
+        return _auto_bitstream(one, fit, cams, keys, pic, QuantSpec(), 0.0 if draft else 0.3, 4)
 
     runs = {}
     for reuse in (False, True):

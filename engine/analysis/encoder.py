@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.codec.bitstream import Bitstream, GroupOfPictures, KeyPicture
+from engine.codec.bitstream import CODEC_IDS, Bitstream, GroupOfPictures, KeyPicture
 from engine.codec.rate import Rate, rate_of, with_sizes
 from engine.errors import InputError
 from engine.codec.semantics import KeySemantics, QuantSpec, snap
@@ -172,7 +172,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
     from engine.analysis.landmarks import detect_landmarks
     from engine.synthesis.body import load_body_model
     from engine.analysis.camera_motion import estimate_camera_motion
-    from engine.codec.keypicture import QP_RANGE, encode_key_picture
+    from engine.codec.keypicture import QP_RANGE, PictureCoder
+    from engine.analysis.keys import cost_samples
     from engine.codec.video import read_video
     from engine.analysis.closed_loop import effort_of, refine_bitstream
 
@@ -226,114 +227,121 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
 
     gop = gop or N
     starts = list(range(0, N, gop))
-    gops, fits, cams = [], [], []
-    betas = None
-    has_cam = bool(camera)
-    steps = quant.steps(has_cam)
-    hold = hold_vector(hold, len(steps))
-    t_fit = t_cam = t_key = 0.0
-    errs = []
-    for gi, s in enumerate(starts):
-        e = min(N, s + gop)
-        sub = lm.subset(slice(s, e))
-        t = time.perf_counter()
-        with _torch_threads(1):
-            if analysis is not None:
-                fit = analysis.fits[0]
-            elif sub.detected.any():
-                def fit_progress(done, total, gi=gi):
-                    if progress is not None:
-                        progress("fit", int(100 * gi + 100 * done / max(total, 1)), 100 * len(starts))
-                fit = fit_sequence(sub, model, 0, device=device, source=str(path), init_betas=betas,
-                                   progress=fit_progress, **(fit_options or {}))
-                betas = fit.betas
-            else:
-                fit = _carry_fit(fits[-1] if fits else None, sub, lm, model, device, str(path))
-        fits.append(fit)
-        t_fit += time.perf_counter() - t
-        if progress is not None:
-            progress("fit", 100 * (gi + 1), 100 * len(starts))
-        sem = fit.semantics()
-        if has_cam:
+    auto = gop == N and keys == "auto" and N > 1        # the key search places the key pictures
+    # Key pictures code on a thread pool while the fit works on one core (engine.codec.keypicture).
+    coder = PictureCoder(frames, key_codec, key_qp)
+    coder.submit(cost_samples(N) if auto else starts)
+    try:
+        gops, fits, cams = [], [], []
+        betas = None
+        has_cam = bool(camera)
+        steps = quant.steps(has_cam)
+        hold = hold_vector(hold, len(steps))
+        t_fit = t_cam = t_key = 0.0
+        errs = []
+        for gi, s in enumerate(starts):
+            e = min(N, s + gop)
+            sub = lm.subset(slice(s, e))
             t = time.perf_counter()
-            cam = analysis.camera[0] if analysis is not None else estimate_camera_motion(
-                frames[s:e], sub.masks, key_index=0)
-            t_cam += time.perf_counter() - t
-            sem = np.concatenate([sem, cam], 1)
-            cams.append(cam)
-        sem = sticky_snap(sem, steps, hold)
-        if not sub.detected.any() and gops:
-            sem[:, :31] = gops[-1].frames[-1, :31]        # nobody in this group: hold the last coded state
-        errs.append(fit_errors(model, fit, sub, semantics=sem))
-        key_pose = fit.body_pose[0].copy()
-        key_pose[14:] = sem[0, :21].reshape(7, 3)
-        key_pose[:14] = snap(key_pose[:14], quant.pose)
-        key = KeySemantics(body_pose=key_pose, betas=np.asarray(fit.betas, np.float32).astype(np.float64),
-                           rot=sem[0, 21:24].copy(), trans=sem[0, 24:27].copy(), loc=sem[0, 27:31].copy(),
-                           focal=np.asarray(fit.focal, np.float32).astype(np.float64), body_model=model.model_id)
-        t = time.perf_counter()
-        kp = encode_key_picture(frames[s], key_codec, key_qp)
-        t_key += time.perf_counter() - t
-        if progress is not None:
-            progress("key picture", gi + 1, len(starts))
-        gops.append(GroupOfPictures(start=s, key_picture=kp, key=key, frames=sem))
-    timings.update(fit=t_fit, camera=t_cam, key_picture=t_key)
-
-    bs = Bitstream(width=W, height=H, fps=clip.fps, quant=quant, body_model=model.model_id,
-                   has_camera=has_cam, gops=gops)
-    if len(gops) > 1 and max_refs > 1:
-        bs = with_references(bs, max_refs)
-    if gop == N and keys == "auto" and N > 1:
-        from engine.analysis.keys import choose_keys
-        t = time.perf_counter()
-        pictures = {0: gops[0].key_picture}
-
-        def picture(k):
-            if k not in pictures:                    # each key picture is coded once
-                pictures[k] = encode_key_picture(frames[k], key_codec, key_qp)
-            return pictures[k]
-
-        def build(key_frames, placeholder=None):
-            """The bitstream with keys at ``key_frames``; with ``placeholder`` (bytes per key picture)
-            the pictures are not coded: they take that many bytes, and a draft decode uses the frames."""
-            pic = picture if placeholder is None else (
-                lambda k: KeyPicture(gops[0].key_picture.codec, key_qp, W, H, bytes(placeholder)))
-            return _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant, hold,
-                                   max_refs)
-        chosen, _ = choose_keys(frames, build, picture, rate_kbps=rate_kbps, lam=lam, key_qp=key_qp,
-                                max_refs=max_refs, body_model=model, device=device, log=log)
-        bs = build(chosen)
-        gops = bs.gops
-        errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())]
-        timings["keys"] = time.perf_counter() - t
-    report = None
-    if effort_spec.side > 0:
-        t = time.perf_counter()
-
-        def loop_progress(done, total):
+            # The camera motion (OpenCV) runs on a thread beside the fit (one torch thread).
+            cam_job = None if not has_cam or analysis is not None else coder.pool.submit(
+                estimate_camera_motion, frames[s:e], sub.masks, key_index=0)
+            with _torch_threads(1):
+                if analysis is not None:
+                    fit = analysis.fits[0]
+                elif sub.detected.any():
+                    def fit_progress(done, total, gi=gi):
+                        if progress is not None:
+                            progress("fit", int(100 * gi + 100 * done / max(total, 1)), 100 * len(starts))
+                    fit = fit_sequence(sub, model, 0, device=device, source=str(path), init_betas=betas,
+                                       progress=fit_progress, **(fit_options or {}))
+                    betas = fit.betas
+                else:
+                    fit = _carry_fit(fits[-1] if fits else None, sub, lm, model, device, str(path))
+            fits.append(fit)
+            t_fit += time.perf_counter() - t
             if progress is not None:
-                progress("closed loop", done, total)
-        # Frames with no person hold the last state a person was seen in: both stay as they are.
-        frozen = ~lm.detected
-        frozen[:-1] |= lm.detected[:-1] & ~lm.detected[1:]
-        bs, report = refine_bitstream(bs, frames, effort_spec, body_model=model, device=device, hold=hold,
-                                      progress=loop_progress, frozen=frozen)
-        errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())] if len(fits) == 1 else [
-            fit_errors(model, f, lm.subset(slice(g.start, g.start + g.n_frames)), semantics=g.frames)
-            for f, g in zip(fits, bs.gops)]
-        timings["closed_loop"] = time.perf_counter() - t
-    bs.sizes = with_sizes(bs).sizes          # the section sizes the writer produces, on the bitstream itself
-    rate = rate_of(bs)
-    seconds = time.perf_counter() - t0
-    e = np.concatenate(errs) if errs else np.zeros(0)
-    analysis = EncodeAnalysis(landmarks=lm, fits=fits, frames=frames, camera=cams, starts=starts,
-                              model=model) if keep_analysis else None
-    return EncodeResult(
-        bitstream=bs, rate=rate, encode_fps=N / seconds if seconds > 0 else float("inf"), seconds=seconds,
-        undetected=int((~lm.detected).sum()),
-        fit_error_px=(float(e.mean()) if e.size else float("nan"),
-                      float(np.percentile(e, 90)) if e.size else float("nan")),
-        timings=timings, analysis=analysis, closed_loop=report)
+                progress("fit", 100 * (gi + 1), 100 * len(starts))
+            sem = fit.semantics()
+            if has_cam:
+                t = time.perf_counter()
+                cam = analysis.camera[0] if analysis is not None else cam_job.result()
+                t_cam += time.perf_counter() - t      # what the fit did not hide
+                sem = np.concatenate([sem, cam], 1)
+                cams.append(cam)
+            sem = sticky_snap(sem, steps, hold)
+            if not sub.detected.any() and gops:
+                sem[:, :31] = gops[-1].frames[-1, :31]        # nobody in this group: hold the last coded state
+            errs.append(fit_errors(model, fit, sub, semantics=sem))
+            key_pose = fit.body_pose[0].copy()
+            key_pose[14:] = sem[0, :21].reshape(7, 3)
+            key_pose[:14] = snap(key_pose[:14], quant.pose)
+            key = KeySemantics(body_pose=key_pose, betas=np.asarray(fit.betas, np.float32).astype(np.float64),
+                               rot=sem[0, 21:24].copy(), trans=sem[0, 24:27].copy(), loc=sem[0, 27:31].copy(),
+                               focal=np.asarray(fit.focal, np.float32).astype(np.float64), body_model=model.model_id)
+            t = time.perf_counter()
+            # Under the key search no picture is coded for the clip's first frame: it places them.
+            kp = KeyPicture(CODEC_IDS[key_codec], key_qp, W, H, b"") if auto else coder.get(s)
+            t_key += time.perf_counter() - t
+            if progress is not None:
+                progress("key picture", gi + 1, len(starts))
+            gops.append(GroupOfPictures(start=s, key_picture=kp, key=key, frames=sem))
+        timings.update(fit=t_fit, camera=t_cam, key_picture=t_key)
+
+        bs = Bitstream(width=W, height=H, fps=clip.fps, quant=quant, body_model=model.model_id,
+                       has_camera=has_cam, gops=gops)
+        if len(gops) > 1 and max_refs > 1:
+            bs = with_references(bs, max_refs)
+        if auto:
+            from engine.analysis.keys import choose_keys
+            t = time.perf_counter()
+
+            def build(key_frames, placeholder=None, draft=False):
+                """The bitstream with keys at ``key_frames``; with ``placeholder`` (bytes per key picture)
+                the pictures are not coded: they take that many bytes, and a draft decode uses the frames.
+                ``draft``: the rows plainly rounded (see choose_keys)."""
+                pic = coder.get if placeholder is None else (
+                    lambda k: KeyPicture(gops[0].key_picture.codec, key_qp, W, H, bytes(placeholder)))
+                return _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant,
+                                       0.0 if draft else hold, max_refs)
+            chosen, _ = choose_keys(frames, build, coder.get, rate_kbps=rate_kbps, lam=lam, key_qp=key_qp,
+                                    max_refs=max_refs, body_model=model, device=device, log=log,
+                                    settled=coder.submit)
+            coder.submit(chosen)                         # code them side by side
+            bs = build(chosen)
+            gops = bs.gops
+            errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())]
+            timings["keys"] = time.perf_counter() - t
+        report = None
+        if effort_spec.side > 0:
+            t = time.perf_counter()
+
+            def loop_progress(done, total):
+                if progress is not None:
+                    progress("closed loop", done, total)
+            # Frames with no person hold the last state a person was seen in: both stay as they are.
+            frozen = ~lm.detected
+            frozen[:-1] |= lm.detected[:-1] & ~lm.detected[1:]
+            bs, report = refine_bitstream(bs, frames, effort_spec, body_model=model, device=device, hold=hold,
+                                          progress=loop_progress, frozen=frozen)
+            errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())] if len(fits) == 1 else [
+                fit_errors(model, f, lm.subset(slice(g.start, g.start + g.n_frames)), semantics=g.frames)
+                for f, g in zip(fits, bs.gops)]
+            timings["closed_loop"] = time.perf_counter() - t
+        bs.sizes = with_sizes(bs).sizes          # the section sizes the writer produces, on the bitstream itself
+        rate = rate_of(bs)
+        seconds = time.perf_counter() - t0
+        e = np.concatenate(errs) if errs else np.zeros(0)
+        analysis = EncodeAnalysis(landmarks=lm, fits=fits, frames=frames, camera=cams, starts=starts,
+                                  model=model) if keep_analysis else None
+        return EncodeResult(
+            bitstream=bs, rate=rate, encode_fps=N / seconds if seconds > 0 else float("inf"), seconds=seconds,
+            undetected=int((~lm.detected).sum()),
+            fit_error_px=(float(e.mean()) if e.size else float("nan"),
+                          float(np.percentile(e, 90)) if e.size else float("nan")),
+            timings=timings, analysis=analysis, closed_loop=report)
+    finally:
+        coder.close()
 
 
 def with_references(bs: Bitstream, max_refs: int) -> Bitstream:

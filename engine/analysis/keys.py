@@ -52,6 +52,12 @@ def uniform_keys(count: int, n_frames: int) -> list[int]:
     return sorted({min(n_frames - 1, int((j + 0.5) * n_frames / count)) for j in range(count)})
 
 
+def cost_samples(n_frames: int) -> list[int]:
+    """The frames whose coded pictures tell ``choose_keys`` what a key costs on a clip (an encoder may
+    start coding them early)."""
+    return uniform_keys(3, n_frames)
+
+
 def reference_lists(n_keys: int, max_refs: int) -> list[tuple[int, ...]]:
     """Per key j, the other keys its frames draw from: the next key, then the previous ones nearest
     first, ``max_refs - 1`` in all."""
@@ -103,12 +109,17 @@ def affected_frames(keys: list[int], new: int, n_frames: int, max_refs: int) -> 
 
 def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_kbps: float | None = None,
                 lam: float | None = None, key_qp: int = 37, max_refs: int = 4, body_model=None, device="cpu",
-                log: Callable[[str], None] | None = None, reuse: bool = True) -> tuple[list[int], list[KeyTrial]]:
+                log: Callable[[str], None] | None = None, reuse: bool = True,
+                settled: Callable[[list[int]], None] | None = None) -> tuple[list[int], list[KeyTrial]]:
     """Key positions for ``frames`` (N x H x W x 3 uint8) by rate-distortion.
 
-    build(keys, placeholder=None) -> the Bitstream with key pictures at ``keys`` (sorted); with
-    ``placeholder`` bytes per key the pictures are not coded (the search counts that many bytes each and
-    the draft decoder takes the frames themselves). picture(k) -> the coded KeyPicture of frame k: the
+    build(keys, placeholder=None, draft=False) -> the Bitstream with key pictures at ``keys`` (sorted);
+    with ``placeholder`` bytes per key the pictures are not coded (the search counts that many bytes each
+    and the draft decoder takes the frames themselves); with ``draft`` its rows are plainly rounded to
+    the grid instead of snapped outwards from their key with a hold: the draft decoder scores those, so
+    that a frame's body state is the same under every key tried and its mesh is computed once
+    (engine.synthesis.decoder.DecodeCache; the hold moves a row by about one step, the file size is
+    still that of the rows the encoder writes). picture(k) -> the coded KeyPicture of frame k: the
     search codes a few to learn what a key costs here.
 
     1. How many: under ``rate_kbps`` (total at 25 fps) as many evenly spread keys as fit; under ``lam``
@@ -118,7 +129,8 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
        that the draft decoder finds best for the frames it serves.
     Returns (keys, trials): every placement scored, with its estimated bytes and draft error.
     ``reuse``: the draft decoders share a DecodeCache (what a trial leaves unchanged is not computed again;
-    the same keys either way).
+    the same keys either way). ``settled([k])`` is told each key as its place is final (the encoder
+    starts coding its picture while the search goes on).
     """
     from engine.synthesis.decoder import DecodeCache
     N, H, W = frames.shape[:3]
@@ -129,13 +141,13 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
     lam = hevc_lambda(key_qp) * LAMBDA_SCALE if lam is None else float(lam)
     say = log or (lambda s: None)
     # What a key picture costs on this clip: the mean of a few coded ones, spread over it.
-    key_bytes = int(np.mean([len(picture(k).payload) for k in uniform_keys(3, N)]))
+    key_bytes = int(np.mean([len(picture(k).payload) for k in cost_samples(N)]))
     trials: list[KeyTrial] = []
     cache = DecodeCache() if reuse else None
 
     def evaluate(keys, old=None, moved=None):
-        bs = build(keys, placeholder=key_bytes)
-        size = len(container.to_bytes(bs))
+        size = len(container.to_bytes(build(keys, placeholder=key_bytes)))
+        bs = build(keys, placeholder=key_bytes, draft=True)
         if old is None:
             err = _score(bs, ref, frames, side, body_model, device, cache=cache) * scale
         else:
@@ -186,6 +198,8 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
             if best is not None:
                 say(f"key {keys[j]} -> {best[0][j]}: squared error {err.sum():.4g} -> {best[2].sum():.4g}")
                 keys, size, err = best
+        if settled is not None:
+            settled([keys[j]])
     # The real pictures: when they cost more than estimated, drop the key serving the fewest frames.
     while budget is not None and len(keys) > 1 and len(container.to_bytes(build(keys))) > budget:
         starts = group_starts(keys, N) + [N]

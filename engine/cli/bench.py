@@ -13,6 +13,7 @@ BENCHES = {
     "decode": ("engine.benchmarks.decode", "run", "decode frames per second and peak memory"),
     "learned": ("engine.benchmarks.learned", "run", "learned vs analytic decoder on held-out clips, learned speed"),
     "keys": ("engine.benchmarks.keys", "run", "key pictures chosen by content vs a fixed period, TED clips"),
+    "effort": ("engine.benchmarks.effort", "run", "encode speed and quality per effort level, end to end, TED clips"),
     "closed-loop": ("engine.benchmarks.closed_loop", "run", "semantics refined against the decoder's frames, TED clips"),
     "regions": ("engine.benchmarks.error_regions", "run", "where the analytic decoder's error lies (body, band, disocclusions)"),
     "preview": ("app.bench_preview", "run", "studio edit-to-preview latency and scrubbing memory"),

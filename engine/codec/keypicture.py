@@ -93,6 +93,49 @@ def encode_key_picture(rgb: np.ndarray, codec: str = "vvc", qp: int = 37) -> Key
     return KeyPicture(codec=CODEC_IDS[codec], qp=qp, width=w, height=h, payload=data)
 
 
+class PictureCoder:
+    """Key pictures of one clip's frames, coded on a small thread pool, each frame once.
+
+    The VVC encoder is a subprocess of about half a second per 384 x 384 picture and works on one
+    core, so pictures asked for early (``submit``) code while Python works on the other core, and
+    several code at once; ``get`` waits for one. On this 2-core machine the nine pictures of a
+    100-frame encode with keys by content took 6.8 s one after the other.
+
+        with PictureCoder(frames, "vvc", 37) as coder:
+            coder.submit([0, 40]); ...; kp = coder.get(40)
+    """
+
+    def __init__(self, frames: np.ndarray, codec: str = "vvc", qp: int = 37, workers: int | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+        self.frames, self.codec, self.qp = frames, codec, int(qp)
+        # ``pool`` takes other work that waits on a subprocess or native code too (the encoder's camera
+        # motion).
+        self.pool = ThreadPoolExecutor(max(1, workers or min(4, os.cpu_count() or 1)),
+                                       thread_name_prefix="key-picture")
+        self._jobs: dict = {}
+
+    def submit(self, frames) -> None:
+        """Start coding the pictures of these frame indices (those not already started)."""
+        for k in frames:
+            k = int(k)
+            if k not in self._jobs:
+                self._jobs[k] = self.pool.submit(encode_key_picture, self.frames[k], self.codec, self.qp)
+
+    def get(self, k: int) -> KeyPicture:
+        """The coded picture of frame ``k`` (started now if it was not)."""
+        self.submit([k])
+        return self._jobs[int(k)].result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 _DECODERS = {"vvc": "vvc", "hevc": "hevc", "av1": "libdav1d"}
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Callable, Iterable, Iterator
 
@@ -50,6 +50,13 @@ from engine.codec.semantics import FrameSemantics
 # Nearness in time of another reference key: 1 / (1 + |frame - key frame| / scale); at 10 frames a key
 # 10 frames away counts half as much as one in the same frame (other things equal).
 REFERENCE_TIME_SCALE = 10.0
+
+
+# Frames per CPU batch: as many as make this many pixels. ``python main.py bench --decode``-like runs
+# of a 100-frame ted_e file at 384 x 384, 2 threads, idle machine: batch 1 5.69 s and 534 MB peak,
+# 4: 4.46 s and 605 MB, 8: 4.29 s and 722 MB; at 128 x 128, 1: 2.14 s, 8: 1.36 s (the per-op
+# overhead of small frames is shared by the batch). Frames do not depend on their batch mates.
+CPU_BATCH_PIXELS = 4 * 384 * 384
 
 
 @dataclass
@@ -114,7 +121,8 @@ class DecodeCache:
 
     ``keys``: key-frame states, by key frame, key semantics and key-picture bytes; ``frames``: a frame's
     body mesh, its rasterization and its motion towards its own key, by that key and the frame's
-    semantics. Both are exactly what the decoder would compute again, so a decoder with a cache decodes
+    semantics; ``meshes``: a frame's body mesh and rasterization alone, by its full body state (the
+    same frame under another key, whose inherited joints, shape and focal length are the same). Both are exactly what the decoder would compute again, so a decoder with a cache decodes
     bit-identical frames. Share one only between decoders of the same clip, size and body model whose
     ``pictures`` (if any) give the same picture for the same key frame. Least recently used entries go
     first (``max_keys``, ``max_frames``).
@@ -123,6 +131,7 @@ class DecodeCache:
     def __init__(self, max_keys: int = 64, max_frames: int = 256):
         self.keys: OrderedDict = OrderedDict()
         self.frames: OrderedDict = OrderedDict()
+        self.meshes: OrderedDict = OrderedDict()
         self.max_keys, self.max_frames = max_keys, max_frames
         self.faces = None               # the faces as wound for the first key mesh (Decoder.faces_oriented)
         self.hits = self.misses = 0
@@ -142,6 +151,37 @@ class DecodeCache:
             table.popitem(last=False)
 
 
+def _geometry_id(sem, st: "KeyState", height: int, width: int, cull: bool) -> tuple:
+    """What a frame's mesh and raster depend on (a :class:`DecodeCache` key): its full body state, the
+    shape and focal length its key gives it, the output size."""
+    arr = lambda a: None if a is None else np.asarray(a.cpu() if torch.is_tensor(a) else a, float).tobytes()  # noqa: E731
+    return (height, width, cull, arr(sem.body_pose), arr(sem.rot), arr(sem.trans), arr(sem.loc),
+            arr(st.betas), arr(st.focal))
+
+
+def _batch_row(work: tuple, n: int) -> tuple:
+    """Frame ``n`` of a batch's (raster, vertices, rot, trans, motion), as a batch of one (copied, so
+    that a cached frame does not hold its batch mates' memory)."""
+    def one(x):
+        if x is None:
+            return None
+        if torch.is_tensor(x):
+            return x[n:n + 1].clone()
+        return type(x)(**{f.name: one(getattr(x, f.name)) for f in fields(x)})
+    return tuple(one(x) for x in work)
+
+
+def _batch_cat(parts: list[tuple]) -> tuple:
+    """Frames of :func:`_batch_row` joined into one batch again."""
+    def cat(xs):
+        if xs[0] is None:
+            return None
+        if torch.is_tensor(xs[0]):
+            return torch.cat(xs)
+        return type(xs[0])(**{f.name: cat([getattr(x, f.name) for x in xs]) for f in fields(xs[0])})
+    return tuple(cat(list(xs)) for xs in zip(*parts))
+
+
 def _oriented_faces(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Faces wound so that the mesh's signed volume is positive (outward normals, counter-clockwise)."""
     v = vertices[faces]                                                       # F x 3 x 3
@@ -158,7 +198,8 @@ class Decoder:
                 returning ``.vertices`` B x V x 3 (engine.synthesis.body's BodyModel); default: loaded
                 from the model id the bitstream records
     cull_backfaces: rasterize front faces only (about 40 % faster; needs a closed body mesh)
-    batch:      frames per batch in :meth:`iter_frames` (default 1 on CPU, 8 on CUDA)
+    batch:      frames per batch in :meth:`iter_frames` (default 8 on CUDA; on the CPU as many as make
+                CPU_BATCH_PIXELS, 1 to 8: 4 at 384 x 384, 8 for drafts)
     refiner:    optional learned refiner (engine.synthesis.refiner.LearnedRefiner or any object with
                 ``refine_decoder(FrameAnalysis) -> B x 3 x H x W``) used
                 instead of the plain analytic warp; None = the training-free analytic decoder
@@ -194,14 +235,14 @@ class Decoder:
         self._faces_oriented = None         # set from the first key mesh (faces_oriented)
         self._face_parts = None
         self.cull = cull_backfaces
-        # CPU: one frame at a time is as fast per frame and peaks ~140 MB lower than batches of 4.
-        self.batch = max(1, int(batch)) if batch is not None else (8 if self.device.type == "cuda" else 1)
         self._cache: OrderedDict[int, KeyState] = OrderedDict()
         self._lock = threading.RLock()
         self._cache_size = max(1, cache_gops, int(getattr(bitstream, "max_refs", 1)) + 2)
         self.width, self.height = int(bitstream.width), int(bitstream.height)
         if size is not None:
             self.height, self.width = max(1, int(size[0])), max(1, int(size[1]))
+        self.batch = max(1, int(batch)) if batch is not None else (
+            8 if self.device.type == "cuda" else max(1, min(8, CPU_BATCH_PIXELS // (self.height * self.width))))
         self.refiner = refiner
         self.pictures = pictures
         self.fill_disocclusions = fill_disocclusions
@@ -344,39 +385,62 @@ class Decoder:
         ``frames``: their indices in the clip (for the other references' nearness in time; default: the key's).
         Training (engine/training/dataset.py) uses exactly this, so its inputs cannot drift."""
         st = self.key_state(gop)
-        fid = None
-        if self.shared is not None and st.cache_id is not None:
-            fid = (st.cache_id, np.ascontiguousarray(rows, float).tobytes())
-            hit = self.shared.get(self.shared.frames, fid)
-            if hit is not None:
-                r, verts, rot, trans, mo = hit
-                with torch.no_grad():
-                    at = frames if frames is not None else [gop.key_frame] * rows.shape[0]
-                    refs = self._references(gop, r, mo, at)
-                    back = self._background(gop, r, mo, rows, at)
-                return FrameAnalysis(key=st, raster=r, vertices=verts, rot=rot, trans=trans, motion=mo,
-                                     references=refs, background=back, _mesh_of=self._frame_mesh)
+        shared = self.shared if self.shared is not None and st.cache_id is not None else None
+        if shared is None:
+            r, verts, rot, trans, mo = self._frame_work(st, gop, rows)
+        else:
+            # One cache entry per frame, so that a frame is found whatever batch it came in before.
+            fids = [(st.cache_id, np.ascontiguousarray(row, float).tobytes()) for row in rows]
+            parts = [shared.get(shared.frames, f) for f in fids]
+            miss = [i for i, p in enumerate(parts) if p is None]
+            if miss:
+                work = self._frame_work(st, gop, rows[miss])
+                for n, i in enumerate(miss):
+                    parts[i] = _batch_row(work, n)
+                    shared.put(shared.frames, fids[i], parts[i], shared.max_frames)
+            r, verts, rot, trans, mo = parts[0] if len(parts) == 1 else _batch_cat(parts)
+        with torch.no_grad():
+            at = frames if frames is not None else [gop.key_frame] * rows.shape[0]
+            refs = self._references(gop, r, mo, at)
+            back = self._background(gop, r, mo, rows, at)
+        return FrameAnalysis(key=st, raster=r, vertices=verts, rot=rot, trans=trans, motion=mo,
+                             references=refs, background=back, _mesh_of=self._frame_mesh)
+
+    def _frame_work(self, st: KeyState, gop: GroupOfPictures, rows: np.ndarray) -> tuple:
+        """What a batch of frames needs from its own key alone: (raster, vertices, rot, trans, motion)."""
         B = rows.shape[0]
         sems = [gop.key.with_frame(FrameSemantics.from_array(r)) for r in rows]
-        pose = np.stack([s.body_pose for s in sems])
+        t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=self.dtype, device=self.device)  # noqa: E731
+        camera = t(rows[:, 31:34]) if rows.shape[1] == 34 else None
+        with torch.no_grad():
+            if self.shared is None:
+                r, verts, rot, trans = self._geometry(sems, st)
+            else:
+                # A frame's mesh and raster do not depend on its key (its motion does): the key search
+                # meets the same frame under many keys.
+                ids = [_geometry_id(sm, st, self.height, self.width, self.cull) for sm in sems]
+                parts = [self.shared.get(self.shared.meshes, g) for g in ids]
+                miss = [i for i, p in enumerate(parts) if p is None]
+                if miss:
+                    work = self._geometry([sems[i] for i in miss], st)
+                    for n, i in enumerate(miss):
+                        parts[i] = _batch_row(work, n)
+                        self.shared.put(self.shared.meshes, ids[i], parts[i], self.shared.max_frames)
+                r, verts, rot, trans = parts[0] if B == 1 else _batch_cat(parts)
+            mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
+                                 camera=camera, tol=st.tol, key_mask=st.person if self.fill_disocclusions else None)
+        return r, verts, rot, trans, mo
+
+    def _geometry(self, sems: list, st: KeyState) -> tuple:
+        """Frames' full body states -> (raster, vertices, rot, trans), batched."""
         t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=self.dtype, device=self.device)  # noqa: E731
         rot = t(np.stack([s.rot for s in sems]))
         trans = t(np.stack([s.trans for s in sems]))
         loc = t(np.stack([s.loc for s in sems]))
-        camera = t(rows[:, 31:34]) if rows.shape[1] == 34 else None
-        with torch.no_grad():
-            verts = self._vertices(pose, st.betas)
-            xy, d = project(verts, rot, trans, loc, st.focal.expand(B, 2), self.width, self.height)
-            r = rasterize(xy, d, self._faces_oriented, self.height, self.width, cull_backfaces=self.cull)
-            mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
-                                 camera=camera, tol=st.tol, key_mask=st.person if self.fill_disocclusions else None)
-            at = frames if frames is not None else [gop.key_frame] * B
-            refs = self._references(gop, r, mo, at)
-            back = self._background(gop, r, mo, rows, at)
-        if fid is not None:
-            self.shared.put(self.shared.frames, fid, (r, verts, rot, trans, mo), self.shared.max_frames)
-        return FrameAnalysis(key=st, raster=r, vertices=verts, rot=rot, trans=trans, motion=mo,
-                             references=refs, background=back, _mesh_of=self._frame_mesh)
+        verts = self._vertices(np.stack([s.body_pose for s in sems]), st.betas)
+        xy, d = project(verts, rot, trans, loc, st.focal.expand(len(sems), 2), self.width, self.height)
+        r = rasterize(xy, d, self._faces_oriented, self.height, self.width, cull_backfaces=self.cull)
+        return r, verts, rot, trans
 
     def _references(self, gop: GroupOfPictures, r: Raster, mo: Motion, frames) -> list[ReferenceSample]:
         """Samples of the other key pictures the GOP's frames may draw from (DESIGN.md "Decoder" step 1),
