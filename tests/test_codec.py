@@ -294,4 +294,6 @@ def test_picture_coder_codes_each_frame_once_as_encode_key_picture_does():
         assert coder.get(0) is first                       # coded once
         assert coder.get(1).payload == encode_key_picture(frames[1], "hevc", 30).payload
         assert first.payload == encode_key_picture(frames[0], "hevc", 30).payload
-        assert sorted(coder._jobs) == [0, 1, 2]
+        assert sorted(coder._jobs) == [(0, 30), (1, 30), (2, 30)]
+        coarse = coder.get(0, qp=45)
+        assert coarse.qp == 45 and len(coarse.payload) < len(first.payload)

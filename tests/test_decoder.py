@@ -253,10 +253,10 @@ def test_a_frame_decodes_the_same_whatever_shares_its_batch():
     from engine.synthesis.decoder import DecodeCache
     cache = DecodeCache()
     Decoder(bs, device="cpu", body_model=dec.body, batch=3, cache=cache).decode_all(frames[1::2])
-    assert len(cache.frames) == len(cache.meshes) == len(frames[1::2])
+    assert len(cache.frames) == len(frames[1::2])
     cached = Decoder(bs, device="cpu", body_model=dec.body, batch=8, cache=cache)
     assert np.array_equal(cached.decode_all(frames), together)
-    assert len(cache.frames) == len(cache.meshes) == len(frames)
+    assert len(cache.frames) == len(frames)
 
 
 def test_cpu_batches_hold_about_the_same_pixels_whatever_the_size(stream):

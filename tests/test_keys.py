@@ -45,7 +45,7 @@ def _fake_clip(monkeypatch, best: int, n: int = 60):
         def __init__(self, keys):
             self.keys, self.n_frames = keys, n
 
-    def build(keys, placeholder=None, draft=False):
+    def build(keys, placeholder=None):
         return Bs(list(keys))
     monkeypatch.setattr(container, "to_bytes", lambda bs: b"x" * (100 * len(bs.keys) + 50))
 
@@ -198,9 +198,9 @@ def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_ke
     def picture(k):
         return KeyPicture(2, 37, S, S, b"p" * 300)
 
-    def build(keys, placeholder=None, draft=False):
+    def build(keys, placeholder=None):
         pic = picture if placeholder is None else (lambda k: KeyPicture(2, 37, S, S, bytes(placeholder)))
-        return _auto_bitstream(one, fit, cams, keys, pic, QuantSpec(), 0.0 if draft else 0.3, 4)
+        return _auto_bitstream(one, fit, cams, keys, pic, QuantSpec(), 0.3, 4)
 
     runs = {}
     for reuse in (False, True):
@@ -210,3 +210,64 @@ def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_ke
     assert len(runs[True][0]) > 1 and len(runs[True][1]) > len(runs[True][0])     # a real search ran
     assert runs[True][:2] == runs[False][:2]                                      # same keys, same scores
     assert runs[True][2] < 0.8 * runs[False][2]                                   # less work
+
+
+def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
+    """choose_key_qp on a stub: coarser key pictures cost fewer bytes (more keys fit the rate) but carry
+    more coding error into every frame. It returns the QP whose keys, placed by choose_keys at that QP,
+    have the least expected error (draft error + the key pictures' own), among those that fit; a QP
+    whose one key is over the rate is passed over, and the search stops one QP past the best."""
+    import engine.codec.keypicture as KP
+    n, side = 60, 8
+    frames = np.zeros((n, side, side, 3), np.uint8)
+    cost = {37: 400, 42: 200, 47: 100, 52: 50, 57: 25}          # bytes of one key picture
+    noise = {37: 1.0, 42: 2.0, 47: 4.0, 52: 40.0, 57: 80.0}      # its coding error (grey levels)
+
+    class Bs:
+        def __init__(self, keys, qp):
+            self.keys, self.qp, self.n_frames = keys, qp, n
+
+    class Pic:
+        def __init__(self, k, qp):
+            self.k, self.qp, self.payload = k, qp, b"p" * cost[qp]
+
+    monkeypatch.setattr(container, "to_bytes", lambda bs: b"x" * (cost[bs.qp] * len(bs.keys) + 50))
+    monkeypatch.setattr(KP, "decode_key_picture", lambda p: np.clip(frames[p.k].astype(int) + int(noise[p.qp]), 0, 255)
+                        .astype(np.uint8))
+
+    def score(bs, ref, originals, s, body_model, device, frames=None, cache=None):
+        idx = range(n) if frames is None else frames
+        err = np.zeros(n)
+        for i in idx:
+            err[i] = min(abs(i - k) for k in bs.keys) * 200.0
+        return err
+    monkeypatch.setattr(K, "_score", score)
+    tried = []
+
+    def build(qp):
+        tried.append(qp)
+        return lambda keys, placeholder=None: Bs(list(keys), qp)
+
+    def picture(qp):
+        return lambda k: Pic(k, qp)
+    budget = 450
+    rate = budget * 8 / 1000 * 25 / n
+    qps = sorted(cost)
+    qp, keys = K.choose_key_qp(frames, build, picture, qps, rate_kbps=rate)
+    first = list(tried)
+
+    def expected(q):
+        ks, trials = K.choose_keys(frames, build(q), picture(q), rate_kbps=rate, key_qp=q)
+        sse = next(t.sse for t in trials if t.kept)
+        fits = cost[q] * len(ks) + 50 <= budget
+        return sse / (len(range(0, n, K.DRAFT_STRIDE)) * side * side) + noise[q] ** 2, fits, ks
+    table = {q: expected(q) for q in qps}
+    best = min((v[0], q) for q, v in table.items() if v[1])[1]
+    assert qp == best and keys == table[best][2]
+    assert 37 < best < 57                                     # neither the finest nor the coarsest
+    assert len(keys) > 1
+    # the search tried the QPs up to one past the best, not the rest
+    assert sorted(set(first)) == qps[:qps.index(best) + 2]
+    # a budget one key at QP 37 does not fit: QP 37 is passed over
+    qp, keys = K.choose_key_qp(frames, build, picture, qps, rate_kbps=300 * 8 / 1000 * 25 / n)
+    assert qp > 37 and cost[qp] * len(keys) + 50 <= 300

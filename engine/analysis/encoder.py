@@ -144,7 +144,10 @@ def _parse_region(region):
     return region
 
 
-def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None = None, size: int = 384,
+DEFAULT_KEY_QP = 37
+
+
+def encode_video(path, key_codec: str = "vvc", key_qp: int | None = None, gop: int | None = None, size: int = 384,
                  max_frames: int | None = None, region=None, camera: bool = True,
                  progress: Progress | None = None, body_model: str = "anny", body_model_path: str | None = None,
                  device: str | None = None, quant: QuantSpec | None = None, hold=None,
@@ -163,6 +166,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
     encode of the same clip (``keep_analysis=True``, no ``gop``): landmarks and fit are reused, only key
     pictures and their placement are done again (benchmarks and ``eval`` sweep those). ``max_refs`` > 1 lets each frame draw from that many
     key pictures (its own, the next one and the previous ones: format version 2); 1 writes version 1.
+    ``key_qp``: the key pictures' QP (default DEFAULT_KEY_QP); left None under ``rate_kbps`` with keys by
+    content, the encoder chooses it too, from DEFAULT_KEY_QP upwards (engine.analysis.keys.choose_key_qp).
     ``effort``: fast (the landmark fit alone), default or slow (the semantics are then refined against
     the frames the decoder draws from the decoded key pictures: engine.analysis.closed_loop).
 
@@ -181,6 +186,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
     if key_codec not in QP_RANGE:
         raise InputError(f"unknown key-picture codec {key_codec!r}: choose vvc, hevc or av1")
     lo, hi = QP_RANGE[key_codec]
+    qp_search = key_qp is None and rate_kbps is not None
+    key_qp = DEFAULT_KEY_QP if key_qp is None else key_qp
     if not lo <= int(key_qp) <= hi:
         raise InputError(f"--key-qp {key_qp} out of range {lo}..{hi} for {key_codec}")
     if gop is not None and gop < 1:
@@ -229,8 +236,11 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
     starts = list(range(0, N, gop))
     auto = gop == N and keys == "auto" and N > 1        # the key search places the key pictures
     # Key pictures code on a thread pool while the fit works on one core (engine.codec.keypicture).
+    from engine.analysis.keys import QP_STEPS
+    qps = sorted({min(hi, key_qp + d) for d in QP_STEPS}) if auto and qp_search else [key_qp]
     coder = PictureCoder(frames, key_codec, key_qp)
-    coder.submit(cost_samples(N) if auto else starts)
+    for q in qps:
+        coder.submit(cost_samples(N) if auto else starts, q)
     try:
         gops, fits, cams = [], [], []
         betas = None
@@ -293,22 +303,29 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int = 37, gop: int | None
         if len(gops) > 1 and max_refs > 1:
             bs = with_references(bs, max_refs)
         if auto:
-            from engine.analysis.keys import choose_keys
+            from engine.analysis.keys import choose_key_qp, choose_keys
             t = time.perf_counter()
 
-            def build(key_frames, placeholder=None, draft=False):
-                """The bitstream with keys at ``key_frames``; with ``placeholder`` (bytes per key picture)
-                the pictures are not coded: they take that many bytes, and a draft decode uses the frames.
-                ``draft``: the rows plainly rounded (see choose_keys)."""
-                pic = coder.get if placeholder is None else (
-                    lambda k: KeyPicture(gops[0].key_picture.codec, key_qp, W, H, bytes(placeholder)))
-                return _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant,
-                                       0.0 if draft else hold, max_refs)
-            chosen, _ = choose_keys(frames, build, coder.get, rate_kbps=rate_kbps, lam=lam, key_qp=key_qp,
-                                    max_refs=max_refs, body_model=model, device=device, log=log,
-                                    settled=coder.submit)
-            coder.submit(chosen)                         # code them side by side
-            bs = build(chosen)
+            def builder(qp):
+                def build(key_frames, placeholder=None):
+                    """The bitstream with keys at ``key_frames``; with ``placeholder`` (bytes per key picture)
+                    the pictures are not coded: they take that many bytes, and a draft decode uses the
+                    frames."""
+                    pic = (lambda k: coder.get(k, qp)) if placeholder is None else (
+                        lambda k: KeyPicture(CODEC_IDS[key_codec], qp, W, H, bytes(placeholder)))
+                    return _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant,
+                                           hold, max_refs)
+                return build
+            if len(qps) > 1:
+                key_qp, chosen = choose_key_qp(frames, builder, lambda q: (lambda k: coder.get(k, q)), qps,
+                                               rate_kbps=rate_kbps, max_refs=max_refs, body_model=model,
+                                               device=device, log=log)
+            else:
+                chosen, _ = choose_keys(frames, builder(key_qp), coder.get, rate_kbps=rate_kbps, lam=lam,
+                                        key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
+                                        log=log)
+            coder.submit(chosen, key_qp)                  # code them side by side
+            bs = builder(key_qp)(chosen)
             gops = bs.gops
             errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())]
             timings["keys"] = time.perf_counter() - t

@@ -29,7 +29,7 @@ def measure(path, effort: str, max_frames: int, device=None) -> dict:
     r = res.rate
     return {**evaluate(frames, out), "seconds": res.seconds, "frames": len(frames), "fps": res.encode_fps,
             "keys": len(res.bitstream.gops), "kbps": r.kbps_at_25fps, "sem_bpf": r.semantics_bpf + r.camera_bpf,
-            **{s: res.timings.get(s, 0.0) for s in STAGES}}
+            **{"t_" + s: res.timings.get(s, 0.0) for s in STAGES}}
 
 
 def run(args) -> int:
@@ -51,7 +51,7 @@ def run(args) -> int:
             s.update(clip=path.stem, effort=effort)
             rows.append(s)
             line = (f"| {path.stem} | {effort} | {s['seconds']:.1f} | {s['fps']:.2f} | "
-                    + " / ".join(f"{s[k]:.1f}" for k in STAGES)
+                    + " / ".join(f"{s['t_' + k]:.1f}" for k in STAGES)
                     + f" | {s['keys']} | {s['kbps']:.2f} | {s['sem_bpf']:.1f} | {s['psnr']:.2f} | {s['ssim']:.4f} "
                     f"| {s['ms_ssim']:.4f} | {s.get('vmaf', float('nan')):.1f} |")
             lines.append(line)
@@ -59,10 +59,10 @@ def run(args) -> int:
     for effort in EFFORTS:
         sel = [r for r in rows if r["effort"] == effort]
         m = {k: float(np.mean([r[k] for r in sel])) for k in ("kbps", "sem_bpf", "psnr", "ssim", "ms_ssim", "vmaf",
-                                                              *STAGES)}
+                                                              *("t_" + s for s in STAGES))}
         secs = sum(r["seconds"] for r in sel)
         lines.append(f"| **all** | {effort} | {secs:.1f} | {sum(r['frames'] for r in sel) / secs:.2f} | "
-                     + " / ".join(f"{m[k]:.1f}" for k in STAGES)
+                     + " / ".join(f"{m['t_' + k]:.1f}" for k in STAGES)
                      + f" | | {m['kbps']:.2f} | {m['sem_bpf']:.1f} | {m['psnr']:.2f} | {m['ssim']:.4f} "
                      f"| {m['ms_ssim']:.4f} | {m['vmaf']:.1f} |")
     print("\n".join(lines))

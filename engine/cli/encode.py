@@ -21,7 +21,8 @@ def add_arguments(p):
     p.add_argument("input", help="input video (anything FFmpeg reads)")
     p.add_argument("-o", "--output", required=True, help="output bitstream (.ihvc)")
     p.add_argument("--key-codec", default="vvc", choices=("vvc", "hevc", "av1"), help="key-picture codec (default vvc)")
-    p.add_argument("--key-qp", type=int, default=37, help="key-picture QP (default 37)")
+    p.add_argument("--key-qp", type=int, default=None,
+                   help="key-picture QP (default 37; with --rate and keys by content the encoder chooses it, from 37 up)")
     p.add_argument("--keys", default="auto", choices=("auto", "one"),
                    help="auto (default): key pictures where the decoder needs them, by rate-distortion; one: a single key")
     p.add_argument("--rate", type=float, default=None, metavar="KBPS",

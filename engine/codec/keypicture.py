@@ -94,7 +94,7 @@ def encode_key_picture(rgb: np.ndarray, codec: str = "vvc", qp: int = 37) -> Key
 
 
 class PictureCoder:
-    """Key pictures of one clip's frames, coded on a small thread pool, each frame once.
+    """Key pictures of one clip's frames, coded on a small thread pool, each (frame, QP) once.
 
     The VVC encoder is a subprocess of about half a second per 384 x 384 picture and works on one
     core, so pictures asked for early (``submit``) code while Python works on the other core, and
@@ -102,7 +102,7 @@ class PictureCoder:
     100-frame encode with keys by content took 6.8 s one after the other.
 
         with PictureCoder(frames, "vvc", 37) as coder:
-            coder.submit([0, 40]); ...; kp = coder.get(40)
+            coder.submit([0, 40]); ...; kp = coder.get(40); coarse = coder.get(40, qp=47)
     """
 
     def __init__(self, frames: np.ndarray, codec: str = "vvc", qp: int = 37, workers: int | None = None):
@@ -114,17 +114,19 @@ class PictureCoder:
                                        thread_name_prefix="key-picture")
         self._jobs: dict = {}
 
-    def submit(self, frames) -> None:
-        """Start coding the pictures of these frame indices (those not already started)."""
+    def submit(self, frames, qp: int | None = None) -> None:
+        """Start coding the pictures of these frame indices (those not already started) at ``qp``
+        (default: the coder's)."""
+        qp = self.qp if qp is None else int(qp)
         for k in frames:
-            k = int(k)
-            if k not in self._jobs:
-                self._jobs[k] = self.pool.submit(encode_key_picture, self.frames[k], self.codec, self.qp)
+            if (int(k), qp) not in self._jobs:
+                self._jobs[int(k), qp] = self.pool.submit(encode_key_picture, self.frames[int(k)], self.codec, qp)
 
-    def get(self, k: int) -> KeyPicture:
-        """The coded picture of frame ``k`` (started now if it was not)."""
-        self.submit([k])
-        return self._jobs[int(k)].result()
+    def get(self, k: int, qp: int | None = None) -> KeyPicture:
+        """The coded picture of frame ``k`` at ``qp`` (started now if it was not)."""
+        qp = self.qp if qp is None else int(qp)
+        self.submit([k], qp)
+        return self._jobs[int(k), qp].result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -119,10 +119,10 @@ class DecodeCache:
     """Work shared between decoders of bitstreams that differ only in where their key pictures are (the
     key search of engine.analysis.keys builds a fresh bitstream and decoder for every placement it tries).
 
-    ``keys``: key-frame states, by key frame, key semantics and key-picture bytes; ``frames``: a frame's
+    ``keys``: key-frame states, by key frame, key semantics and key-picture bytes (not with ``pictures``:
+    they are not read); ``frames``: a frame's
     body mesh, its rasterization and its motion towards its own key, by that key and the frame's
-    semantics; ``meshes``: a frame's body mesh and rasterization alone, by its full body state (the
-    same frame under another key, whose inherited joints, shape and focal length are the same). Both are exactly what the decoder would compute again, so a decoder with a cache decodes
+    semantics. Both are exactly what the decoder would compute again, so a decoder with a cache decodes
     bit-identical frames. Share one only between decoders of the same clip, size and body model whose
     ``pictures`` (if any) give the same picture for the same key frame. Least recently used entries go
     first (``max_keys``, ``max_frames``).
@@ -131,7 +131,6 @@ class DecodeCache:
     def __init__(self, max_keys: int = 64, max_frames: int = 256):
         self.keys: OrderedDict = OrderedDict()
         self.frames: OrderedDict = OrderedDict()
-        self.meshes: OrderedDict = OrderedDict()
         self.max_keys, self.max_frames = max_keys, max_frames
         self.faces = None               # the faces as wound for the first key mesh (Decoder.faces_oriented)
         self.hits = self.misses = 0
@@ -149,14 +148,6 @@ class DecodeCache:
         table[key] = value
         while len(table) > limit:
             table.popitem(last=False)
-
-
-def _geometry_id(sem, st: "KeyState", height: int, width: int, cull: bool) -> tuple:
-    """What a frame's mesh and raster depend on (a :class:`DecodeCache` key): its full body state, the
-    shape and focal length its key gives it, the output size."""
-    arr = lambda a: None if a is None else np.asarray(a.cpu() if torch.is_tensor(a) else a, float).tobytes()  # noqa: E731
-    return (height, width, cull, arr(sem.body_pose), arr(sem.rot), arr(sem.trans), arr(sem.loc),
-            arr(st.betas), arr(st.focal))
 
 
 def _batch_row(work: tuple, n: int) -> tuple:
@@ -321,8 +312,10 @@ class Decoder:
         """What a key state depends on (the :class:`DecodeCache` key)."""
         k = gop.key
         arr = lambda a: None if a is None else np.asarray(a, float).tobytes()  # noqa: E731
+        # With ``pictures`` the payload is never read (the key search's placeholders differ by key QP).
         return (gop.key_frame, self.height, self.width, self.cull, self.fill_disocclusions, arr(k.body_pose),
-                arr(k.betas), arr(k.rot), arr(k.trans), arr(k.loc), arr(k.focal), gop.key_picture.payload)
+                arr(k.betas), arr(k.rot), arr(k.trans), arr(k.loc), arr(k.focal),
+                gop.key_picture.payload if self.pictures is None else None)
 
     def _key_state(self, gop: GroupOfPictures) -> KeyState:
         if self.shared is not None:
@@ -411,36 +404,17 @@ class Decoder:
         B = rows.shape[0]
         sems = [gop.key.with_frame(FrameSemantics.from_array(r)) for r in rows]
         t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=self.dtype, device=self.device)  # noqa: E731
-        camera = t(rows[:, 31:34]) if rows.shape[1] == 34 else None
-        with torch.no_grad():
-            if self.shared is None:
-                r, verts, rot, trans = self._geometry(sems, st)
-            else:
-                # A frame's mesh and raster do not depend on its key (its motion does): the key search
-                # meets the same frame under many keys.
-                ids = [_geometry_id(sm, st, self.height, self.width, self.cull) for sm in sems]
-                parts = [self.shared.get(self.shared.meshes, g) for g in ids]
-                miss = [i for i, p in enumerate(parts) if p is None]
-                if miss:
-                    work = self._geometry([sems[i] for i in miss], st)
-                    for n, i in enumerate(miss):
-                        parts[i] = _batch_row(work, n)
-                        self.shared.put(self.shared.meshes, ids[i], parts[i], self.shared.max_frames)
-                r, verts, rot, trans = parts[0] if B == 1 else _batch_cat(parts)
-            mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
-                                 camera=camera, tol=st.tol, key_mask=st.person if self.fill_disocclusions else None)
-        return r, verts, rot, trans, mo
-
-    def _geometry(self, sems: list, st: KeyState) -> tuple:
-        """Frames' full body states -> (raster, vertices, rot, trans), batched."""
-        t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=self.dtype, device=self.device)  # noqa: E731
         rot = t(np.stack([s.rot for s in sems]))
         trans = t(np.stack([s.trans for s in sems]))
         loc = t(np.stack([s.loc for s in sems]))
-        verts = self._vertices(np.stack([s.body_pose for s in sems]), st.betas)
-        xy, d = project(verts, rot, trans, loc, st.focal.expand(len(sems), 2), self.width, self.height)
-        r = rasterize(xy, d, self._faces_oriented, self.height, self.width, cull_backfaces=self.cull)
-        return r, verts, rot, trans
+        camera = t(rows[:, 31:34]) if rows.shape[1] == 34 else None
+        with torch.no_grad():
+            verts = self._vertices(np.stack([s.body_pose for s in sems]), st.betas)
+            xy, d = project(verts, rot, trans, loc, st.focal.expand(B, 2), self.width, self.height)
+            r = rasterize(xy, d, self._faces_oriented, self.height, self.width, cull_backfaces=self.cull)
+            mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
+                                 camera=camera, tol=st.tol, key_mask=st.person if self.fill_disocclusions else None)
+        return r, verts, rot, trans, mo
 
     def _references(self, gop: GroupOfPictures, r: Raster, mo: Motion, frames) -> list[ReferenceSample]:
         """Samples of the other key pictures the GOP's frames may draw from (DESIGN.md "Decoder" step 1),
