@@ -161,7 +161,10 @@ def test_studio_edit_keeps_every_key_picture_and_the_reference_structure(tmp_pat
 @pytest.mark.parametrize("kw, msg", [(dict(gop=20, rate_kbps=5.0), "do not go with --gop"),
                                      (dict(rate_kbps=5.0, lam=100.0), "not both"),
                                      (dict(keys="many"), "--keys"), (dict(max_refs=0), "--refs"),
-                                     (dict(rate_kbps=-1.0), "--rate")])
+                                     (dict(rate_kbps=-1.0), "--rate"),
+                                     (dict(key_qp="auto"), "--key-qp auto"),
+                                     (dict(key_qp="auto", rate_kbps=5.0, keys="one"), "--key-qp auto"),
+                                     (dict(key_qp="fine"), "--key-qp must be")])
 def test_encode_refuses_contradictory_key_options_before_any_work(kw, msg, tmp_path):
     from engine.analysis.encoder import encode_video
     from engine.errors import InputError
@@ -216,7 +219,7 @@ def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
     """choose_key_qp on a stub: coarser key pictures cost fewer bytes (more keys fit the rate) but carry
     more coding error into every frame. It returns the QP whose keys, placed by choose_keys at that QP,
     have the least expected error (draft error + the key pictures' own), among those that fit; a QP
-    whose one key is over the rate is passed over, and the search stops one QP past the best."""
+    whose one key is over the rate is passed over."""
     import engine.codec.keypicture as KP
     n, side = 60, 8
     frames = np.zeros((n, side, side, 3), np.uint8)
@@ -266,8 +269,7 @@ def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
     assert qp == best and keys == table[best][2]
     assert 37 < best < 57                                     # neither the finest nor the coarsest
     assert len(keys) > 1
-    # the search tried the QPs up to one past the best, not the rest
-    assert sorted(set(first)) == qps[:qps.index(best) + 2]
+    assert sorted(set(first)) == qps                         # every QP tried
     # a budget one key at QP 37 does not fit: QP 37 is passed over
     qp, keys = K.choose_key_qp(frames, build, picture, qps, rate_kbps=300 * 8 / 1000 * 25 / n)
     assert qp > 37 and cost[qp] * len(keys) + 50 <= 300

@@ -147,7 +147,7 @@ def _parse_region(region):
 DEFAULT_KEY_QP = 37
 
 
-def encode_video(path, key_codec: str = "vvc", key_qp: int | None = None, gop: int | None = None, size: int = 384,
+def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_QP, gop: int | None = None, size: int = 384,
                  max_frames: int | None = None, region=None, camera: bool = True,
                  progress: Progress | None = None, body_model: str = "anny", body_model_path: str | None = None,
                  device: str | None = None, quant: QuantSpec | None = None, hold=None,
@@ -166,8 +166,10 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | None = None, gop: i
     encode of the same clip (``keep_analysis=True``, no ``gop``): landmarks and fit are reused, only key
     pictures and their placement are done again (benchmarks and ``eval`` sweep those). ``max_refs`` > 1 lets each frame draw from that many
     key pictures (its own, the next one and the previous ones: format version 2); 1 writes version 1.
-    ``key_qp``: the key pictures' QP (default DEFAULT_KEY_QP); left None under ``rate_kbps`` with keys by
-    content, the encoder chooses it too, from DEFAULT_KEY_QP upwards (engine.analysis.keys.choose_key_qp).
+    ``key_qp``: the key pictures' QP; ``"auto"`` with ``rate_kbps`` and keys by content: the encoder
+    chooses it too, from DEFAULT_KEY_QP upwards, for the least squared error that fits the rate
+    (engine.analysis.keys.choose_key_qp; not the default: at 5 kbps it bought PSNR and MS-SSIM and lost
+    SSIM and VMAF, docs/BENCHMARKS.md).
     ``effort``: fast (the landmark fit alone), default or slow (the semantics are then refined against
     the frames the decoder draws from the decoded key pictures: engine.analysis.closed_loop).
 
@@ -186,9 +188,15 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | None = None, gop: i
     if key_codec not in QP_RANGE:
         raise InputError(f"unknown key-picture codec {key_codec!r}: choose vvc, hevc or av1")
     lo, hi = QP_RANGE[key_codec]
-    qp_search = key_qp is None and rate_kbps is not None
-    key_qp = DEFAULT_KEY_QP if key_qp is None else key_qp
-    if not lo <= int(key_qp) <= hi:
+    qp_search = key_qp == "auto"
+    if qp_search and (rate_kbps is None or gop is not None or keys != "auto"):
+        raise InputError("--key-qp auto chooses the QP under a --rate target, with keys by content")
+    key_qp = DEFAULT_KEY_QP if qp_search else key_qp
+    try:
+        key_qp = int(key_qp)
+    except (TypeError, ValueError):
+        raise InputError(f"--key-qp must be a number or auto, got {key_qp!r}") from None
+    if not lo <= key_qp <= hi:
         raise InputError(f"--key-qp {key_qp} out of range {lo}..{hi} for {key_codec}")
     if gop is not None and gop < 1:
         raise InputError(f"--gop must be at least 1, got {gop}")

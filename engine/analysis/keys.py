@@ -223,7 +223,9 @@ def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *
     placement's expected error is the draft decoder's (which warps the frames themselves) plus what
     coding costs a key picture at that QP (the mean squared error of the search's sample pictures, at
     the draft's size: the warp carries a key's coding error into every frame it serves). The QP with
-    the least expected error among those whose file fits wins; the search stops one QP past the best.
+    the least expected error among those whose file fits wins. Every QP is tried: the error is not
+    monotone in the QP (it rises while the key count stays, and falls when one more key fits), and a QP
+    that keeps the count costs little (the draft decodes are in the shared DecodeCache).
     build(qp) and picture(qp) -> ``choose_keys``'s build and picture for that QP. Returns (qp, keys).
     """
     from engine.codec.keypicture import decode_key_picture
@@ -249,8 +251,6 @@ def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *
             f"{expected - key_mse:.1f} + key picture {key_mse:.1f}){'' if fits else ', over the rate'}")
         if fits and (best is None or expected < best[0]):
             best = (expected, qp, keys)
-        elif best is not None:
-            break                                # past the best
     if best is None:                             # nothing fits: the coarsest tried, its one key
         return qp, keys
     return best[1], best[2]

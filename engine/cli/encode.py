@@ -1,6 +1,6 @@
 """``python main.py encode INPUT -o OUT.ihvc``: encode a video of one person.
 
-    python main.py encode INPUT -o OUT.ihvc [--key-codec vvc|hevc|av1] [--key-qp 37]
+    python main.py encode INPUT -o OUT.ihvc [--key-codec vvc|hevc|av1] [--key-qp 37|auto]
         [--keys auto|one] [--rate KBPS | --lambda L] [--gop N] [--refs 4]
         [--size 384] [--max-frames N] [--region x,y,w,h] [--no-camera]
         [--body-model anny|smplx] [--body-model-path DIR] [--device cpu|cuda] [--quiet]
@@ -21,8 +21,8 @@ def add_arguments(p):
     p.add_argument("input", help="input video (anything FFmpeg reads)")
     p.add_argument("-o", "--output", required=True, help="output bitstream (.ihvc)")
     p.add_argument("--key-codec", default="vvc", choices=("vvc", "hevc", "av1"), help="key-picture codec (default vvc)")
-    p.add_argument("--key-qp", type=int, default=None,
-                   help="key-picture QP (default 37; with --rate and keys by content the encoder chooses it, from 37 up)")
+    p.add_argument("--key-qp", default="37",
+                   help="key-picture QP (default 37); auto: with --rate, the encoder chooses it (least squared error)")
     p.add_argument("--keys", default="auto", choices=("auto", "one"),
                    help="auto (default): key pictures where the decoder needs them, by rate-distortion; one: a single key")
     p.add_argument("--rate", type=float, default=None, metavar="KBPS",
