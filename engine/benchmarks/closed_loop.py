@@ -1,7 +1,7 @@
 """``python main.py bench --closed-loop``: semantics refined against the decoder's frames, on the TED clips.
 
 Per clip (every TED clip under --data, ../shared/data/more included), one landmark analysis, then at key
-QP 42 two bitstreams with the landmark fit alone (``--effort fast``):
+QP 42 (``--key-qp``) two bitstreams with the landmark fit alone (``--effort fast``):
   one     one key picture for the clip
   auto    key pictures chosen by content (the default)
 and each of them again after the closed loop (``--effort default``, engine.analysis.closed_loop) on the
@@ -65,18 +65,20 @@ def run(args) -> int:
     if not clips:
         raise InputError(f"no TED clips under {args.data}")
     mf, device = getattr(args, "max_frames", None), getattr(args, "device", None)
+    qp = getattr(args, "key_qp", None) or KEY_QP
     head = ("| clip | keys | effort | sem bits/frame | PSNR | SSIM | MS-SSIM | VMAF | body PSNR | band PSNR "
             "| body share of error | encode s | out of range beyond the fit (deg) / jump warnings |")
     lines = [head, "|" + "---|" * 13]
     rows = []
+    print(f"key QP {qp}", flush=True)
     print(head, flush=True)
     for path in clips:
         t = time.perf_counter()
-        one = encode_video(path, key_qp=KEY_QP, keys="one", max_frames=mf, keep_analysis=True, effort="fast")
+        one = encode_video(path, key_qp=qp, keys="one", max_frames=mf, keep_analysis=True, effort="fast")
         t_fast_one = time.perf_counter() - t
         frames = one.analysis.frames
         t = time.perf_counter()
-        auto = encode_video(path, key_qp=KEY_QP, max_frames=mf, analysis=one.analysis, effort="fast")
+        auto = encode_video(path, key_qp=qp, max_frames=mf, analysis=one.analysis, effort="fast")
         t_fast_auto = t_fast_one - one.timings.get("keys", 0.0) + (time.perf_counter() - t)
         for name, res, t_fast in (("one", one, t_fast_one), ("auto", auto, t_fast_auto)):
             bs = res.bitstream

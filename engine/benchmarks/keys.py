@@ -1,7 +1,7 @@
 """``python main.py bench --keys``: key pictures chosen by content against a fixed period, on the TED clips.
 
 Per clip (every TED clip under --data, ../shared/data/more included): one analysis (landmarks and fit),
-then at key QP 42
+then at key QP 42 (``--key-qp``)
   fixed-20     a key picture every 20 frames, one reference per frame (what the project had)
   fixed-20+r   the same key pictures, each frame drawing from up to 4 (format 2: the decoder alone)
   auto@fixed   keys chosen by content under a rate target equal to fixed-20's rate
@@ -45,19 +45,20 @@ def run(args) -> int:
     clips = _clips(data)
     if not clips:
         raise InputError(f"no TED clips under {data}")
+    qp = getattr(args, "key_qp", None) or KEY_QP
     rows = []
     for path in clips:
         t0 = time.perf_counter()
         mf = args.max_frames
-        fixed = encode_video(path, key_qp=KEY_QP, gop=GOP, max_frames=mf, max_refs=1)
-        one = encode_video(path, key_qp=KEY_QP, keys="one", max_frames=mf, keep_analysis=True)
+        fixed = encode_video(path, key_qp=qp, gop=GOP, max_frames=mf, max_refs=1)
+        one = encode_video(path, key_qp=qp, keys="one", max_frames=mf, keep_analysis=True)
         frames = one.analysis.frames
         res = {"fixed-20": fixed.bitstream}
         res["fixed-20+r"] = with_references(fixed.bitstream, 4)
         rate = _score(fixed.bitstream, frames, args.device)["kbps"]
-        res["auto@fixed"] = encode_video(path, key_qp=KEY_QP, rate_kbps=rate, max_frames=mf,
+        res["auto@fixed"] = encode_video(path, key_qp=qp, rate_kbps=rate, max_frames=mf,
                                          analysis=one.analysis).bitstream
-        res["auto@5"] = encode_video(path, key_qp=KEY_QP, rate_kbps=5.0, max_frames=mf,
+        res["auto@5"] = encode_video(path, key_qp=qp, rate_kbps=5.0, max_frames=mf,
                                      analysis=one.analysis).bitstream
         for name, bs in res.items():
             r = _score(bs, frames, args.device)

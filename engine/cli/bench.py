@@ -26,6 +26,7 @@ def add_arguments(p):
     p.add_argument("--data", default="../shared/data", help="folder of real clips (default ../shared/data)")
     p.add_argument("--max-frames", type=int, default=None, help="limit frames per clip")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--key-qp", type=int, default=None, help="--closed-loop, --keys: key-picture QP (default 42)")
     p.add_argument("--grids", default=None, metavar="DIR",
                    help="--learned: write DIR/grid_<clip>.png (key | target | analytic | learned)")
     p.add_argument("--file", default=None, help="--preview: bitstream to open (default assets/sample.ihvc)")
