@@ -180,7 +180,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     from engine.synthesis.body import load_body_model
     from engine.analysis.camera_motion import estimate_camera_motion
     from engine.codec.keypicture import QP_RANGE, PictureCoder
-    from engine.analysis.keys import cost_samples
+    from engine.analysis.keys import QP_STEPS, choose_key_qp, choose_keys, cost_samples
     from engine.codec.video import read_video
     from engine.analysis.closed_loop import effort_of, refine_bitstream
 
@@ -244,7 +244,6 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     starts = list(range(0, N, gop))
     auto = gop == N and keys == "auto" and N > 1        # the key search places the key pictures
     # Key pictures code on a thread pool while the fit works on one core (engine.codec.keypicture).
-    from engine.analysis.keys import QP_STEPS
     qps = sorted({min(hi, key_qp + d) for d in QP_STEPS}) if auto and qp_search else [key_qp]
     coder = PictureCoder(frames, key_codec, key_qp)
     for q in qps:
@@ -311,7 +310,6 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         if len(gops) > 1 and max_refs > 1:
             bs = with_references(bs, max_refs)
         if auto:
-            from engine.analysis.keys import choose_key_qp, choose_keys
             t = time.perf_counter()
 
             def builder(qp):

@@ -120,9 +120,8 @@ class DecodeCache:
     key search of engine.analysis.keys builds a fresh bitstream and decoder for every placement it tries).
 
     ``keys``: key-frame states, by key frame, key semantics and key-picture bytes (not with ``pictures``:
-    they are not read); ``frames``: a frame's
-    body mesh, its rasterization and its motion towards its own key, by that key and the frame's
-    semantics. Both are exactly what the decoder would compute again, so a decoder with a cache decodes
+    they are not read); ``frames``: per frame, its body mesh, its rasterization and its motion towards
+    its own key, by that key and the frame's semantics. Both are exactly what the decoder would compute again, so a decoder with a cache decodes
     bit-identical frames. Share one only between decoders of the same clip, size and body model whose
     ``pictures`` (if any) give the same picture for the same key frame. Least recently used entries go
     first (``max_keys``, ``max_frames``).
