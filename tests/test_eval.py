@@ -176,3 +176,53 @@ def test_vvc_anchor_on_real_clip():
     assert hi.frames.shape == frames.shape and hi.n_bytes > lo.n_bytes
     p_hi, p_lo = metrics.psnr_frames(frames, hi.frames).mean(), metrics.psnr_frames(frames, lo.frames).mean()
     assert 28 < p_hi < 45 and p_lo < p_hi
+
+
+def test_eval_rate_targets_and_merging_runs(tmp_path, monkeypatch):
+    """``--rates`` adds points whose keys and key QP the encoder chose under a rate target (the QP it chose is
+    the point's); ``--merge`` summarises the points of separate runs as one run."""
+    import engine.synthesis.body as bm
+    from engine.codec.video import write_video
+    from main import main
+
+    asked = []
+
+    def rate_encoder(frames, fps, key_qp, path=None, region=None, gop=0, rate=None):
+        asked.append((gop, rate))
+        if rate:                     # a stand-in for the key QP search: a finer QP when more rate is allowed
+            key_qp = 30 if rate > 100 else 45
+        return fake_encoder(frames, fps, key_qp, path, region, 5 if gop == ev.AUTO else gop)
+    monkeypatch.setattr(bm, "load_body_model", lambda name="anny", path=None, device=None: BoxBody())
+    monkeypatch.setattr(scoring, "default_ihvc_encoder", rate_encoder)
+    monkeypatch.setattr(anchors, "DEFAULT_QPS", {"vvc": (44, 58), "x265": (40, 51), "svtav1": (50, 63)})
+    video = tmp_path / "clips" / "synthetic.mkv"
+    video.parent.mkdir()
+    write_video(video, clip(8), Fraction(25))
+    common = ["--device", "cpu", "--decoders", "analytic", "--no-vmaf"]
+    assert main(["eval", str(video), "--gops", "none", "--rates", "20,200", "--anchors", "x265",
+                 "--out", str(tmp_path / "r"), *common]) == 0
+    assert asked == [(ev.AUTO, 20.0), (ev.AUTO, 200.0)]
+    rated = ev.read_points(tmp_path / "r" / "synthetic_points.csv")["synthetic"]
+    ihvc = [p for p in rated if p.codec == "ihvc"]
+    assert [(p.rate_target, p.qp, p.gop) for p in ihvc] == [(20.0, 45, ev.AUTO), (200.0, 30, ev.AUTO)]
+    assert ihvc[1].n_bytes > ihvc[0].n_bytes
+    assert main(["eval", str(video), "--gops", "0", "--key-qps", "50", "--anchors", "none",
+                 "--out", str(tmp_path / "one"), *common]) == 0
+    merged = tmp_path / "merged"
+    assert main(["eval", "--merge", str(tmp_path / "r"), str(tmp_path / "one"), "--out", str(merged), "--no-vmaf"]) == 0
+    got = ev.read_points(merged / "synthetic_points.csv")["synthetic"]
+    key = lambda p: (p.codec, p.qp, p.gop, p.rate_target, p.n_bytes)    # noqa: E731
+    assert sorted(map(key, got)) == sorted(map(key, rated + ev.read_points(tmp_path / "one" / "synthetic_points.csv")["synthetic"]))
+    with open(merged / "synthetic_lowest.csv") as f:
+        low = list(csv.DictReader(f))
+    # x265's lowest point against the best IHVC point at or below its rate, from either run.
+    x = min((p for p in got if p.codec == "x265"), key=lambda p: p.kbps)
+    for r in low:
+        below = [p for p in got if p.codec == "ihvc" and p.kbps <= x.kbps]
+        best = max((p.quality[r["metric"]] for p in below), default=math.nan)
+        assert float(r["ihvc_quality"]) == pytest.approx(best) or (math.isnan(best) and r["ihvc_quality"] == "nan")
+    assert (merged / "synthetic_rd.png").stat().st_size > 10_000 and (merged / "all_bd.csv").exists()
+    assert main(["eval", "--merge", str(tmp_path / "clips"), "--out", str(tmp_path / "x")]) == 2    # no points files
+    assert main(["eval", str(video), "--rates", "fast"]) == 2
+    assert main(["eval", str(video), "--rates", "-3"]) == 2
+    assert main(["eval", str(video), "--gops", "none"]) == 2                                        # nothing to code

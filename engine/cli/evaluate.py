@@ -20,7 +20,11 @@ key picture for the clip; a shorter period spends rate on key pictures for
 quality) and is decoded by each of ``--decoders`` (the shipped learned decoder and
 the training-free analytic one), each its own curve. BD-rates and matched-rate
 figures use, per metric, the Pareto front over periods and QPs (what an encoder
-choosing its period per rate would reach).
+choosing its period per rate would reach). ``--rates 4.5,9`` adds IHVC points with
+keys by content under each rate target, the encoder choosing the key QP too
+(``encode --rate R --key-qp auto``). ``--merge DIR [DIR ...]`` puts the points of
+earlier runs together (their ``*_points.csv``) and writes the per-clip and mean
+tables and plots again, as one run with all of those points would.
 """
 from __future__ import annotations
 
@@ -50,7 +54,13 @@ def add_arguments(p):
     p.add_argument("--analytic", action="store_true", help="only the training-free analytic decoder")
     p.add_argument("--gops", default="auto,20",
                    help="IHVC key-picture periods in frames, 0 = one key picture for the clip, auto = key "
-                        "pictures chosen by content (default auto,20)")
+                        "pictures chosen by content, none = only --rates (default auto,20)")
+    p.add_argument("--rates", default="",
+                   help="also IHVC with keys and key QP chosen by the encoder under each of these rate targets "
+                        "(kbps at 25 fps, comma-separated; encode --rate R --key-qp auto)")
+    p.add_argument("--merge", nargs="+", metavar="DIR", default=None,
+                   help="no coding: put together the *_points.csv of earlier runs in these folders and write "
+                        "the tables and plots to --out")
     p.add_argument("--threads", type=int, default=1,
                    help="PyTorch threads for decoding and metrics (default 1: robust on a shared machine)")
 
@@ -88,8 +98,60 @@ def run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) -
         torch.set_num_threads(prev)
 
 
+def _parse_rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"--rates must be comma-separated kbps figures, got {text!r}") from None
+    if any(not 0 < r < 1e6 for r in rates):
+        raise InputError(f"--rates must be positive kbps figures, got {text!r}")
+    return rates
+
+
+def _merge(dirs: list[str], out: Path, with_vmaf: bool) -> int:
+    """``eval --merge``: the points of earlier runs, one set per clip, summarised as one run."""
+    from engine.evaluation.rd import METRICS, read_points
+    from engine.evaluation.scoring import summarise_clip
+    points: dict = {}
+    for d in dirs:
+        files = sorted(Path(d).glob("*_points.csv")) if Path(d).is_dir() else []
+        if not files:
+            raise InputError(f"--merge: no *_points.csv in {d}")
+        for f in files:
+            try:
+                for clip, ps in read_points(f).items():
+                    points.setdefault(clip, []).extend(ps)
+            except (KeyError, ValueError) as e:
+                raise InputError(f"--merge: {f} is not an eval points file ({e})") from None
+    all_bd, anchor_names = [], set()
+    for clip, ps in sorted(points.items()):
+        names = tuple(dict.fromkeys(p.codec for p in ps if p.codec != "ihvc"))
+        anchor_names.update(names)
+        used = [m for m in METRICS if (with_vmaf or m != "vmaf") and all(m in p.quality for p in ps)]
+        print(f"{clip}: {len(ps)} points", flush=True)
+        all_bd.extend(summarise_clip(ps, clip, out, names, used, ps[0].n_frames,
+                                     log=lambda s: print(s, flush=True))["bd"])
+    _write_mean(all_bd, tuple(sorted(anchor_names)), out)
+    print(f"results in {out}", file=sys.stderr)
+    return 0
+
+
+def _write_mean(all_bd: list[dict], anchor_names, out: Path) -> None:
+    rows = mean_bd_rows(all_bd, anchor_names)
+    for r in rows:
+        v = r["mean_bd_rate_percent"]
+        print(f"mean BD-rate {r['ihvc']} vs {r['anchor']:6s} ({r['metric']:7s}): "
+              + (f"{v:+.1f} %" if r["clips_with_overlap"] else "n/a")
+              + f" over {r['clips_with_overlap']}/{r['clips']} clips")
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "all_bd.csv", rows)
+
+
 def _run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) -> int:
+    if args.merge:
+        return _merge(args.merge, Path(args.out), not args.no_vmaf)
     key_qps = _parse_qps(args.key_qps)
+    rates = _parse_rates(args.rates)
     anchor_names = tuple(a for a in args.anchors.split(",") if a and a != "none")
     from engine.evaluation import anchors
     for a in anchor_names:
@@ -102,10 +164,11 @@ def _run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) 
         if d not in ("learned", "analytic"):
             raise InputError(f"unknown decoder {d!r}: learned or analytic")
     try:
-        gops = tuple(AUTO if g.strip() == "auto" else int(g) for g in args.gops.split(",") if g.strip())
+        gops = () if args.gops.strip() == "none" else tuple(
+            AUTO if g.strip() == "auto" else int(g) for g in args.gops.split(",") if g.strip())
     except ValueError:
         raise InputError(f"--gops must be integers, got {args.gops!r}") from None
-    if not gops or any(g < 0 and g != AUTO for g in gops):
+    if (not gops and not rates) or any(g < 0 and g != AUTO for g in gops):
         raise InputError(f"--gops must be frame counts >= 0 or auto, got {args.gops!r}")
     out = Path(args.out)
     if args.all_dir:
@@ -127,16 +190,10 @@ def _run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) 
         print(f"{clip.name}: {len(v.frames)} frames {v.frames.shape[2]}x{v.frames.shape[1]}", flush=True)
         res = evaluate_clip(v.frames, v.fps, clip.stem, out, key_qps, anchor_names, anchor_qps, encoder,
                             args.device, not args.no_vmaf, log=lambda s: print(s, flush=True), path=clip,
-                            region=_region(clip), decoders=decoders, gops=gops)
+                            region=_region(clip), decoders=decoders, gops=gops, rates=rates)
         all_bd.extend(res["bd"])
         print(f"  {clip.name} done in {time.perf_counter() - clip_t:.0f} s", flush=True)
     if args.all_dir:
-        rows = mean_bd_rows(all_bd, anchor_names)
-        for r in rows:
-            v = r["mean_bd_rate_percent"]
-            print(f"mean BD-rate {r['ihvc']} vs {r['anchor']:6s} ({r['metric']:7s}): "
-                  + (f"{v:+.1f} %" if r["clips_with_overlap"] else "n/a")
-                  + f" over {r['clips_with_overlap']}/{r['clips']} clips")
-        write_csv(out / "all_bd.csv", rows)
+        _write_mean(all_bd, anchor_names, out)
     print(f"results in {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0

@@ -4,6 +4,7 @@
     bd_rate(test, anchor, metric)                  BD-rate in % over the overlapping quality range
     pareto(points, metric)                         the best choice of period and QP for each rate
     lowest_rate_rows(points, name)                 IHVC at or below each anchor's lowest rate
+    points_rows / read_points                      a clip's points as CSV rows, and back
     plot_rd(points, path)                          quality vs kbps at 25 fps, one panel per metric
 """
 from __future__ import annotations
@@ -22,8 +23,10 @@ RATE_FPS = 25
 AUTO = -1                 # Point.gop of IHVC with key pictures chosen by content
 
 
-def period_name(gop: int, n_frames: int = 0) -> str:
+def period_name(gop: int, n_frames: int = 0, rate_target: float = 0.0) -> str:
     """How an IHVC point placed its key pictures, in words."""
+    if gop == AUTO and rate_target:
+        return f"keys and QP for {rate_target:g} kbps"
     if gop == AUTO:
         return "keys by content"
     return f"key every {gop}" if gop else "one key"
@@ -38,6 +41,7 @@ class Point:
     quality: dict = field(default_factory=dict)
     decoder: str = ""            # IHVC only: "learned" or "analytic"
     gop: int = 0                 # IHVC only: frames per key picture (0: one key picture, AUTO: by content)
+    rate_target: float = 0.0     # IHVC only: the --rate target (kbps) its keys and key QP were chosen under
 
     @property
     def curve(self) -> str:
@@ -132,10 +136,30 @@ def lowest_rate_rows(points: list[Point], name: str, metrics_=METRICS) -> list[d
                 rows.append({"clip": name, "anchor": a, "anchor_qp": low.qp, "anchor_kbps": low.kbps, "ihvc": curve,
                              "metric": m, "anchor_quality": low.quality.get(m, math.nan), "ihvc_quality": q,
                              "ihvc_gop": best.gop if best else "", "ihvc_key_qp": best.qp if best else "",
+                             "ihvc_rate_target": best.rate_target if best else "",
                              "ihvc_kbps": best.kbps if best else math.nan,
                              "wins": bool(best) and q > low.quality.get(m, math.inf)})
     return rows
 
+
+
+def points_rows(points: list[Point], name: str) -> list[dict]:
+    """A clip's points as the rows of ``<clip>_points.csv``."""
+    return [{"clip": name, "codec": p.codec, "decoder": p.decoder, "gop": p.gop, "qp": p.qp, "bytes": p.n_bytes,
+             "frames": p.n_frames, "bits_per_frame": p.bits_per_frame, "kbps_at_25fps": p.kbps,
+             **{m: p.quality.get(m, math.nan) for m in METRICS}, "rate_target": p.rate_target} for p in points]
+
+
+def read_points(path: Path) -> dict[str, list[Point]]:
+    """The points of a ``<clip>_points.csv`` (files written before rate targets existed read too), by clip."""
+    out: dict[str, list[Point]] = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            out.setdefault(r["clip"], []).append(Point(
+                r["codec"], int(r["qp"]), int(r["bytes"]), int(r["frames"]),
+                {m: float(r[m]) for m in METRICS if r.get(m, "") != ""}, r.get("decoder", ""), int(r.get("gop") or 0),
+                float(r.get("rate_target") or 0.0)))
+    return out
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -161,12 +185,13 @@ def plot_rd(points: list[Point], path: Path, title: str = "", metrics_=METRICS) 
     fig, axes = plt.subplots(1, len(metrics_), figsize=(4.2 * len(metrics_), 3.6))
     axes = np.atleast_1d(axes)
     for ax, m in zip(axes, metrics_):
-        for codec, gop in dict.fromkeys((p.curve, p.gop) for p in points):
-            ps = sorted((p for p in points if p.curve == codec and p.gop == gop), key=lambda p: p.kbps)
+        for codec, gop, rated in dict.fromkeys((p.curve, p.gop, p.rate_target > 0) for p in points):
+            ps = sorted((p for p in points if p.curve == codec and p.gop == gop and (p.rate_target > 0) == rated),
+                        key=lambda p: p.kbps)
             label, color, marker = _STYLE.get(codec, (codec, None, "x"))
             if codec.startswith("ihvc"):
-                label += ", " + period_name(gop)
-                marker = {0: "o", AUTO: "*"}.get(gop, "v")
+                label += ", " + ("keys and QP under a rate target" if rated else period_name(gop))
+                marker = "P" if rated else {0: "o", AUTO: "*"}.get(gop, "v")
             ax.plot([p.kbps for p in ps], [p.quality.get(m, math.nan) for p in ps], marker=marker,
                     color=color, label=label, lw=1.5, ms=5)
         ax.set_xlabel("kbps (25 fps)")

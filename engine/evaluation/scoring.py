@@ -16,17 +16,20 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.evaluation.rd import (AUTO, METRICS, RATE_FPS, Point, period_name, bd_rate, lowest_rate_rows, pareto, plot_rd,
-                                  quality_at_rate, write_csv)
+                                  points_rows, quality_at_rate, write_csv)
 
 
 _ANALYSIS: dict = {}      # (path, frames, size, region) -> the one-fit analysis, reused across key QPs
 
 
-def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region=None, gop: int = 0):
+def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region=None, gop: int = 0,
+                         rate: float | None = None):
     """engine.analysis.encoder.encode_video of the clip at ``path`` at one key QP -> Bitstream.
 
     gop: frames per key picture; 0 one key picture; AUTO key pictures chosen by content (the analysis
-    is done once per clip and reused for every QP, each placing its own keys). The encoder reads the
+    is done once per clip and reused for every QP, each placing its own keys). ``rate`` (kbps, with
+    AUTO): keys and key QP chosen under that rate target (``encode --rate R --key-qp auto``; ``key_qp``
+    is then ignored). The encoder reads the
     clip itself; it is asked for the same frames (count, size, region) as ``frames``, and the result
     is checked against them.
     """
@@ -39,6 +42,8 @@ def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region
         if key not in _ANALYSIS:
             _ANALYSIS.clear()                 # one clip at a time: the analysis holds its frames
             _ANALYSIS[key] = encode_video(path, keys="one", keep_analysis=True, effort="fast", **kw).analysis
+        if rate:
+            kw.update(key_qp="auto", rate_kbps=rate)
         bs = encode_video(path, keys="auto", analysis=_ANALYSIS[key], **kw).bitstream
     else:
         bs = encode_video(path, keys="one", gop=gop or None, **kw).bitstream
@@ -50,8 +55,10 @@ def default_ihvc_encoder(frames: np.ndarray, fps, key_qp: int, path=None, region
 
 def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable | None = None,
                 device=None, with_vmaf: bool = True, log=print, path=None,
-                region=None, decoders=("learned", "analytic"), gops=(0,), scorer=None) -> list[Point]:
+                region=None, decoders=("learned", "analytic"), gops=(0,), scorer=None, rates=()) -> list[Point]:
     """IHVC at each key-picture period and key QP, decoded by each decoder: (Point, decoded frames).
+    Then, per kbps figure of ``rates``, keys by content with the key QP chosen by the encoder under that
+    rate target (encoder(..., gop=AUTO, rate=R)); the point's QP is the one it chose.
 
     The analysis runs once per period (at the first QP); the other QPs re-code only the key
     pictures, since the semantics do not depend on the key QP; with AUTO keys every QP places its
@@ -68,6 +75,26 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
     encoder = encoder or default_ihvc_encoder
     own = scorer is None
     sc = Scorer(frames, with_vmaf) if own else scorer
+
+    def score(bs, qp, gop, rate=0.0):
+        n_bytes = len(container.to_bytes(bs))
+        for kind in decoders:
+            decoder = open_decoder(bs, device=device, analytic=kind == "analytic",
+                                   say=lambda s: log(f"  note: {s}"))
+            got = "analytic" if decoder.refiner is None else "learned"
+            if got != kind:
+                continue                  # no learned weights: the note above said so
+            dec = decoder.decode_all()
+            if dec.shape != frames.shape:
+                raise InputError(f"decoded IHVC video {dec.shape} does not match the clip {frames.shape}")
+
+            def done(quality, got=got):
+                p = Point("ihvc", qp, n_bytes, len(frames), quality, decoder=got, gop=gop, rate_target=rate)
+                log(f"  ihvc {got:8s} {period_name(gop, len(frames), rate):15s} QP {qp:2d}: {p.kbps:7.2f} kbps  "
+                    + fmt(p.quality))
+                return p
+            sc.submit(dec, done)
+
     for gop in gops:
         t = time.perf_counter()
         base = encoder(frames, fps, key_qps[0], path=path, region=region, gop=gop)
@@ -81,23 +108,12 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
                 gps = [replace(g, key_picture=encode_key_picture(frames[g.key_frame], g.key_picture.codec_name, qp))
                        for g in base.gops]
                 bs = replace(base, gops=gps, sizes={})
-            n_bytes = len(container.to_bytes(bs))
-            for kind in decoders:
-                decoder = open_decoder(bs, device=device, analytic=kind == "analytic",
-                                       say=lambda s: log(f"  note: {s}"))
-                got = "analytic" if decoder.refiner is None else "learned"
-                if got != kind:
-                    continue                  # no learned weights: the note above said so
-                dec = decoder.decode_all()
-                if dec.shape != frames.shape:
-                    raise InputError(f"decoded IHVC video {dec.shape} does not match the clip {frames.shape}")
-
-                def done(quality, qp=qp, n_bytes=n_bytes, got=got, gop=gop):
-                    p = Point("ihvc", qp, n_bytes, len(frames), quality, decoder=got, gop=gop)
-                    log(f"  ihvc {got:8s} {period_name(gop, len(frames)):15s} QP {qp:2d}: {p.kbps:7.2f} kbps  "
-                        + fmt(p.quality))
-                    return p
-                sc.submit(dec, done)
+            score(bs, qp, gop)
+    for rate in rates:
+        t = time.perf_counter()
+        bs = encoder(frames, fps, key_qps[0], path=path, region=region, gop=AUTO, rate=rate)
+        log(f"  IHVC encode ({period_name(AUTO, len(frames), rate)}): {time.perf_counter() - t:.1f} s")
+        score(bs, bs.gops[0].key_picture.qp, AUTO, rate)
     return sc.close() if own else []
 
 
@@ -143,11 +159,12 @@ def fmt(q: dict) -> str:
 def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: list[int],
                   anchor_names=("vvc", "x265", "svtav1"), anchor_qps: dict | None = None,
                   encoder: Callable | None = None, device=None, with_vmaf: bool = True, log=print,
-                  path=None, region=None, decoders=("learned", "analytic"), gops=(0,)) -> dict:
-    """Evaluate one clip; writes the CSVs and the plot; returns {"points", "bd", "matched"}."""
+                  path=None, region=None, decoders=("learned", "analytic"), gops=(0,), rates=()) -> dict:
+    """Evaluate one clip; writes the CSVs and the plot; returns {"points", "bd", "matched", "lowest"}."""
     from engine.evaluation import anchors
     sc = Scorer(frames, with_vmaf)
-    ihvc_points(frames, fps, key_qps, encoder, device, with_vmaf, log, path, region, decoders, gops, scorer=sc)
+    ihvc_points(frames, fps, key_qps, encoder, device, with_vmaf, log, path, region, decoders, gops, scorer=sc,
+                rates=rates)
     qps = {a: (anchor_qps or anchors.DEFAULT_QPS)[a] for a in anchor_names}
     for res in anchors.run_anchors(frames, qps, RATE_FPS):
         def done(quality, res=res):
@@ -156,7 +173,15 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
             return p
         sc.submit(res.frames, done)
     points = sc.close()
-    used = [m for m in METRICS if with_vmaf or m != "vmaf"]
+    return summarise_clip(points, name, out_dir, anchor_names, [m for m in METRICS if with_vmaf or m != "vmaf"],
+                          len(frames), log)
+
+
+def summarise_clip(points: list[Point], name: str, out_dir: Path, anchor_names, used, n_frames: int,
+                   log=print) -> dict:
+    """One clip's points -> BD-rates against each anchor (Pareto front of IHVC per metric), the anchors at
+    IHVC's rates, the lowest-rate checks; writes the CSVs and the plot; returns {"points", "bd", "matched",
+    "lowest"}. ``eval`` calls it per clip, ``eval --merge`` on the points of earlier runs put together."""
     bd_rows, matched = [], []
     for curve in dict.fromkeys(p.curve for p in points if p.codec == "ihvc"):
         # per metric, the curve is the Pareto front over key periods and QPs
@@ -172,15 +197,13 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
                 for p in ihvc_all:
                     qa = quality_at_rate(ap, m, p.kbps)
                     matched.append({"clip": name, "ihvc": curve, "ihvc_gop": p.gop, "ihvc_key_qp": p.qp,
+                                    "ihvc_rate_target": p.rate_target,
                                     "kbps": p.kbps, "metric": m, "ihvc_quality": p.quality[m], "anchor": a,
                                     "anchor_at_same_rate": qa,
                                     "delta": p.quality[m] - qa if math.isfinite(qa) else math.nan,
                                     "on_front": any(p is q for q in ihvc)})
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / f"{name}_points.csv",
-               [{"clip": name, "codec": p.codec, "decoder": p.decoder, "gop": p.gop, "qp": p.qp, "bytes": p.n_bytes, "frames": p.n_frames,
-                 "bits_per_frame": p.bits_per_frame, "kbps_at_25fps": p.kbps,
-                 **{m: p.quality.get(m, math.nan) for m in METRICS}} for p in points])
+    write_csv(out_dir / f"{name}_points.csv", points_rows(points, name))
     write_csv(out_dir / f"{name}_bd.csv", bd_rows)
     write_csv(out_dir / f"{name}_matched.csv", matched)
     lowest = lowest_rate_rows(points, name, used)
@@ -188,7 +211,8 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
     plot_rd(points, out_dir / f"{name}_rd.png", title=name, metrics_=used)
     for r in matched:
         if r["on_front"] and math.isfinite(r["anchor_at_same_rate"]):
-            log(f"  at {r['kbps']:.2f} kbps ({r['metric']}): {r['ihvc']} ({period_name(r['ihvc_gop'], len(frames))}, "
+            log(f"  at {r['kbps']:.2f} kbps ({r['metric']}): {r['ihvc']} "
+                f"({period_name(r['ihvc_gop'], n_frames, r['ihvc_rate_target'])}, "
                 f"QP {r['ihvc_key_qp']}) {r['ihvc_quality']:.4f} vs {r['anchor']} {r['anchor_at_same_rate']:.4f}")
     for r in bd_rows:
         v = r["bd_rate_percent"]
@@ -197,7 +221,8 @@ def evaluate_clip(frames: np.ndarray, fps, name: str, out_dir: Path, key_qps: li
     for r in lowest:
         if r["metric"] == "psnr":
             continue
-        where = (f"{period_name(r['ihvc_gop'], len(frames))}, QP {r['ihvc_key_qp']}, {r['ihvc_kbps']:.2f} kbps"
+        where = (f"{period_name(r['ihvc_gop'], n_frames, r['ihvc_rate_target'])}, QP {r['ihvc_key_qp']}, "
+                 f"{r['ihvc_kbps']:.2f} kbps"
                  if math.isfinite(r["ihvc_kbps"]) else "no IHVC point at or below that rate")
         log(f"  at {r['anchor']}'s lowest rate (QP {r['anchor_qp']}, {r['anchor_kbps']:.2f} kbps) {r['metric']}: "
             f"{r['ihvc']} {r['ihvc_quality']:.4f} ({where}) vs {r['anchor_quality']:.4f}: "
