@@ -2,7 +2,8 @@
 
 Imports run downwards only, in this order (tests/test_layering.py checks the graph):
 
-    errors, fileio      the foundation: one-line user errors, atomic output, where the assets are
+    errors, fileio,     the foundation: one-line user errors, atomic output, where the assets are,
+    workers             work over the cores in forked processes
     codec/              semantics, entropy coder, container, bitstream model, key pictures, colour, video I/O, rate
     synthesis/          body models, camera, rasterizer, motion, decoder, learned refiner, networks, mesh renderer
     analysis/           landmarks, body fit, camera motion, the encoder

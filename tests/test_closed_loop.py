@@ -119,6 +119,27 @@ def test_closed_loop_holds_the_semantic_rate_budget(truth):
     assert r_same.reverted_for_rate == 0 and np.array_equal(same.gops[0].frames, free.gops[0].frames)
 
 
+def test_closed_loop_gives_the_same_rows_on_one_or_two_processes(monkeypatch):
+    """Each group's frames after and before its key are independent chains: they run on worker processes
+    (engine.workers), each on one PyTorch thread, and the bitstream written is the same as in one process."""
+    from engine.synthesis.decoder import Decoder
+    bs = make_bitstream(n_frames=8, gop=4, camera=False, size=64, seed=5)
+    frames = Decoder(bs, device="cpu").decode_all()
+    off = replace(bs, gops=[replace(g, frames=snap(g.frames + np.r_[0, 0.03, 0.05, 0.04][:g.n_frames, None]
+                                                   * (np.arange(g.frames.shape[1]) == 27), bs.steps))
+                            for g in bs.gops])
+    effort = Effort("test", side=64, iters=6, lr=0.8)
+    out = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("IHVC_WORKERS", workers)
+        done = []
+        got, report = refine_bitstream(off, frames, effort, progress=lambda d, t: done.append((d, t)))
+        out[workers] = ([g.frames for g in got.gops], report.kept, report.mse_after)
+        assert done[-1] == (6, 6)                                    # every non-key frame, once
+    assert report.kept >= 1 and report.mse_after < report.mse_before
+    assert all(np.array_equal(a, b) for a, b in zip(out["1"][0], out["2"][0])) and out["1"][1:] == out["2"][1:]
+
+
 def test_fast_effort_and_bad_frames(truth):
     bs, frames = truth
     same, report = refine_bitstream(bs, frames, "fast")

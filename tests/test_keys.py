@@ -49,7 +49,7 @@ def _fake_clip(monkeypatch, best: int, n: int = 60):
         return Bs(list(keys))
     monkeypatch.setattr(container, "to_bytes", lambda bs: b"x" * (100 * len(bs.keys) + 50))
 
-    def score(bs, ref, originals, side, body_model, device, frames=None, cache=None):
+    def score(bs, pool, frames=None):
         idx = range(n) if frames is None else frames
         err = np.zeros(n)
         for i in idx:
@@ -172,9 +172,10 @@ def test_encode_refuses_contradictory_key_options_before_any_work(kw, msg, tmp_p
         encode_video(tmp_path / "not_read.mp4", **kw)
 
 
-def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_keys():
+def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_keys(monkeypatch):
     """choose_keys with the real draft decoder (a box body) on a small clip, with and without the shared
-    DecodeCache: the same keys and the same scores for every trial, with fewer body-model evaluations."""
+    DecodeCache: the same keys and the same scores for every trial, with fewer body-model evaluations; and
+    the same again with the drafts decoded on two worker processes (engine.workers)."""
     from fractions import Fraction
     from types import SimpleNamespace
 
@@ -206,13 +207,15 @@ def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_ke
         return _auto_bitstream(one, fit, cams, keys, pic, QuantSpec(), 0.3, 4)
 
     runs = {}
-    for reuse in (False, True):
+    for reuse, workers in ((False, "1"), (True, "1"), (True, "2")):
+        monkeypatch.setenv("IHVC_WORKERS", workers)
         body = BoxBody()
         keys, trials = K.choose_keys(frames, build, picture, lam=2.0, body_model=body, reuse=reuse)
-        runs[reuse] = (keys, [(t.keys, t.bytes, t.sse) for t in trials], body.calls)
-    assert len(runs[True][0]) > 1 and len(runs[True][1]) > len(runs[True][0])     # a real search ran
-    assert runs[True][:2] == runs[False][:2]                                      # same keys, same scores
-    assert runs[True][2] < 0.8 * runs[False][2]                                   # less work
+        runs[reuse, workers] = (keys, [(t.keys, t.bytes, t.sse) for t in trials], body.calls)
+    assert len(runs[True, "1"][0]) > 1 and len(runs[True, "1"][1]) > len(runs[True, "1"][0])     # a real search ran
+    assert runs[True, "1"][:2] == runs[False, "1"][:2] == runs[True, "2"][:2]     # same keys, same scores
+    assert runs[True, "1"][2] < 0.8 * runs[False, "1"][2]                         # less work
+    assert runs[True, "2"][2] == 0                                                # ... done in the workers
 
 
 def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
@@ -238,7 +241,7 @@ def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
     monkeypatch.setattr(KP, "decode_key_picture", lambda p: np.clip(frames[p.k].astype(int) + int(noise[p.qp]), 0, 255)
                         .astype(np.uint8))
 
-    def score(bs, ref, originals, s, body_model, device, frames=None, cache=None):
+    def score(bs, pool, frames=None):
         idx = range(n) if frames is None else frames
         err = np.zeros(n)
         for i in idx:

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 QT = ("PySide6", "PyQt5", "PyQt6", "PySide2", "qtpy", "qtawesome", "pytestqt")
 # The engine's rooms, bottom first: a module may import its own room and the rooms below it.
 ROOMS = ("foundation", "codec", "synthesis", "analysis", "studio", "evaluation", "training", "benchmarks", "cli")
-FOUNDATION = ("engine", "engine.errors", "engine.fileio")
+FOUNDATION = ("engine", "engine.errors", "engine.fileio", "engine.workers")
 
 
 def imports(path: Path):

@@ -259,38 +259,44 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
     side = min(effort.side, max(bs.width, bs.height))
     small = full if side == max(bs.width, bs.height) else Decoder(bs, device=device, body_model=full.body,
                                                                   size=(side, side))
-    from engine.analysis.encoder import hold_vector, snap_outwards
+    from engine.analysis.encoder import hold_vector
+    from engine.workers import ForkPool, cpu_workers
     steps = bs.quant.steps(bs.has_camera)
     hold = hold_vector(hold, len(steps))
     # Per group, the frames to refine: all but the key and the frozen ones.
     todo = [[j for j in range(g.n_frames) if j != g.key_offset and not (frozen is not None and frozen[g.start + j])]
             for g in bs.gops]
     total = sum(len(idx) for idx in todo)
+    # Outwards from each key, in batches, so that each batch's smoothness anchors on decided rows: the
+    # frames after a key and those before it are two independent chains, each group's too. They run
+    # side by side in forked processes (engine.workers), which inherit the decoders with every key
+    # state computed here first.
+    chains = [(gi, order) for gi, (gop, idx) in enumerate(zip(bs.gops, todo))
+              for order in ([j for j in idx if j > gop.key_offset], [j for j in reversed(idx) if j < gop.key_offset])
+              if order]
+    for gi in dict.fromkeys(gi for gi, _ in chains):
+        small.key_state(bs.gops[gi])
+        full.key_state(bs.gops[gi])
+    state = _LoopState(bs, frames, small, full, side, steps, effort, batch)
+    chains.sort(key=lambda c: -len(c[1]))         # longest first: the workers finish together
+    refined_all = [np.asarray(g.frames, float).copy() for g in bs.gops]
     done = 0
-    work = []                                    # (group, frames to refine, landmark rows, refined rows)
-    for gop, idx in zip(bs.gops, todo):
-        rows = np.asarray(gop.frames, float)
-        off = gop.key_offset
-        if not idx:
-            work.append((gop, idx, rows, rows))
-            continue
-        warp = _Warp(small, gop)
-        target = _resize(frames[gop.start:gop.start + gop.n_frames], side, small.device)
-        refined = rows.copy()
-        # Outwards from the key, in batches, so that each batch's smoothness anchors on decided rows.
-        after, before = [j for j in idx if j > off], [j for j in reversed(idx) if j < off]
-        for order in (after, before):
-            anchor = rows[off]
-            for a in range(0, len(order), batch):
-                chunk = order[a:a + batch]
-                refined[chunk] = optimise_rows(warp, refined[chunk], target[chunk], steps, effort, anchor,
-                                               bs.body_model)
-                anchor = refined[chunk[-1]]
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-        work.append((gop, idx, rows, refined))
+    with ForkPool(state, cpu_workers(len(chains)), device=small.device) as pool:
+        for (gi, order), rows in zip(chains, pool.map(_refine_chain, chains)):
+            refined_all[gi][order] = rows
+            done += len(order)
+            if progress is not None:
+                progress(done, total)
+        work = [(gop, idx, np.asarray(gop.frames, float), refined_all[gi])
+                for gi, (gop, idx) in enumerate(zip(bs.gops, todo))]
+        out, report = _choose_rows(bs, work, steps, hold, max_bpf, report, pool, batch)
+    report.seconds = time.perf_counter() - t0
+    return out, report
 
+
+def _choose_rows(bs, work, steps, hold, max_bpf, report, pool, batch):
+    """Quantisation and rate in the loop: which rows each frame keeps (see ``refine_bitstream``)."""
+    from engine.analysis.encoder import snap_outwards
     # The landmark rows' own range violations, once per group (each hold below is checked against them).
     anatomy = [_Anatomy(bs.body_model, torch.as_tensor(rows, dtype=torch.float64)) if idx else None
                for _, idx, rows, _ in work]
@@ -330,6 +336,7 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
         last = n == len(ladder) - 1
         if not last and _bpf(_with_rows(bs, candidate)) > budget:
             continue                             # over budget before any frame is scored
+        scored = _decode_errors(pool, work, candidate, fit_err, batch)
         gops, gains_all = [], []                 # gains: (decoded squared-error gain, group, frame)
         frames_n = kept_n = 0
         before_sum = after_sum = 0.0
@@ -337,8 +344,7 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
             if not idx:
                 gops.append(gop)
                 continue
-            chosen, kept, before, after, gains = _score(full, gop, rows, snapped, frames, idx,
-                                                        known=fit_err.setdefault(gi, {}))
+            chosen, kept, before, after, gains = _score(rows, snapped, idx, fit_err[gi], scored[gi])
             frames_n += len(idx)
             kept_n += kept
             before_sum += before
@@ -358,7 +364,6 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
         report.bpf = _bpf(out)
     report.mse_before /= max(report.frames, 1)
     report.mse_after /= max(report.frames, 1)
-    report.seconds = time.perf_counter() - t0
     return out, report
 
 
@@ -409,27 +414,72 @@ def _hold_budget(fit: Bitstream, refined: Bitstream, gains: list, budget: float)
     return with_back(lo), order[:lo]
 
 
-def _score(dec, gop: GroupOfPictures, rows: np.ndarray, snapped: np.ndarray, frames: np.ndarray, idx: list[int],
-           batch: int = 8, known: dict | None = None):
-    """Decode the frames ``idx`` of ``gop`` from both row sets with the real decoder (``batch`` frames at a
-    time); each frame keeps the rows whose decoded frame is closer to the real one. Returns (rows, kept,
-    sum mse before, sum mse after, {frame in the group: mse gain} of the kept rows). ``known``: the
-    landmark rows' errors by frame, filled and reused across calls."""
-    def errors(sel, which):
-        out = {}
-        for a in range(0, len(sel), batch):
-            chunk = sel[a:a + batch]
-            drawn = dec.render(dec.analyse(gop, which[chunk], [gop.start + j for j in chunk])).astype(np.float32)
-            for k, j in enumerate(chunk):
-                out[j] = float(((drawn[k] - frames[gop.start + j].astype(np.float32)) ** 2).mean())
-        return out
+@dataclass
+class _LoopState:
+    """What the closed loop's worker processes inherit (engine.workers.ForkPool)."""
+    bs: Bitstream
+    frames: np.ndarray
+    small: object                # the decoder at the loss's size
+    full: object                 # the decoder at the bitstream's size (scoring)
+    side: int
+    steps: np.ndarray
+    effort: Effort
+    batch: int
 
-    known = {} if known is None else known
-    known.update(errors([j for j in idx if j not in known], rows))
+
+def _refine_chain(state: _LoopState, chain) -> np.ndarray:
+    """One chain of a group's frames (outwards from its key, in order), refined batch by batch, each batch
+    anchored on the row before it -> the refined rows of ``order``."""
+    gi, order = chain
+    bs, gop = state.bs, state.bs.gops[chain[0]]
+    warp = _Warp(state.small, gop)
+    target = _resize(state.frames[[gop.start + j for j in order]], state.side, state.small.device)
+    rows = np.asarray(gop.frames, float)
+    out = rows[order].copy()
+    anchor = rows[gop.key_offset]
+    for a in range(0, len(order), state.batch):
+        sl = slice(a, a + state.batch)
+        out[sl] = optimise_rows(warp, out[sl], target[sl], state.steps, state.effort, anchor, bs.body_model)
+        anchor = out[sl][-1]
+    return out
+
+
+def _frame_errors(state: _LoopState, job) -> list[float]:
+    """The real decoder's frames ``js`` of group ``gi`` drawn from ``rows`` (one per frame) -> their mean
+    squared errors against the working frames."""
+    gi, js, rows = job
+    dec, gop = state.full, state.bs.gops[gi]
+    drawn = dec.render(dec.analyse(gop, rows, [gop.start + j for j in js])).astype(np.float32)
+    return [float(((drawn[k] - state.frames[gop.start + j].astype(np.float32)) ** 2).mean()) for k, j in enumerate(js)]
+
+
+def _decode_errors(pool, work, candidate, fit_err: dict, batch: int) -> list[dict]:
+    """Per group, {frame: decoded mse} of the candidate rows that differ from the landmark rows; the landmark
+    rows' own errors go into ``fit_err`` (per group, computed once across the calls). Batches of
+    ``batch`` frames run on the pool's workers."""
+    jobs, kinds = [], []
+    for gi, ((gop, idx, rows, _), snapped) in enumerate(zip(work, candidate)):
+        known = fit_err.setdefault(gi, {})
+        for which, sel in (("fit", [j for j in idx if j not in known]),
+                           ("new", [j for j in idx if not np.array_equal(snapped[j], rows[j])])):
+            src = rows if which == "fit" else snapped
+            for a in range(0, len(sel), batch):
+                js = sel[a:a + batch]
+                jobs.append((gi, js, src[js]))
+                kinds.append(which)
+    out = [{} for _ in work]
+    for (gi, js, _), which, errs in zip(jobs, kinds, pool.map(_frame_errors, jobs)):
+        (fit_err[gi] if which == "fit" else out[gi]).update(zip(js, errs))
+    return out
+
+
+def _score(rows: np.ndarray, snapped: np.ndarray, idx: list[int], known: dict, new: dict):
+    """Each frame of ``idx`` keeps the rows whose decoded frame is closer to the real one: ``known`` the
+    landmark rows' decoded errors by frame, ``new`` the snapped rows' (frames where they differ). Returns
+    (rows, kept, sum mse before, sum mse after, {frame in the group: mse gain} of the kept rows)."""
     ea = {j: known[j] for j in idx}
-    eb = errors([j for j in idx if not np.array_equal(snapped[j], rows[j])], snapped)
     chosen = rows.copy()
-    gains = {j: ea[j] - e for j, e in eb.items() if e < ea[j]}
+    gains = {j: ea[j] - e for j, e in new.items() if e < ea[j]}
     for j in gains:
         chosen[j] = snapped[j]
     before = sum(ea.values())

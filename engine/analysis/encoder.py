@@ -113,23 +113,6 @@ def snap_outwards(sem: np.ndarray, off: int, steps: np.ndarray, hold) -> np.ndar
     return np.concatenate([before, after], 0)
 
 
-class _torch_threads:
-    """Run the fit single-threaded: its ops are small, and 2+ threads were measured
-    2x slower on a shared 2-core CPU (fit of 160 TED frames 8.0 s -> 3.8 s)."""
-
-    def __init__(self, n: int = 1):
-        self.n = n
-
-    def __enter__(self):
-        import torch
-        self.prev = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import torch
-        torch.set_num_threads(self.prev)
-
-
 def _parse_region(region):
     if region is None:
         return None
@@ -183,6 +166,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     from engine.analysis.keys import QP_STEPS, choose_key_qp, choose_keys, cost_samples
     from engine.codec.video import read_video
     from engine.analysis.closed_loop import effort_of, refine_bitstream
+    from engine.workers import torch_threads
 
     effort_spec = effort_of(effort)
     if key_codec not in QP_RANGE:
@@ -263,7 +247,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
             # The camera motion (OpenCV) runs on a thread beside the fit (one torch thread).
             cam_job = None if not has_cam or analysis is not None else coder.pool.submit(
                 estimate_camera_motion, frames[s:e], sub.masks, key_index=0)
-            with _torch_threads(1):
+            with torch_threads(1):       # the fit's operations are small (engine.workers)
                 if analysis is not None:
                     fit = analysis.fits[0]
                 elif sub.detected.any():

@@ -81,19 +81,48 @@ def _draft(frames: np.ndarray, side: int) -> np.ndarray:
     return Fn.interpolate(t, size=(side, side), mode="area").permute(0, 2, 3, 1).numpy()
 
 
-def _score(bs: Bitstream, ref: np.ndarray, originals: np.ndarray, side: int, body_model, device,
-           frames=None, cache=None) -> np.ndarray:
-    """Squared error (summed over pixels, mean over channels) of the draft decode of ``frames``
-    (default all) that fall on the DRAFT_STRIDE grid (0 elsewhere), the key pictures taken from
-    ``originals`` (not yet coded). ``cache``: an engine.synthesis.decoder.DecodeCache shared by the
-    search's draft decoders (key states and frames of groups a trial leaves unchanged are not redone)."""
+@dataclass
+class _SearchState:
+    """What the key search's worker processes inherit (engine.workers.ForkPool)."""
+    originals: np.ndarray          # N x H x W x 3 uint8: the frames, the draft decoder's key pictures
+    ref: np.ndarray                # N x side x side x 3 float: the frames at the draft's size
+    side: int
+    body_model: object
+    device: object
+    cache: object                  # a DecodeCache (each worker fills its own copy) or None
+
+
+def search_pool(frames: np.ndarray, body_model, device, cache=None):
+    """The worker processes a key search decodes its drafts on (engine.workers.ForkPool; ``choose_key_qp``
+    shares one between its searches): every worker draws the same frames each time, so the frames its copy
+    of ``cache`` holds are the ones it will be asked for again."""
+    from engine.workers import ForkPool, cpu_workers
+    side = min(DRAFT_SIDE, *frames.shape[1:3])
+    state = _SearchState(frames, _draft(frames, side), side, body_model, device, cache)
+    return ForkPool(state, cpu_workers(), device=device)
+
+
+def _draft_errors(state: _SearchState, job) -> np.ndarray:
+    """Squared error of the draft decode of frames ``idx`` of ``bs`` (summed over pixels, mean over channels)."""
     from engine.synthesis.decoder import Decoder
-    dec = Decoder(bs, device=device, body_model=body_model, size=(side, side),
-                  pictures=lambda g: originals[g.key_frame], cache=cache)
-    idx = [i for i in (range(bs.n_frames) if frames is None else frames) if i % DRAFT_STRIDE == 0]
-    err = np.zeros(bs.n_frames)
+    bs, idx = job
+    dec = Decoder(bs, device=state.device, body_model=state.body_model, size=(state.side, state.side),
+                  pictures=lambda g: state.originals[g.key_frame], cache=state.cache)
     out = dec.decode_all(idx).astype(np.float32)
-    err[idx] = ((out - ref[idx]) ** 2).mean(-1).sum((1, 2))
+    return ((out - state.ref[idx]) ** 2).mean(-1).sum((1, 2))
+
+
+def _score(bs: Bitstream, pool, frames=None) -> np.ndarray:
+    """Squared error (summed over pixels, mean over channels) of the draft decode of ``frames`` (default
+    all) that fall on the DRAFT_STRIDE grid (0 elsewhere), the key pictures taken from the frames
+    themselves (not yet coded), on ``pool`` (``search_pool``): the k-th frame of the grid on worker k mod W."""
+    idx = [i for i in (range(bs.n_frames) if frames is None else frames) if i % DRAFT_STRIDE == 0]
+    workers = max(1, pool.workers)
+    parts = [[i for i in idx if (i // DRAFT_STRIDE) % workers == w] for w in range(workers)]
+    parts = [p for p in parts if p]
+    err = np.zeros(bs.n_frames)
+    for p, e in zip(parts, pool.map(_draft_errors, [(bs, p) for p in parts])):
+        err[p] = e
     return err
 
 
@@ -110,7 +139,7 @@ def affected_frames(keys: list[int], new: int, n_frames: int, max_refs: int) -> 
 def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_kbps: float | None = None,
                 lam: float | None = None, key_qp: int = 37, max_refs: int = 4, body_model=None, device="cpu",
                 log: Callable[[str], None] | None = None, reuse: bool = True,
-                cache=None) -> tuple[list[int], list[KeyTrial]]:
+                cache=None, pool=None) -> tuple[list[int], list[KeyTrial]]:
     """Key positions for ``frames`` (N x H x W x 3 uint8) by rate-distortion.
 
     build(keys, placeholder=None) -> the Bitstream with key pictures at ``keys`` (sorted); with
@@ -126,31 +155,35 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
     Returns (keys, trials): every placement scored, with its estimated bytes and draft error.
     ``reuse``: the draft decoders share a DecodeCache (what a trial leaves unchanged is not computed again;
     the same keys either way). ``cache``: a DecodeCache to share with other searches of the same frames
-    (``choose_key_qp``), instead of a new one.
+    (``choose_key_qp``), instead of a new one. ``pool``: the ``search_pool`` to decode the drafts on
+    (default: one of its own, with ``cache``).
     """
     from engine.synthesis.decoder import DecodeCache
+    if pool is None:
+        if cache is None:
+            cache = DecodeCache() if reuse else None
+        with search_pool(frames, body_model, device, cache) as own:
+            return choose_keys(frames, build, picture, rate_kbps=rate_kbps, lam=lam, key_qp=key_qp,
+                               max_refs=max_refs, log=log, pool=own)
     N, H, W = frames.shape[:3]
-    side = min(DRAFT_SIDE, H, W)
+    side = pool.state.side
     scale = (H * W) / float(side * side)
-    ref = _draft(frames, side)
     budget = None if rate_kbps is None else rate_kbps * 1000.0 / 8.0 * N / REFERENCE_FPS   # bytes
     lam = hevc_lambda(key_qp) * LAMBDA_SCALE if lam is None else float(lam)
     say = log or (lambda s: None)
     # What a key picture costs on this clip: the mean of a few coded ones, spread over it.
     key_bytes = int(np.mean([len(picture(k).payload) for k in cost_samples(N)]))
     trials: list[KeyTrial] = []
-    if cache is None:
-        cache = DecodeCache() if reuse else None
 
     def evaluate(keys, old=None, moved=None):
         bs = build(keys, placeholder=key_bytes)
         size = len(container.to_bytes(bs))
         if old is None:
-            err = _score(bs, ref, frames, side, body_model, device, cache=cache) * scale
+            err = _score(bs, pool) * scale
         else:
             changed = list(affected_frames(keys, moved, N, max_refs))
             err = old.copy()
-            err[changed] = _score(bs, ref, frames, side, body_model, device, changed, cache=cache)[changed] * scale
+            err[changed] = _score(bs, pool, changed)[changed] * scale
         trials.append(KeyTrial(tuple(keys), size, float(err.sum()), False))
         return size, err
 
@@ -228,19 +261,22 @@ def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *
     that keeps the count costs little (the draft decodes are in the shared DecodeCache).
     build(qp) and picture(qp) -> ``choose_keys``'s build and picture for that QP. Returns (qp, keys).
     """
-    from engine.codec.keypicture import decode_key_picture
     from engine.synthesis.decoder import DecodeCache
+    with search_pool(frames, body_model, device, DecodeCache()) as pool:
+        return _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool)
+
+
+def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool):
+    from engine.codec.keypicture import decode_key_picture
     N, H, W = frames.shape[:3]
-    side = min(DRAFT_SIDE, H, W)
+    side = pool.state.side
     budget = rate_kbps * 1000.0 / 8.0 * N / REFERENCE_FPS
     scored = len(range(0, N, DRAFT_STRIDE))
     say = log or (lambda s: None)
-    cache = DecodeCache()
     best = None                                  # (expected mse, qp, keys)
     for qp in qps:
         keys, trials = choose_keys(frames, build(qp), picture(qp), rate_kbps=rate_kbps, key_qp=qp,
-                                   max_refs=max_refs, body_model=body_model, device=device, log=log,
-                                   cache=cache)
+                                   max_refs=max_refs, log=log, pool=pool)
         sse = next(t.sse for t in trials if t.kept)
         samples = cost_samples(N)
         coded = np.stack([decode_key_picture(picture(qp)(k)) for k in samples])
