@@ -436,3 +436,49 @@ def test_one_offscreen_renderer_per_thread_survives_sizes_and_views(model):
     view = shared_renderer(96, 80).render_view(v, model.faces, pose, yfov=math.radians(40))
     assert view.shape == (80, 96, 3)
     assert np.array_equal(render_mesh(*args, 64, 48), first)
+
+
+def test_landmarks_run_in_segments_with_the_same_result_on_any_core_count(monkeypatch):
+    """detect_landmarks cuts an array of frames into segments that depend on the frame count only, each
+    tracked by its own graph (a stand-in here that numbers the frames it has seen), side by side on worker
+    processes: frames come back in order, every frame reported once, and the same on one or two processes."""
+    import engine.analysis.landmarks as L
+
+    class Graph:
+        def __init__(self, *a, **k):
+            self.seen = 0
+
+        def process(self, rgb):
+            self.seen += 1
+            return {"detected": True, "shape": rgb.shape[:2],
+                    "pose2d": np.full((33, 2), [float(rgb[0, 0, 0]), float(self.seen)], np.float32)}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+    monkeypatch.setattr(L, "HolisticDetector", Graph)
+    n = 2 * L.SEGMENT_FRAMES + 7
+    segs = L.segments(n)
+    assert len(segs) == 2 and segs[0][0] == 0 and segs[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(segs, segs[1:])) and abs((segs[0][1] - segs[0][0]) - (segs[1][1] - segs[1][0])) <= 1
+    assert L.segments(10) == [(0, 10)] and len(L.segments(10_000)) == L.MAX_SEGMENTS
+    frames = np.zeros((n, 4, 4, 3), np.uint8)
+    frames[:, :, :, 0] = (np.arange(n) % 256)[:, None, None]
+    runs = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("IHVC_WORKERS", workers)
+        ticks = []
+        lm = L.detect_landmarks(frames, progress=ticks.append, segmentation=False)
+        runs[workers] = lm.pose2d
+        assert sum(ticks) == n and lm.detected.all() and (lm.width, lm.height) == (4, 4)
+    assert np.array_equal(runs["1"], runs["2"])
+    got = runs["2"][:, 0]
+    assert np.array_equal(got[:, 0], np.arange(n) % 256)                     # in order
+    restart = [a for a, _ in segs]
+    assert np.array_equal(got[:, 1], np.concatenate([np.arange(1, b - a + 1) for a, b in segs]))   # a graph per segment
+    assert restart == [0, segs[1][0]]
+    # any other iterable of frames: one graph, in order
+    one = L.detect_landmarks(iter(list(frames[:5])), segmentation=False)
+    assert one.pose2d[:, 0, 1].tolist() == [1, 2, 3, 4, 5]
