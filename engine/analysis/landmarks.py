@@ -140,7 +140,7 @@ class HolisticDetector:
                 r = self._h.process(np.ascontiguousarray(rgb))
         else:
             r = self._h.process(np.ascontiguousarray(rgb))
-        out = {"detected": r.pose_landmarks is not None, "shape": (h, w)}
+        out = {"detected": r.pose_landmarks is not None}
         if r.pose_landmarks is not None:
             lm = r.pose_landmarks.landmark
             out["pose2d"] = np.array([[p.x * w, p.y * h] for p in lm], np.float32)
@@ -158,68 +158,28 @@ class HolisticDetector:
         return out
 
 
-# A clip is cut into equal segments of at least SEGMENT_FRAMES frames (at most MAX_SEGMENTS), each tracked
-# by its own graph, so that the segments can run side by side on the CPU's cores (MediaPipe runs on one
-# core: 66 ms a 384 x 384 frame). The cut depends on the frame count only, never on the core count: the
-# landmarks are the same on any machine. A segment starts with a detection, as the clip's first frame does.
-SEGMENT_FRAMES = 48
-MAX_SEGMENTS = 8
-
-
-def segments(n_frames: int) -> list[tuple[int, int]]:
-    """(first, end) of each segment of a clip of ``n_frames`` (see SEGMENT_FRAMES)."""
-    count = max(1, min(MAX_SEGMENTS, n_frames // SEGMENT_FRAMES))
-    cuts = [round(i * n_frames / count) for i in range(count + 1)]
-    return list(zip(cuts, cuts[1:]))
-
-
-def _detect_segment(state, seg) -> list[dict]:
-    frames, model_complexity, segmentation = state
-    with HolisticDetector(model_complexity, segmentation) as d:
-        return [d.process(rgb) for rgb in frames[seg[0]:seg[1]]]
-
-
-def _results(frames, n_frames, progress, segmentation, model_complexity):
-    """Holistic's result per frame, in order: an array of frames in segments on worker processes
-    (engine.workers), any other iterable of frames on one graph here."""
-    if isinstance(frames, np.ndarray) and len(frames) > 0:
-        from engine.workers import ForkPool, cpu_workers
-        segs = segments(len(frames))
-        with ForkPool((frames, model_complexity, segmentation), cpu_workers(len(segs))) as pool:
-            for seg, res in zip(segs, pool.map(_detect_segment, segs)):
-                for r in res:
-                    yield r
-                    if progress is not None:
-                        progress(1)
-        return
-    with HolisticDetector(model_complexity, segmentation) as d:
-        for rgb in frames:
-            yield d.process(rgb)
-            if progress is not None:
-                progress(1)
-
-
 def detect_landmarks(frames: Iterable[np.ndarray], n_frames: int | None = None,
                      progress: Callable[[int], None] | None = None, segmentation: bool = True,
                      model_complexity: int = 1) -> Landmarks:
-    """Run Holistic over RGB frames (an N x H x W x 3 array: in segments, side by side, see SEGMENT_FRAMES;
-    any other iterable: one graph, in order); ``progress(1)`` after each frame."""
+    """Run Holistic over RGB frames (any iterable); ``progress(1)`` after each frame."""
     pose2d, vis, pose3d, face, hands, det, masks = [], [], [], [], [], [], []
     width = height = None
-    if isinstance(frames, np.ndarray) and len(frames):
-        height, width = frames.shape[1:3]
-    for r in _results(frames, n_frames, progress, segmentation, model_complexity):
-        if width is None:
-            height, width = r["shape"]
-        det.append(r["detected"])
-        pose2d.append(r.get("pose2d", np.full((33, 2), np.nan, np.float32)))
-        vis.append(r.get("pose_vis", np.zeros(33, np.float32)))
-        pose3d.append(r.get("pose3d", np.full((33, 3), np.nan, np.float32)))
-        face.append(r.get("face", np.full((468, 2), np.nan, np.float32)))
-        hands.append(np.stack([r.get(f"hand{k}", np.full((21, 2), np.nan, np.float32)) for k in (0, 1)]))
-        if segmentation:
-            masks.append(r.get("mask", np.zeros((height, width), np.uint8)))
-    if width is None or not det:
+    with HolisticDetector(model_complexity, segmentation) as d:
+        for rgb in frames:
+            if width is None:
+                height, width = rgb.shape[:2]
+            r = d.process(rgb)
+            det.append(r["detected"])
+            pose2d.append(r.get("pose2d", np.full((33, 2), np.nan, np.float32)))
+            vis.append(r.get("pose_vis", np.zeros(33, np.float32)))
+            pose3d.append(r.get("pose3d", np.full((33, 3), np.nan, np.float32)))
+            face.append(r.get("face", np.full((468, 2), np.nan, np.float32)))
+            hands.append(np.stack([r.get(f"hand{k}", np.full((21, 2), np.nan, np.float32)) for k in (0, 1)]))
+            if segmentation:
+                masks.append(r.get("mask", np.zeros((height, width), np.uint8)))
+            if progress is not None:
+                progress(1)
+    if width is None:
         return Landmarks(0, 0, np.zeros((0, 33, 2)), np.zeros((0, 33)), np.zeros((0, 33, 3)),
                          np.zeros((0, 468, 2)), np.zeros((0, 2, 21, 2)), np.zeros(0, bool), None)
     return Landmarks(width, height, np.stack(pose2d), np.stack(vis), np.stack(pose3d), np.stack(face),
