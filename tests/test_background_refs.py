@@ -108,3 +108,24 @@ def test_a_key_whose_person_hid_the_same_background_does_not_fill_it():
     # the hole lies mostly behind key 8's person too: little of it is taken from key 8 (most when it moved away)
     _, far, _ = _decode(_clip(False, key1_x=0.72)[0], pictures, 5)
     assert int((bg.weight > 0).sum()) < 0.5 * int((far.background[0].weight > 0).sum())
+
+
+def test_the_learned_stage_keeps_the_background_another_key_saw(monkeypatch):
+    """The learned decoder starts from the analytic frame with the other keys' background (an untrained network
+    is that frame), and the network is not asked to redraw what another key saw."""
+    from engine.synthesis.networks import Generator
+    from engine.synthesis.refiner import LearnedRefiner
+    from tests.test_learned import TINY
+    torch.set_num_threads(1)
+    bs, pictures, _ = _clip(False, key1_x=0.72)
+    ref = LearnedRefiner(Generator(TINY))
+    holes = []
+    real = ref.refine
+    monkeypatch.setattr(ref, "refine", lambda *a: holes.append(a[8]) or real(*a))
+    dec, fa, out = _decode(bs, pictures, 5)
+    learned = Decoder(bs, device="cpu", body_model=BoxBody(), pictures=lambda g: pictures[g.key_frame], refiner=ref)
+    got = learned.render(learned.analyse(bs.gops[0], bs.gops[0].frames[5:6], [5]))[0]
+    assert np.array_equal(got, out)
+    seen = np.zeros(S * S, bool)
+    seen[fa.background[0].idx[fa.background[0].weight > 0].numpy()] = True
+    assert seen.sum() > 100 and not (holes[0][0].numpy().reshape(-1) & seen).any()

@@ -115,10 +115,15 @@ class LearnedRefiner:
         ctx = self._key(fa.key)
         mo = fa.motion
         with torch.no_grad():
-            base = fuse_references(analytic_frame(fa.key.image, mo), fa.references)
+            # The analytic frame as the decoder draws it, background another key saw included; only what
+            # no key saw of it stays a hole for the network to regenerate.
+            base = fuse_references(analytic_frame(fa.key.image, mo, fa.background), fa.references)
             refseen = reference_seen(fa.references, tuple(mo.visible.shape)) if fa.references else None
+            hole = hole_of(mo)
+            if hole is not None and fa.background:
+                hole = hole & ~reference_seen(fa.background, tuple(mo.visible.shape)).to(hole.device)
         return self.refine(fa.key.image, mo.grid, mo.visible, mo.body, mo.weight, fa.mesh, None, ctx,
-                           hole_of(mo), base, refseen)
+                           hole, base, refseen)
 
 
 def load_refiner(path=None, device=None, body_model: str | None = None) -> LearnedRefiner | None:
