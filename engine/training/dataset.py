@@ -39,8 +39,9 @@ from engine.errors import InputError
 from engine.synthesis.networks import N_PARTS, RefinerInputs
 
 CACHE_VERSION = 2          # the encode (bitstream + frames); part of the folder name. 2: key-pinned fit
-ANALYSIS_VERSION = 3       # the analysis arrays; recomputed from the stored bitstream when it changes
+ANALYSIS_VERSION = 4       # the analysis arrays; recomputed from the stored bitstream when it changes
                            # 3: base with the other references fused, flag bit 3 (issue #15)
+                           # 4: base with the background other keys saw; hole bit only where none did
 TED_SIZE = 384
 TAICHI_SIZE = 256
 TAICHI_REGION = (0, 0, 256, 256)
@@ -185,10 +186,12 @@ def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
             fa = dec.analyse(gop, rows, chunk)   # the decoder's own inputs: no drift
             mo, mi = fa.motion, fa.mesh
             with torch.no_grad():
-                fused = fuse_references(analytic_frame(fa.key.image, mo), fa.references)
+                fused = fuse_references(analytic_frame(fa.key.image, mo, fa.background), fa.references)
                 img = fused.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-            hole = hole_of(mo)
+            hole = hole_of(mo)         # what no key saw of the background (as LearnedRefiner.refine_decoder)
             hole = hole.numpy() if hole is not None else np.zeros((len(chunk), H, W), bool)
+            if fa.background:
+                hole &= ~reference_seen(fa.background, (len(chunk), H, W)).numpy()
             seen = reference_seen(fa.references, (len(chunk), H, W)).numpy()
             sl = np.asarray(chunk)                # not contiguous around a key inside its group
             grid[sl] = mo.grid.numpy()
