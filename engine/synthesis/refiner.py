@@ -43,6 +43,21 @@ def reference_seen(samples, shape) -> torch.Tensor:
     return seen.reshape(B, H, W)
 
 
+def analytic_base(fa):
+    """What the learned stage starts from, for an engine.synthesis.decoder.FrameAnalysis: (the analytic frame
+    as the decoder draws it, B x 3 x H x W float, the background other keys saw and the references fused;
+    the disocclusions no key saw, B x H x W bool or None; the pixels another reference replaced, or None)."""
+    mo = fa.motion
+    shape = tuple(mo.visible.shape)
+    with torch.no_grad():
+        base = fuse_references(analytic_frame(fa.key.image, mo, fa.background), fa.references)
+    refseen = reference_seen(fa.references, shape) if fa.references else None
+    hole = hole_of(mo)
+    if hole is not None and fa.background:
+        hole = hole & ~reference_seen(fa.background, shape).to(hole.device)
+    return base, hole, refseen
+
+
 # ----------------------------------------------------------------------------- the refiner
 
 class LearnedRefiner:
@@ -114,14 +129,8 @@ class LearnedRefiner:
             self._keys.clear()
         ctx = self._key(fa.key)
         mo = fa.motion
-        with torch.no_grad():
-            # The analytic frame as the decoder draws it, background another key saw included; only what
-            # no key saw of it stays a hole for the network to regenerate.
-            base = fuse_references(analytic_frame(fa.key.image, mo, fa.background), fa.references)
-            refseen = reference_seen(fa.references, tuple(mo.visible.shape)) if fa.references else None
-            hole = hole_of(mo)
-            if hole is not None and fa.background:
-                hole = hole & ~reference_seen(fa.background, tuple(mo.visible.shape)).to(hole.device)
+        # Only what no key saw of the background stays a hole for the network to regenerate.
+        base, hole, refseen = analytic_base(fa)
         return self.refine(fa.key.image, mo.grid, mo.visible, mo.body, mo.weight, fa.mesh, None, ctx,
                            hole, base, refseen)
 

@@ -158,8 +158,7 @@ def build_cache(spec: ClipSpec, log=print, device="cpu") -> Path:
 def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
     """The analytic decoder's per-frame inputs of every non-key frame, into memory-mapped arrays."""
     from engine.synthesis.decoder import Decoder
-    from engine.synthesis.motion import analytic_frame, fuse_references, hole_of
-    from engine.synthesis.refiner import reference_seen
+    from engine.synthesis.refiner import analytic_base
     H, W = bs.height, bs.width
     dec = Decoder(bs, device=device)
     mm = np.lib.format.open_memmap
@@ -185,14 +184,10 @@ def _analyse_into(folder: Path, bs, N: int, device="cpu") -> None:
             rows = np.stack([gop.frames[i - gop.start] for i in chunk])
             fa = dec.analyse(gop, rows, chunk)   # the decoder's own inputs: no drift
             mo, mi = fa.motion, fa.mesh
-            with torch.no_grad():
-                fused = fuse_references(analytic_frame(fa.key.image, mo, fa.background), fa.references)
-                img = fused.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-            hole = hole_of(mo)         # what no key saw of the background (as LearnedRefiner.refine_decoder)
+            fused, hole, seen = analytic_base(fa)         # as LearnedRefiner.refine_decoder starts
+            img = fused.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
             hole = hole.numpy() if hole is not None else np.zeros((len(chunk), H, W), bool)
-            if fa.background:
-                hole &= ~reference_seen(fa.background, (len(chunk), H, W)).numpy()
-            seen = reference_seen(fa.references, (len(chunk), H, W)).numpy()
+            seen = seen.numpy() if seen is not None else np.zeros((len(chunk), H, W), bool)
             sl = np.asarray(chunk)                # not contiguous around a key inside its group
             grid[sl] = mo.grid.numpy()
             flags[sl] = (mo.visible.numpy().astype(np.uint8) | (mo.body.numpy().astype(np.uint8) << 1)
