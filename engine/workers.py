@@ -13,16 +13,78 @@ copying or pickling it; only ``fn``'s items and results travel. Every call runs 
 in a worker or, with one worker, in this process: a result does not depend on how many cores the
 machine has. Where fork is unavailable (Windows, macOS' default), on a CUDA device (CUDA does not
 survive a fork) or with ``IHVC_WORKERS=1``, everything runs here, in order.
+
+A fork copies every file descriptor this process holds, and other threads here start subprocesses (the key
+pictures' VVC encoder beside the key search, VMAF beside ``eval``'s next encode). A worker forked while a
+subprocess runs keeps a copy of that subprocess's pipes, so the subprocess never sees the end of its input,
+or this process never sees the end of its output: both wait for ever (seen once, in ``eval --rates``). So
+subprocesses start through :func:`run`, which holds ``GATE`` shared for the subprocess's whole life, and a
+pool forks all its workers at once, holding ``GATE`` alone (it waits for running subprocesses to end).
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator
 
 _STATE = None             # the state of the pool being forked: what a worker's fn receives
+
+
+class _Gate:
+    """Many holders ``shared()`` (subprocesses running) or one ``alone()`` (a pool forking); a waiting fork
+    goes before new subprocesses."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._alone = False
+        self._waiting = 0
+
+    def shared(self):
+        return _Hold(self, False)
+
+    def alone(self):
+        return _Hold(self, True)
+
+
+class _Hold:
+    def __init__(self, gate: _Gate, alone: bool):
+        self.gate, self.alone = gate, alone
+
+    def __enter__(self):
+        g = self.gate
+        with g._cond:
+            if self.alone:
+                g._waiting += 1
+                g._cond.wait_for(lambda: not g._alone and g._shared == 0)
+                g._waiting -= 1
+                g._alone = True
+            else:
+                g._cond.wait_for(lambda: not g._alone and g._waiting == 0)
+                g._shared += 1
+
+    def __exit__(self, *exc):
+        g = self.gate
+        with g._cond:
+            if self.alone:
+                g._alone = False
+            else:
+                g._shared -= 1
+            g._cond.notify_all()
+
+
+GATE = _Gate()
+
+
+def run(cmd, input: bytes | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, input=input, capture_output=True, **kwargs)`` while no worker pool forks (see
+    the module): every subprocess of the engine starts here."""
+    with GATE.shared():
+        return subprocess.run(cmd, input=input, capture_output=True, **kwargs)
 
 
 def cpu_workers(limit: int | None = None) -> int:
@@ -58,6 +120,10 @@ def _start_worker():
     torch.set_num_threads(1)
 
 
+def _noop():
+    return None
+
+
 def _call(fn: Callable, item):
     return fn(_STATE, item)
 
@@ -73,12 +139,16 @@ class ForkPool:
             workers = 1
         self.workers = workers                  # 1: everything runs in this process
         if workers > 1:
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                            initializer=_start_worker)
+            global _STATE
+            # Every worker forks now, inside the first submit, while no subprocess runs (see the module).
+            with GATE.alone():
+                _STATE = state
+                self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                                initializer=_start_worker)
+                self.pool.submit(_noop).result()
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         """fn(state, item) for each item, yielded in order as they are done."""
-        global _STATE
         items = list(items)
         if self.pool is None:
             for it in items:
@@ -86,7 +156,6 @@ class ForkPool:
                     out = fn(self.state, it)
                 yield out
             return
-        _STATE = self.state            # the workers fork on demand, inside pool.map: they inherit it
         try:
             yield from self.pool.map(_call, [fn] * len(items), items)
         except BrokenProcessPool:

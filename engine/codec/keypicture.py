@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 from fractions import Fraction
 
 import av
@@ -22,6 +21,7 @@ import numpy as np
 from engine.codec.bitstream import CODEC_IDS, KeyPicture
 from engine.codec.colour import rgb_to_yuv420_bytes, rgb_to_yuv420_frame, yuv420_frame_to_rgb
 from engine.errors import IHVCError, InputError
+from engine.workers import run
 
 # QP range per codec (the user-facing scale of each codec).
 QP_RANGE = {"vvc": (0, 63), "hevc": (0, 51), "av1": (0, 63)}
@@ -57,7 +57,7 @@ def _encode_vvc(rgb: np.ndarray, qp: int) -> bytes:
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p10le",
            "-s", f"{w}x{h}", "-i", "-", "-frames:v", "1", "-c:v", "libvvenc", "-qp", str(qp),
            "-preset", "medium", "-qpa", "0", "-f", "vvc", "-"]
-    res = subprocess.run(cmd, input=rgb_to_yuv420_bytes(rgb, "yuv420p10le"), capture_output=True)
+    res = run(cmd, input=rgb_to_yuv420_bytes(rgb, "yuv420p10le"))
     if res.returncode != 0 or not res.stdout:
         raise IHVCError(f"VVC encoder failed: {res.stderr.decode(errors='replace').strip()[-200:]}")
     return res.stdout

@@ -20,7 +20,6 @@ by FFmpeg; the same conversion is undone on decoding.
 """
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import IHVCError, InputError
+from engine.workers import run
 
 # Default QP sweeps: a sensible number of points per codec, from the paper's
 # VVC QPs down to the lowest rates each encoder reaches.
@@ -89,13 +89,13 @@ def encode_anchor(frames: np.ndarray, codec: str, qp: int, fps: int = 25, workdi
         pix_fmt = args[args.index("-pix_fmt") + 1]
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", pix_fmt,
                "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", *args, "-f", muxer, str(out)]
-        res = subprocess.run(cmd, input=rgb_to_yuv420_bytes(frames, pix_fmt), capture_output=True)
+        res = run(cmd, input=rgb_to_yuv420_bytes(frames, pix_fmt))
         if res.returncode != 0 or not out.exists() or out.stat().st_size == 0:
             raise IHVCError(f"{codec} anchor encoder failed at QP {qp}: "
                             f"{res.stderr.decode(errors='replace').strip()[-200:]}")
         n_bytes = out.stat().st_size
-        dec = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(out),
-                              "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"], capture_output=True)
+        dec = run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(out),
+                   "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"])
     if dec.returncode != 0:
         raise IHVCError(f"{codec} anchor stream does not decode: {dec.stderr.decode(errors='replace').strip()[-200:]}")
     per = h * w * 3 // 2 * (2 if pix_fmt.endswith("10le") else 1)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from engine.errors import IHVCError, InputError
+from engine.workers import run
 
 _MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -105,7 +105,7 @@ def vmaf(ref, dist, threads: int | None = None) -> float:
                  f"[d][r]libvmaf=log_fmt=json:log_path={log.as_posix()}:n_threads={threads}:shortest=1")
         cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *raw, "-i", str(tmp / "dist.rgb"),
                *raw, "-i", str(tmp / "ref.rgb"), "-lavfi", graph, "-f", "null", "-"]
-        res = subprocess.run(cmd, capture_output=True)
+        res = run(cmd)
         if res.returncode != 0 or not log.exists():
             raise IHVCError(f"VMAF failed: {res.stderr.decode(errors='replace').strip()[-200:]}")
         data = json.loads(log.read_text())

@@ -21,6 +21,7 @@ import torch
 from engine.errors import IHVCError
 from engine.fileio import REPO, atomic_path
 from engine.synthesis.networks import CONFIGS, Generator, MultiScaleDiscriminator, config as make_config
+from engine.workers import run
 
 FORMAT = "ihvc-generator"
 FORMAT_VERSION = 2          # 2: the gated refiner (issue #15); 1 was the blend-head generator
@@ -30,8 +31,7 @@ CODE_VERSION = "ihvc-generator-2"      # used when git is unavailable
 def code_version() -> str:
     root = REPO
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root, capture_output=True,
-                             text=True, timeout=5)
+        out = run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root, text=True, timeout=5)
         if out.returncode == 0 and out.stdout.strip():
             return f"{CODE_VERSION}+{out.stdout.strip()}"
     except (OSError, subprocess.SubprocessError):
