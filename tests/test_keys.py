@@ -221,10 +221,9 @@ def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_ke
 def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
     """choose_key_qp on a stub: coarser key pictures cost fewer bytes (more keys fit the rate) but carry
     more coding error into every frame. It returns the QP whose keys, placed by choose_keys at that QP,
-    decode (every FULL_STRIDE-th frame, at full size) with the least squared error, among those that fit;
-    a QP whose one key is over the rate is passed over."""
+    have the least expected error (draft error + the key pictures' own), among those that fit; a QP
+    whose one key is over the rate is passed over."""
     import engine.codec.keypicture as KP
-    monkeypatch.setenv("IHVC_WORKERS", "1")       # the stubs below live in this process
     n, side = 60, 8
     frames = np.zeros((n, side, side, 3), np.uint8)
     cost = {37: 400, 42: 200, 47: 100, 52: 50, 57: 25}          # bytes of one key picture
@@ -249,11 +248,6 @@ def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
             err[i] = min(abs(i - k) for k in bs.keys) * 200.0
         return err
     monkeypatch.setattr(K, "_score", score)
-
-    def full(state, job):                       # the decoded frames: the warp's error plus the key's own
-        bs, idx = job
-        return np.array([min(abs(i - k) for k in bs.keys) * 200.0 + noise[bs.qp] ** 2 * side * side for i in idx])
-    monkeypatch.setattr(K, "_full_errors", full)
     tried = []
 
     def build(qp):
@@ -270,9 +264,9 @@ def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
 
     def expected(q):
         ks, trials = K.choose_keys(frames, build(q), picture(q), rate_kbps=rate, key_qp=q)
-        idx = range(0, n, K.FULL_STRIDE)
+        sse = next(t.sse for t in trials if t.kept)
         fits = cost[q] * len(ks) + 50 <= budget
-        return full(None, (Bs(ks, q), list(idx))).sum() / (len(idx) * side * side), fits, ks
+        return sse / (len(range(0, n, K.DRAFT_STRIDE)) * side * side) + noise[q] ** 2, fits, ks
     table = {q: expected(q) for q in qps}
     best = min((v[0], q) for q, v in table.items() if v[1])[1]
     assert qp == best and keys == table[best][2]

@@ -31,7 +31,6 @@ from engine.codec.rate import REFERENCE_FPS
 DRAFT_SIDE = 128          # the draft decode that scores key placements (about 10x cheaper than 384)
 DRAFT_STRIDE = 2          # ... on every second frame (neighbouring frames say nearly the same)
 MIN_SPACING = 4           # frames between two keys at least
-FULL_STRIDE = 4           # choose_key_qp decodes every 4th frame at full size per QP
 # The default lambda: HEVC's at the key QP, scaled to this distortion (squared error of R, G and B
 # averaged, all pixels) and to what a key buys (a whole stretch of frames). Chosen on ted_e only (the
 # one clip kept for it): see docs/BENCHMARKS.md "Key pictures chosen by content".
@@ -111,15 +110,6 @@ def _draft_errors(state: _SearchState, job) -> np.ndarray:
                   pictures=lambda g: state.originals[g.key_frame], cache=state.cache)
     out = dec.decode_all(idx).astype(np.float32)
     return ((out - state.ref[idx]) ** 2).mean(-1).sum((1, 2))
-
-
-def _full_errors(state: _SearchState, job) -> np.ndarray:
-    """Squared error (summed over pixels, mean over channels) of frames ``idx`` of ``bs`` as the real decoder
-    draws them at full size from the coded key pictures."""
-    from engine.synthesis.decoder import Decoder
-    bs, idx = job
-    out = Decoder(bs, device=state.device, body_model=state.body_model).decode_all(idx).astype(np.float32)
-    return ((out - state.originals[idx].astype(np.float32)) ** 2).mean(-1).sum((1, 2))
 
 
 def _score(bs: Bitstream, pool, frames=None) -> np.ndarray:
@@ -262,9 +252,11 @@ def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *
     fine one (eval, 2026-12-04, 100 TED frames: ted_a 25.8 dB at 4.4 kbps with keys by content at
     QP 48, against 22.3 dB at 3.7 kbps with one key at QP 42).
 
-    For each QP of ``qps`` (ascending) ``choose_keys`` places as many keys as the rate allows; where the
-    file with those keys' coded pictures fits the rate, the real decoder draws every FULL_STRIDE-th frame
-    from it at full size, and the QP with the least squared error of those frames wins. Every QP is tried: the error is not
+    For each QP of ``qps`` (ascending) ``choose_keys`` places as many keys as the rate allows; the
+    placement's expected error is the draft decoder's (which warps the frames themselves) plus what
+    coding costs a key picture at that QP (the mean squared error of the search's sample pictures, at
+    the draft's size: the warp carries a key's coding error into every frame it serves). The QP with
+    the least expected error among those whose file fits wins. Every QP is tried: the error is not
     monotone in the QP (it rises while the key count stays, and falls when one more key fits), and a QP
     that keeps the count costs little (the draft decodes are in the shared DecodeCache).
     build(qp) and picture(qp) -> ``choose_keys``'s build and picture for that QP. Returns (qp, keys).
@@ -275,7 +267,9 @@ def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *
 
 
 def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool):
+    from engine.codec.keypicture import decode_key_picture
     N, H, W = frames.shape[:3]
+    side = pool.state.side
     budget = rate_kbps * 1000.0 / 8.0 * N / REFERENCE_FPS
     scored = len(range(0, N, DRAFT_STRIDE))
     say = log or (lambda s: None)
@@ -283,24 +277,14 @@ def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool):
     for qp in qps:
         keys, trials = choose_keys(frames, build(qp), picture(qp), rate_kbps=rate_kbps, key_qp=qp,
                                    max_refs=max_refs, log=log, pool=pool)
-        coded_bs = build(qp)(keys)
-        fits = len(container.to_bytes(coded_bs)) <= budget
-        if fits:
-            # Measured, not predicted: the real decoder's frames at full size from the coded key pictures, on
-            # every FULL_STRIDE-th frame. (A prediction, the draft's warp error plus the sample pictures' coding
-            # error, chose QP 52 where QP 47 decoded better on every metric: a 128 px draft hides a coarse QP's
-            # blur, docs/BENCHMARKS.md.)
-            idx = list(range(0, N, FULL_STRIDE))
-            parts = [idx[w::max(1, pool.workers)] for w in range(max(1, pool.workers))]
-            sse = 0.0
-            for e in pool.map(_full_errors, [(coded_bs, p) for p in parts if p]):
-                sse += float(e.sum())
-            expected = sse / (len(idx) * H * W)
-        else:
-            sse = next(t.sse for t in trials if t.kept)
-            expected = sse / (scored * H * W)
-        say(f"key QP {qp}: {len(keys)} keys, squared error {expected:.1f}"
-            + (" (decoded at full size)" if fits else " (draft), over the rate"))
+        sse = next(t.sse for t in trials if t.kept)
+        samples = cost_samples(N)
+        coded = np.stack([decode_key_picture(picture(qp)(k)) for k in samples])
+        key_mse = float(((_draft(coded, side) - _draft(frames[samples], side)) ** 2).mean())
+        expected = sse / (scored * H * W) + key_mse
+        fits = len(container.to_bytes(build(qp)(keys))) <= budget
+        say(f"key QP {qp}: {len(keys)} keys, expected squared error {expected:.1f} (warp "
+            f"{expected - key_mse:.1f} + key picture {key_mse:.1f}){'' if fits else ', over the rate'}")
         if fits and (best is None or expected < best[0]):
             best = (expected, qp, keys)
     if best is None:                             # nothing fits: the coarsest tried, its one key
