@@ -11,8 +11,8 @@ Independent pieces of work (a group of pictures' frames) in separate processes d
 The processes are forked once per pool and inherit ``state`` (decoders, frames, the body model) without
 copying or pickling it; only ``fn``'s items and results travel. Every call runs on one PyTorch thread,
 in a worker or, with one worker, in this process: a result does not depend on how many cores the
-machine has. Where fork is unavailable (Windows, macOS' default), on a CUDA device (CUDA does not
-survive a fork) or with ``IHVC_WORKERS=1``, everything runs here, in order.
+machine has. Off Linux (Windows has no fork; macOS' system frameworks do not survive one), on a CUDA
+device (neither does CUDA) or with ``IHVC_WORKERS=1``, everything runs here, in order.
 
 A fork copies every file descriptor this process holds, and other threads here start subprocesses (the key
 pictures' VVC encoder beside the key search, VMAF beside ``eval``'s next encode). A worker forked while a
@@ -26,6 +26,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import subprocess
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -135,7 +136,7 @@ class ForkPool:
         self.state = state
         self.pool = None
         cuda = device is not None and str(device).startswith("cuda")
-        if cuda or "fork" not in multiprocessing.get_all_start_methods():
+        if cuda or not sys.platform.startswith("linux"):
             workers = 1
         self.workers = workers                  # 1: everything runs in this process
         if workers > 1:
