@@ -431,7 +431,7 @@ def _refine_chain(state: _LoopState, chain) -> np.ndarray:
     """One chain of a group's frames (outwards from its key, in order), refined batch by batch, each batch
     anchored on the row before it -> the refined rows of ``order``."""
     gi, order = chain
-    bs, gop = state.bs, state.bs.gops[chain[0]]
+    bs, gop = state.bs, state.bs.gops[gi]
     warp = _Warp(state.small, gop)
     target = _resize(state.frames[[gop.start + j for j in order]], state.side, state.small.device)
     rows = np.asarray(gop.frames, float)

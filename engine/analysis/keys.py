@@ -117,8 +117,7 @@ def _score(bs: Bitstream, pool, frames=None) -> np.ndarray:
     all) that fall on the DRAFT_STRIDE grid (0 elsewhere), the key pictures taken from the frames
     themselves (not yet coded), on ``pool`` (``search_pool``): the k-th frame of the grid on worker k mod W."""
     idx = [i for i in (range(bs.n_frames) if frames is None else frames) if i % DRAFT_STRIDE == 0]
-    workers = max(1, pool.workers)
-    parts = [[i for i in idx if (i // DRAFT_STRIDE) % workers == w] for w in range(workers)]
+    parts = [[i for i in idx if (i // DRAFT_STRIDE) % pool.workers == w] for w in range(pool.workers)]
     parts = [p for p in parts if p]
     err = np.zeros(bs.n_frames)
     for p, e in zip(parts, pool.map(_draft_errors, [(bs, p) for p in parts])):

@@ -168,8 +168,10 @@ def _run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) 
             AUTO if g.strip() == "auto" else int(g) for g in args.gops.split(",") if g.strip())
     except ValueError:
         raise InputError(f"--gops must be integers, got {args.gops!r}") from None
-    if (not gops and not rates) or any(g < 0 and g != AUTO for g in gops):
+    if any(g < 0 and g != AUTO for g in gops):
         raise InputError(f"--gops must be frame counts >= 0 or auto, got {args.gops!r}")
+    if not gops and not rates:
+        raise InputError("--gops none leaves nothing to code: give --rates too")
     out = Path(args.out)
     if args.all_dir:
         root = Path(args.all_dir)

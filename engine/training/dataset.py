@@ -10,8 +10,10 @@ runs once per clip and parameter set:
     frames.npy       N x H x W x 3 uint8, the clip's frames at the working size (the targets)
     grid.npy         N x H x W x 2 float16, analytic backward map (key-frame pixels)
     flags.npy        N x H x W uint8, bit 0 visible in the key, bit 1 covered by the frame mesh,
-                     bit 2 background disocclusion (Motion.hole), bit 3 filled by another reference
-    base.npy         N x H x W x 3 uint8, the analytic decoder's frame (holes filled, references fused):
+                     bit 2 background disocclusion no key saw (Motion.hole less the other keys' background),
+                     bit 3 filled by another reference
+    base.npy         N x H x W x 3 uint8, the analytic decoder's frame (other keys' background, holes filled,
+                     references fused; refiner.analytic_base):
                      exactly what ``Decoder`` without a refiner writes
     weight.npy       N x H x W float16, body-motion weight
     mesh.npy         N x 6 x H x W float16, frame mesh image (engine.synthesis.networks.MESH_CHANNELS)
