@@ -56,9 +56,10 @@ class Effort:
 # Measured on ted_f (its first 58 inter frames, auto keys, ``RATE_WEIGHT`` 0, loaded 2-core machine):
 # decoded PSNR 25.24 dB before; 26.50 at 128 px x 10 steps (37 s), 26.55 at 192 x 16 (124 s),
 # 26.61 at 384 x 16 (195 s). Default takes the knee; slow spends the time. Default scores the rows
-# with the real decoder at 192 px (2026-12-05, ted_c, e, f, 100 frames, keys by content): decoded PSNR
-# within 0.01 dB of scoring at 384, VMAF within 0.14, the closed loop 11.5 -> 8.4 s on ted_c. At 128 px
-# it gave 0.6 s more and lost up to 0.1 VMAF; 7 optimiser steps instead of 10 lost 0.46 dB on ted_c.
+# with the real decoder at 192 px (2026-12-05, ted_c and ted_f, 100 frames, keys by content): decoded
+# PSNR within 0.01 dB of scoring at 384, VMAF within 0.08, the closed loop 11.5 -> 8.4 s on ted_c. At
+# 128 px it gave 0.6 s more and lost up to 0.13 VMAF against 192 (ted_c, ted_e); 7 optimiser steps
+# instead of 10 lost 0.46 dB on ted_c (docs/BENCHMARKS.md, "Encode speed, session 6").
 EFFORTS = {
     "fast": Effort("fast", 0, 0),
     "default": Effort("default", 128, 10, score_side=192),
@@ -261,14 +262,11 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
                          f"match the bitstream's {bs.n_frames} of {bs.width}x{bs.height}")
     t0 = time.perf_counter()
     longest = max(bs.width, bs.height)
-
-    def decoder(side: int):
-        return Decoder(bs, device=device, body_model=body_model, size=None if side >= longest else (side, side))
     side = min(effort.side, longest)
-    small = decoder(side)
-    body_model = small.body
     score_side = min(effort.score_side or longest, longest)
-    scorer = small if score_side == side else decoder(score_side)
+    small = Decoder(bs, device=device, body_model=body_model, size=None if side == longest else (side, side))
+    scorer = small if score_side == side else Decoder(
+        bs, device=device, body_model=small.body, size=None if score_side == longest else (score_side, score_side))
     from engine.analysis.encoder import hold_vector
     from engine.workers import ForkPool, cpu_workers
     steps = bs.quant.steps(bs.has_camera)
