@@ -297,3 +297,52 @@ def test_picture_coder_codes_each_frame_once_as_encode_key_picture_does():
         assert sorted(coder._jobs) == [(0, 30), (1, 30), (2, 30)]
         coarse = coder.get(0, qp=45)
         assert coarse.qp == 45 and len(coarse.payload) < len(first.payload)
+
+
+def test_encode_residuals_remembers_by_content_not_by_array():
+    """The coder remembers what it coded (the key search codes the same groups again and again): an array
+    changed in place after coding must code as a fresh one of its new values does."""
+    from engine.codec import entropy
+    rng = np.random.default_rng(5)
+    r = rng.integers(-3, 4, (30, 7))
+    first = encode_residuals(r)
+    assert encode_residuals(r.copy()) == first
+    r[4, 2] += 9                                   # the same array object, other values
+    again = encode_residuals(r)
+    assert again != first
+    entropy._CODED.clear()
+    assert encode_residuals(r) == again            # what a coder with nothing remembered writes
+    np.testing.assert_array_equal(decode_residuals(again, *r.shape), r)
+    for k in range(entropy.CODED_MEMO + 10):       # bounded
+        encode_residuals(np.full((1, 3), k))
+    assert len(entropy._CODED) == entropy.CODED_MEMO
+
+
+def test_picture_coder_limit_codes_one_at_a_time_then_side_by_side(monkeypatch):
+    import threading
+    import time
+
+    from engine.codec import keypicture
+    busy, most = [0], [0]
+    lock = threading.Lock()
+
+    def fake(rgb, codec, qp):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.15)
+        with lock:
+            busy[0] -= 1
+        return keypicture.KeyPicture(1, qp, rgb.shape[1], rgb.shape[0], b"x")
+
+    monkeypatch.setattr(keypicture, "encode_key_picture", fake)
+    frames = np.zeros((6, 8, 8, 3), np.uint8)
+    with keypicture.PictureCoder(frames, "vvc", 37, workers=2) as coder:
+        coder.limit(1)
+        coder.submit([0, 1, 2])
+        [coder.get(k) for k in (0, 1, 2)]
+        assert most[0] == 1
+        coder.limit(None)
+        coder.submit([3, 4, 5])
+        [coder.get(k) for k in (3, 4, 5)]
+        assert most[0] == 2

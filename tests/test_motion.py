@@ -184,3 +184,28 @@ def test_background_disocclusion_is_a_hole_and_filled():
     out = fill_holes(out, mo.hole, ~mo.hole & (mo.weight < 0.5))
     assert (out[0, 0][old] - 80).abs().max() < 1.0
     assert (out[0, 0][fras.mask[0]] > 249).float().mean() > 0.85  # the person moved along (edges bilinear)
+
+
+def test_dilate_matches_a_square_max_pooling():
+    """dilate's running-sum square is the max pooling it replaced, pixel for pixel."""
+    import torch.nn.functional as Fn
+
+    from engine.synthesis.motion import dilate
+
+    def pooled(mask, radius, step):
+        H, W = mask.shape[-2:]
+        m = mask.to(torch.float32)[:, None]
+        if step > 1 and radius >= step and H % step == 0 and W % step == 0:
+            lo = Fn.max_pool2d(m, step)
+            r = -(-radius // step)
+            lo = Fn.max_pool2d(lo, 2 * r + 1, stride=1, padding=r)
+            return Fn.interpolate(lo, scale_factor=step, mode="nearest")[:, 0] > 0.5
+        return Fn.max_pool2d(m, 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0.5
+
+    g = torch.Generator().manual_seed(0)
+    for h, w in [(128, 128), (96, 64), (30, 17)]:
+        for p in (0.002, 0.05, 0.5):
+            m = torch.rand(2, h, w, generator=g) < p
+            for radius in (1, 3, 4, 9):
+                for step in (1, 4):
+                    assert torch.equal(dilate(m, radius, step), pooled(m, radius, step)), (h, w, p, radius, step)

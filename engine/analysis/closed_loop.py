@@ -235,6 +235,8 @@ def optimise_rows(warp: Callable, rows: np.ndarray, targets: torch.Tensor,
             break                       # keep the best finite rows found so far
         if float(loss.detach()) < best_loss:
             best_loss, best = float(loss.detach()), x.detach().clone()
+        if i == effort.iters - 1:
+            break                       # a step from here would never be scored
         loss.backward()
         if not bool(torch.isfinite(u.grad).all()):
             break

@@ -230,6 +230,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     # Key pictures code on a thread pool while the fit works on one core (engine.codec.keypicture).
     qps = sorted({min(hi, key_qp + d) for d in QP_STEPS}) if auto and qp_search else [key_qp]
     coder = PictureCoder(frames, key_codec, key_qp)
+    if auto:
+        coder.limit(1)      # the cost samples code beside the fit one at a time (the camera motion takes the rest)
     for q in qps:
         coder.submit(cost_samples(N) if auto else starts, q)
     try:
@@ -288,6 +290,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                 progress("key picture", gi + 1, len(starts))
             gops.append(GroupOfPictures(start=s, key_picture=kp, key=key, frames=sem))
         timings.update(fit=t_fit, camera=t_cam, key_picture=t_key)
+        coder.limit(None)
 
         bs = Bitstream(width=W, height=H, fps=clip.fps, quant=quant, body_model=model.model_id,
                        has_camera=has_cam, gops=gops)

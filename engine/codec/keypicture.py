@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from fractions import Fraction
 
 import av
@@ -113,9 +114,31 @@ class PictureCoder:
         self.frames, self.codec, self.qp = frames, codec, int(qp)
         # ``pool`` takes other work that waits on a subprocess or native code too (the encoder's camera
         # motion).
-        self.pool = ThreadPoolExecutor(max(1, workers or min(4, os.cpu_count() or 1)),
-                                       thread_name_prefix="key-picture")
+        self.workers = max(1, workers or min(4, os.cpu_count() or 1))
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="key-picture")
         self._jobs: dict = {}
+        self._turns = threading.Condition()
+        self._running = 0
+        self._limit = self.workers
+
+    def limit(self, n: int | None) -> None:
+        """At most ``n`` pictures coding at once from now on (None: as many as the pool has threads). The
+        encoder asks for one while its fit works on the other core: two encoders beside the fit slowed it
+        by a sixth."""
+        with self._turns:
+            self._limit = self.workers if n is None else max(1, int(n))
+            self._turns.notify_all()
+
+    def _code(self, k: int, qp: int) -> KeyPicture:
+        with self._turns:
+            self._turns.wait_for(lambda: self._running < self._limit)
+            self._running += 1
+        try:
+            return encode_key_picture(self.frames[k], self.codec, qp)
+        finally:
+            with self._turns:
+                self._running -= 1
+                self._turns.notify_all()
 
     def submit(self, frames, qp: int | None = None) -> None:
         """Start coding the pictures of these frame indices (those not already started) at ``qp``
@@ -123,7 +146,7 @@ class PictureCoder:
         qp = self.qp if qp is None else int(qp)
         for k in frames:
             if (int(k), qp) not in self._jobs:
-                self._jobs[int(k), qp] = self.pool.submit(encode_key_picture, self.frames[int(k)], self.codec, qp)
+                self._jobs[int(k), qp] = self.pool.submit(self._code, int(k), qp)
 
     def get(self, k: int, qp: int | None = None) -> KeyPicture:
         """The coded picture of frame ``k`` at ``qp`` (started now if it was not)."""
