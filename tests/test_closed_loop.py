@@ -200,3 +200,32 @@ def test_a_warp_that_turns_non_finite_keeps_the_best_finite_rows():
                         Effort("test", side=4, iters=10, lr=1.0))
     assert np.isfinite(out).all() and len(calls) == 4
     assert (out[:, 26] > 5.0).all()             # it did move towards the target before the NaN
+
+
+def test_landmark_rows_over_the_budget_are_held_when_that_fits(truth):
+    """A fit whose rows alone cost more than the budget: held at FIT_HOLD when that brings them under it
+    (then the refined rows are chosen against those), left as they are when it does not."""
+    from engine.analysis.closed_loop import FIT_HOLD, _bpf, _fit_within
+    from engine.analysis.encoder import hold_vector
+    bs, frames = truth
+    gop = bs.gops[0]
+    jitter = gop.frames.copy()
+    jitter[1::2, :6] += bs.steps[:6]            # one step up and down every frame: dear to code
+    jitter = snap(jitter, bs.steps)
+    off = replace(bs, gops=[replace(gop, frames=jitter)])
+    steps, hold = bs.steps, hold_vector(None, len(bs.steps))
+    held, h = _fit_within(off, steps, hold, _bpf(off) - 1e-6, None)
+    assert h == FIT_HOLD and _bpf(held) < _bpf(off)
+    assert np.array_equal(held.gops[0].frames[gop.key_offset], jitter[gop.key_offset])
+    assert np.abs(held.gops[0].frames - jitter).max() <= (0.5 + FIT_HOLD) * steps.max() + 1e-9
+    frozen = np.zeros(bs.n_frames, bool)
+    frozen[3] = True
+    kept, _ = _fit_within(off, steps, hold, _bpf(off) - 1e-6, frozen)
+    assert np.array_equal(kept.gops[0].frames[3], jitter[3])
+    same, h0 = _fit_within(off, steps, hold, _bpf(held) - 1.0, None)       # out of its reach: untouched
+    assert h0 == 0.0 and same is off
+    # Through the closed loop: the file ends within the budget the held fit meets.
+    budget = _bpf(held) + 0.5
+    out, report = refine_bitstream(off, frames, Effort("test", side=96, iters=6, lr=0.8), max_bpf=budget)
+    assert report.fit_hold == FIT_HOLD and report.bpf <= budget + 1e-9 and report.bpf_fit == _bpf(off)
+    assert "landmark rows held" in report.line()
