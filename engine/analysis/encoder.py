@@ -230,8 +230,11 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     # Key pictures code on a thread pool while the fit works on one core (engine.codec.keypicture).
     qps = sorted({min(hi, key_qp + d) for d in QP_STEPS}) if auto and qp_search else [key_qp]
     coder = PictureCoder(frames, key_codec, key_qp)
-    if auto:
-        coder.limit(1)      # the cost samples code beside the fit one at a time (the camera motion takes the rest)
+    if auto and len(qps) == 1:
+        # The three cost samples code beside the fit one at a time (the camera motion takes the rest):
+        # two at a time slowed the fit by a sixth. (Under --key-qp auto there are fifteen, and the
+        # search waits for them: they keep both threads.)
+        coder.limit(1)
     for q in qps:
         coder.submit(cost_samples(N) if auto else starts, q)
     try:
