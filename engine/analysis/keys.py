@@ -242,6 +242,10 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
 
 # Key-picture QPs tried under a rate target, as steps above the encoder's key QP (``choose_key_qp``).
 QP_STEPS = (0, 5, 10, 15, 20)
+# How much a key picture's own coding error counts against the draft warp's in ``choose_key_qp``. 3 was
+# tried (docs/BENCHMARKS.md, "The key QP under a rate target, again"): better BD-rates on ted_c and VMAF
+# at 5 kbps, but ted_c's 18 kbps point fell under x265's lowest-rate PSNR; 2 was being measured.
+KEY_ERROR_WEIGHT = 1.0
 
 
 def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *, rate_kbps: float,
@@ -254,7 +258,8 @@ def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *
     For each QP of ``qps`` (ascending) ``choose_keys`` places as many keys as the rate allows; the
     placement's expected error is the draft decoder's (which warps the frames themselves) plus what
     coding costs a key picture at that QP (the mean squared error of the search's sample pictures, at
-    the draft's size: the warp carries a key's coding error into every frame it serves). The QP with
+    the draft's size, weighted by KEY_ERROR_WEIGHT: the warp carries a key's coding error into every frame
+    it serves). The QP with
     the least expected error among those whose file fits wins. Every QP is tried: the error is not
     monotone in the QP (it rises while the key count stays, and falls when one more key fits), and a QP
     that keeps the count costs little (the draft decodes are in the shared DecodeCache).
@@ -280,7 +285,7 @@ def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool):
         samples = cost_samples(N)
         coded = np.stack([decode_key_picture(picture(qp)(k)) for k in samples])
         key_mse = float(((_draft(coded, side) - _draft(frames[samples], side)) ** 2).mean())
-        expected = sse / (scored * H * W) + key_mse
+        expected = sse / (scored * H * W) + KEY_ERROR_WEIGHT * key_mse
         fits = len(container.to_bytes(build(qp)(keys))) <= budget
         say(f"key QP {qp}: {len(keys)} keys, expected squared error {expected:.1f} (warp "
             f"{expected - key_mse:.1f} + key picture {key_mse:.1f}){'' if fits else ', over the rate'}")
