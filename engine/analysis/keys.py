@@ -244,7 +244,8 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
 QP_STEPS = (0, 5, 10, 15, 20)
 # How much a key picture's own coding error counts against the draft warp's in ``choose_key_qp``. 3 was
 # tried (docs/BENCHMARKS.md, "The key QP under a rate target, again"): better BD-rates on ted_c and VMAF
-# at 5 kbps, but ted_c's 18 kbps point fell under x265's lowest-rate PSNR; 2 was being measured.
+# at 5 kbps, but ted_c's 18 kbps point fell under x265's lowest-rate PSNR; 2 gave ted_c worse BD-rates
+# than 1 on MS-SSIM and VMAF.
 KEY_ERROR_WEIGHT = 1.0
 
 
@@ -259,8 +260,7 @@ def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *
     placement's expected error is the draft decoder's (which warps the frames themselves) plus what
     coding costs a key picture at that QP (the mean squared error of the search's sample pictures, at
     the draft's size, weighted by KEY_ERROR_WEIGHT: the warp carries a key's coding error into every frame
-    it serves). The QP with
-    the least expected error among those whose file fits wins. Every QP is tried: the error is not
+    it serves). The QP with the least expected error among those whose file fits wins. Every QP is tried: the error is not
     monotone in the QP (it rises while the key count stays, and falls when one more key fits), and a QP
     that keeps the count costs little (the draft decodes are in the shared DecodeCache).
     build(qp) and picture(qp) -> ``choose_keys``'s build and picture for that QP. Returns (qp, keys).
@@ -285,10 +285,11 @@ def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool):
         samples = cost_samples(N)
         coded = np.stack([decode_key_picture(picture(qp)(k)) for k in samples])
         key_mse = float(((_draft(coded, side) - _draft(frames[samples], side)) ** 2).mean())
-        expected = sse / (scored * H * W) + KEY_ERROR_WEIGHT * key_mse
+        warp = sse / (scored * H * W)
+        expected = warp + KEY_ERROR_WEIGHT * key_mse
         fits = len(container.to_bytes(build(qp)(keys))) <= budget
         say(f"key QP {qp}: {len(keys)} keys, expected squared error {expected:.1f} (warp "
-            f"{expected - key_mse:.1f} + key picture {key_mse:.1f}){'' if fits else ', over the rate'}")
+            f"{warp:.1f} + key picture {key_mse:.1f}){'' if fits else ', over the rate'}")
         if fits and (best is None or expected < best[0]):
             best = (expected, qp, keys)
     if best is None:                             # nothing fits: the coarsest tried, its one key
