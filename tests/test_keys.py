@@ -172,6 +172,23 @@ def test_encode_refuses_contradictory_key_options_before_any_work(kw, msg, tmp_p
         encode_video(tmp_path / "not_read.mp4", **kw)
 
 
+@pytest.mark.parametrize("argv, qp", [(["--rate", "5"], "auto"), ([], "37"), (["--rate", "5", "--key-qp", "42"], "42"),
+                                      (["--rate", "5", "--keys", "one"], "37"), (["--gop", "20"], "37")])
+def test_encode_with_a_rate_target_chooses_the_key_qp_unless_told(argv, qp, tmp_path, monkeypatch):
+    """`encode --rate R` lets the encoder choose the key QP with the keys (a fixed QP 37 can be over the
+    rate with one key picture); --key-qp N still fixes it, and without a rate target it stays 37."""
+    import engine.analysis.encoder as enc
+    import main
+    seen = {}
+
+    def fake(path, progress=None, **kw):
+        seen.update(kw)
+        raise enc.InputError("stop here")
+    monkeypatch.setattr(enc, "encode_video", fake)
+    assert main.main(["encode", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "o.ihvc"), "--quiet", *argv]) != 0
+    assert seen["key_qp"] == qp and not (tmp_path / "o.ihvc").exists()
+
+
 def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_keys(monkeypatch):
     """choose_keys with the real draft decoder (a box body) on a small clip, with and without the shared
     DecodeCache: the same keys and the same scores for every trial, with fewer body-model evaluations; and
@@ -266,7 +283,7 @@ def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
         ks, trials = K.choose_keys(frames, build(q), picture(q), rate_kbps=rate, key_qp=q)
         sse = next(t.sse for t in trials if t.kept)
         fits = cost[q] * len(ks) + 50 <= budget
-        return sse / (len(range(0, n, K.DRAFT_STRIDE)) * side * side) + noise[q] ** 2, fits, ks
+        return sse / (len(range(0, n, K.DRAFT_STRIDE)) * side * side) + K.KEY_ERROR_WEIGHT * noise[q] ** 2, fits, ks
     table = {q: expected(q) for q in qps}
     best = min((v[0], q) for q, v in table.items() if v[1])[1]
     assert qp == best and keys == table[best][2]
@@ -276,3 +293,24 @@ def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
     # a budget one key at QP 37 does not fit: QP 37 is passed over
     qp, keys = K.choose_key_qp(frames, build, picture, qps, rate_kbps=300 * 8 / 1000 * 25 / n)
     assert qp > 37 and cost[qp] * len(keys) + 50 <= 300
+    # the key pictures' own error weighs KEY_ERROR_WEIGHT times: counted once, a coarser QP wins here
+    monkeypatch.setattr(K, "KEY_ERROR_WEIGHT", 1.0)
+    table = {q: expected(q) for q in qps}
+    once = min((v[0], q) for q, v in table.items() if v[1])[1]
+    assert K.choose_key_qp(frames, build, picture, qps, rate_kbps=rate)[0] == once > best
+
+
+def test_the_chosen_key_qp_is_made_finer_while_the_file_fits():
+    """finer_key_qp: the finest QP at most four below the chosen one whose file fits the budget; it stops
+    at the first that does not (the size falls as the QP rises) and never goes under min_qp."""
+    asked = []
+
+    def size(q):
+        asked.append(q)
+        return 1000 * 2 ** ((52 - q) / 6)            # about twice the bytes every six QPs finer
+    assert K.finer_key_qp(size, 52, 1000) == 52 and asked == [51]
+    asked.clear()
+    assert K.finer_key_qp(size, 52, 1400) == 50 and asked == [51, 50, 49]
+    assert K.finer_key_qp(size, 52, 1e9) == 48                   # four steps at most
+    assert K.finer_key_qp(size, 52, 1e9, min_qp=50) == 50
+    assert K.finer_key_qp(size, 0, 1e9) == 0

@@ -150,9 +150,9 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     pictures and their placement are done again (benchmarks and ``eval`` sweep those). ``max_refs`` > 1 lets each frame draw from that many
     key pictures (its own, the next one and the previous ones: format version 2); 1 writes version 1.
     ``key_qp``: the key pictures' QP; ``"auto"`` with ``rate_kbps`` and keys by content: the encoder
-    chooses it too, from DEFAULT_KEY_QP upwards, for the least squared error that fits the rate
-    (engine.analysis.keys.choose_key_qp; not the default: at 5 kbps it bought PSNR and MS-SSIM and lost
-    SSIM and VMAF, docs/BENCHMARKS.md).
+    chooses it too, from DEFAULT_KEY_QP upwards in steps of five, for the least expected error that fits
+    the rate (engine.analysis.keys.choose_key_qp), then up to four steps finer while the file still fits
+    (``_fill_rate``). The CLI's ``encode --rate`` asks for it unless --key-qp is given.
     ``effort``: fast (the landmark fit alone), default or slow (the semantics are then refined against
     the frames the decoder draws from the decoded key pictures: engine.analysis.closed_loop).
 
@@ -307,6 +307,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                     """The bitstream with keys at ``key_frames``; with ``placeholder`` (bytes per key picture)
                     the pictures are not coded: they take that many bytes, and a draft decode uses the
                     frames."""
+                    if placeholder is None:
+                        coder.submit(key_frames, qp)          # side by side, not one after the other
                     pic = (lambda k: coder.get(k, qp)) if placeholder is None else (
                         lambda k: KeyPicture(CODEC_IDS[key_codec], qp, W, H, bytes(placeholder)))
                     return _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant,
@@ -316,6 +318,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                 key_qp, chosen = choose_key_qp(frames, builder, lambda q: (lambda k: coder.get(k, q)), qps,
                                                rate_kbps=rate_kbps, max_refs=max_refs, body_model=model,
                                                device=device, log=log)
+                key_qp = _fill_rate(builder, key_qp, chosen, rate_kbps, lo, effort_spec.side > 0, log)
             else:
                 chosen, _ = choose_keys(frames, builder(key_qp), coder.get, rate_kbps=rate_kbps, lam=lam,
                                         key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
@@ -355,6 +358,24 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
             timings=timings, analysis=analysis, closed_loop=report)
     finally:
         coder.close()
+
+
+def _fill_rate(builder, qp: int, keys: list[int], rate_kbps: float, min_qp: int, closed_loop: bool, log) -> int:
+    """The key QP that ``choose_key_qp`` chose, made finer while the file still fits the rate
+    (``keys.finer_key_qp``). The closed loop may raise the semantics to MAX_SEMANTIC_BPF bits per frame
+    after this: that much is kept back, so the rate target still holds once it has."""
+    from engine.analysis.closed_loop import MAX_SEMANTIC_BPF
+    from engine.analysis.keys import finer_key_qp
+    from engine.codec import container
+    from engine.codec.rate import REFERENCE_FPS
+    bs = builder(qp)(keys)
+    n = bs.n_frames
+    budget = rate_kbps * 1000.0 / 8.0 * n / REFERENCE_FPS
+    reserve = max(0.0, MAX_SEMANTIC_BPF * n / 8.0 - with_sizes(bs).sizes.get("FSEM", 0)) if closed_loop else 0.0
+    finer = finer_key_qp(lambda q: len(container.to_bytes(builder(q)(keys))), qp, budget - reserve, min_qp=min_qp)
+    if log is not None and finer != qp:
+        log(f"key QP {qp} -> {finer}: the file still fits the rate ({reserve:.0f} B kept for the closed loop)")
+    return finer
 
 
 def with_references(bs: Bitstream, max_refs: int) -> Bitstream:

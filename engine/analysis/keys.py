@@ -242,11 +242,13 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
 
 # Key-picture QPs tried under a rate target, as steps above the encoder's key QP (``choose_key_qp``).
 QP_STEPS = (0, 5, 10, 15, 20)
-# How much a key picture's own coding error counts against the draft warp's in ``choose_key_qp``. 3 was
-# tried (docs/BENCHMARKS.md, "The key QP under a rate target, again"): better BD-rates on ted_c and VMAF
-# at 5 kbps, but ted_c's 18 kbps point fell under x265's lowest-rate PSNR; 2 gave ted_c worse BD-rates
-# than 1 on MS-SSIM and VMAF.
-KEY_ERROR_WEIGHT = 1.0
+# How much a key picture's own coding error counts against the draft warp's in ``choose_key_qp``: a
+# perceptual weight. Counted once, the squared error took the coarsest QP that added a key, and a coarse
+# key's blur costs SSIM and VMAF far more than its squared error says (ted_c at 11 kbps: QP 57, VMAF 8.0;
+# counted three times: QP 52, VMAF 20.4). 3 with ``finer_key_qp`` against 1: ted_c's BD-rates against VVC
+# better on all four metrics, the 5 kbps TED mean VMAF 13.1 -> 18.9; 2 was worse than 1 on MS-SSIM and
+# VMAF (docs/BENCHMARKS.md, "The key QP under a rate target, filled").
+KEY_ERROR_WEIGHT = 3.0
 
 
 def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *, rate_kbps: float,
@@ -295,3 +297,18 @@ def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool):
     if best is None:                             # nothing fits: the coarsest tried, its one key
         return qp, keys
     return best[1], best[2]
+
+
+def finer_key_qp(size: Callable[[int], int], qp: int, budget: float, *, min_qp: int = 0,
+                 steps: int = QP_STEPS[1] - 1) -> int:
+    """The finest QP, at most ``steps`` below ``qp`` (and not below ``min_qp``), whose file still fits
+    ``budget`` bytes, for keys already placed: ``size(q)`` -> the file's bytes with the key pictures coded
+    at q. ``choose_key_qp`` tries QPs five apart, so the file it chooses can leave a good part of the rate
+    unused (ted_c at 18 kbps: 16.2). A finer key picture only lowers the error of the frames it serves.
+    The size falls as the QP rises, so the first QP that does not fit ends the search."""
+    best = qp
+    for q in range(qp - 1, max(min_qp, qp - steps) - 1, -1):
+        if size(q) > budget:
+            break
+        best = q
+    return best

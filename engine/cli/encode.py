@@ -1,6 +1,6 @@
 """``python main.py encode INPUT -o OUT.ihvc``: encode a video of one person.
 
-    python main.py encode INPUT -o OUT.ihvc [--key-codec vvc|hevc|av1] [--key-qp 37|auto]
+    python main.py encode INPUT -o OUT.ihvc [--key-codec vvc|hevc|av1] [--key-qp 37|auto (auto with --rate)]
         [--keys auto|one] [--rate KBPS | --lambda L] [--gop N] [--refs 4]
         [--size 384] [--max-frames N] [--region x,y,w,h] [--no-camera]
         [--body-model anny|smplx] [--body-model-path DIR] [--device cpu|cuda] [--quiet]
@@ -21,8 +21,9 @@ def add_arguments(p):
     p.add_argument("input", help="input video (anything FFmpeg reads)")
     p.add_argument("-o", "--output", required=True, help="output bitstream (.ihvc)")
     p.add_argument("--key-codec", default="vvc", choices=("vvc", "hevc", "av1"), help="key-picture codec (default vvc)")
-    p.add_argument("--key-qp", default="37",
-                   help="key-picture QP (default 37); auto: with --rate, the encoder chooses it (least squared error)")
+    p.add_argument("--key-qp", default=None,
+                   help="key-picture QP (default 37, or auto with --rate); auto: with --rate, the encoder chooses it "
+                        "with the keys so that the file meets the rate")
     p.add_argument("--keys", default="auto", choices=("auto", "one"),
                    help="auto (default): key pictures where the decoder needs them, by rate-distortion; one: a single key")
     p.add_argument("--rate", type=float, default=None, metavar="KBPS",
@@ -69,8 +70,13 @@ def run(args) -> int:
             b.refresh()
             if done >= total:
                 b.close()
+    key_qp = args.key_qp
+    if key_qp is None:
+        # Under a rate target the key QP follows the rate: at 37 one key picture alone is over 5 kbps on
+        # three TED clips of five (docs/BENCHMARKS.md). --key-qp N still fixes it.
+        key_qp = "auto" if args.rate is not None and args.gop is None and args.keys == "auto" else "37"
     res = encode_video(
-        args.input, key_codec=args.key_codec, key_qp=args.key_qp, gop=args.gop, size=args.size,
+        args.input, key_codec=args.key_codec, key_qp=key_qp, gop=args.gop, size=args.size,
         max_frames=args.max_frames, region=args.region, camera=not args.no_camera, progress=progress,
         body_model=args.body_model, body_model_path=args.body_model_path, device=args.device, keys=args.keys,
         rate_kbps=args.rate, lam=args.lam, max_refs=args.refs, effort=args.effort)
