@@ -314,3 +314,18 @@ def test_the_chosen_key_qp_is_made_finer_while_the_file_fits():
     assert K.finer_key_qp(size, 52, 1e9) == 48                   # four steps at most
     assert K.finer_key_qp(size, 52, 1e9, min_qp=50) == 50
     assert K.finer_key_qp(size, 0, 1e9) == 0
+
+
+def test_encode_says_when_the_rate_target_was_not_reached():
+    """One line when the file is over --rate by more than 2 % (nothing at or under that, nor without a
+    target), naming the rate reached and what the semantics alone take."""
+    from engine.cli.encode import rate_missed
+    from engine.codec.rate import Rate
+
+    def rate(total_bytes):            # 50 frames; 40 + 2 bits per frame of per-frame semantics and camera
+        return Rate(50, 25.0, total_bytes, 0.0, 0.0, 40.0, 2.0, 0.0, {})
+    assert rate(1000).kbps_at_25fps == pytest.approx(4.0)
+    assert rate_missed(None, rate(1000)) is None and rate_missed(4.0, rate(1000)) is None
+    assert rate_missed(3.95, rate(1000)) is None                              # within 2 %
+    note = rate_missed(1.0, rate(1000))
+    assert "not reached" in note and "4.00 kbps" in note and "1.05" in note and "\n" not in note
