@@ -172,8 +172,8 @@ def test_encode_refuses_contradictory_key_options_before_any_work(kw, msg, tmp_p
         encode_video(tmp_path / "not_read.mp4", **kw)
 
 
-@pytest.mark.parametrize("argv, qp", [(["--rate", "5"], "auto"), ([], "37"), (["--rate", "5", "--key-qp", "42"], "42"),
-                                      (["--rate", "5", "--keys", "one"], "37"), (["--gop", "20"], "37")])
+@pytest.mark.parametrize("argv, qp", [(["--rate", "5"], "auto"), ([], 37), (["--rate", "5", "--key-qp", "42"], "42"),
+                                      (["--rate", "5", "--keys", "one"], 37), (["--gop", "20"], 37)])
 def test_encode_with_a_rate_target_chooses_the_key_qp_unless_told(argv, qp, tmp_path, monkeypatch):
     """`encode --rate R` lets the encoder choose the key QP with the keys (a fixed QP 37 can be over the
     rate with one key picture); --key-qp N still fixes it, and without a rate target it stays 37."""

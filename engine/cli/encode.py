@@ -74,7 +74,8 @@ def run(args) -> int:
     if key_qp is None:
         # Under a rate target the key QP follows the rate: at 37 one key picture alone is over 5 kbps on
         # three TED clips of five (docs/BENCHMARKS.md). --key-qp N still fixes it.
-        key_qp = "auto" if args.rate is not None and args.gop is None and args.keys == "auto" else "37"
+        from engine.analysis.encoder import DEFAULT_KEY_QP
+        key_qp = "auto" if args.rate is not None and args.gop is None and args.keys == "auto" else DEFAULT_KEY_QP
     res = encode_video(
         args.input, key_codec=args.key_codec, key_qp=key_qp, gop=args.gop, size=args.size,
         max_frames=args.max_frames, region=args.region, camera=not args.no_camera, progress=progress,
