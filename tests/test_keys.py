@@ -329,3 +329,31 @@ def test_encode_says_when_the_rate_target_was_not_reached():
     assert rate_missed(3.95, rate(1000)) is None                              # within 2 %
     note = rate_missed(1.0, rate(1000))
     assert "not reached" in note and "4.00 kbps" in note and "1.05" in note and "\n" not in note
+
+
+def test_the_encoder_fills_the_rate_and_keeps_back_what_the_closed_loop_may_add():
+    """encoder._fill_rate: the finest QP (at most four below) whose whole file fits the rate; with the
+    closed loop to come, the bytes it may add (semantics up to MAX_SEMANTIC_BPF) are kept back."""
+    from engine.analysis.closed_loop import MAX_SEMANTIC_BPF
+    from engine.analysis.encoder import _fill_rate
+    from engine.codec.bitstream import KeyPicture
+    from engine.codec.rate import REFERENCE_FPS, with_sizes
+    base = make_bitstream(50, gop=25)
+    base = replace(base, gops=[replace(g, frames=np.repeat(g.frames[:1], g.n_frames, 0)) for g in base.gops])   # still
+
+    def builder(q):
+        def build(keys, placeholder=None):
+            pic = lambda g: KeyPicture(g.key_picture.codec, q, g.key_picture.width, g.key_picture.height,
+                                       b"k" * int(400 * 2 ** ((40 - q) / 6)))
+            return replace(base, gops=[replace(g, key_picture=pic(g)) for g in base.gops], sizes={})
+        return build
+    size = {q: len(container.to_bytes(builder(q)([0, 25]))) for q in range(30, 41)}
+    for target_q in (38, 36):                       # a rate that fits QP target_q and not one finer
+        rate = (size[target_q] + size[target_q - 1]) / 2 * 8 / 1000 * REFERENCE_FPS / 50
+        assert _fill_rate(builder, 40, [0, 25], rate, 0, False, None) == target_q
+    rate = (size[36] + size[35]) / 2 * 8 / 1000 * REFERENCE_FPS / 50
+    reserve = MAX_SEMANTIC_BPF * 50 / 8 - with_sizes(builder(40)([0, 25])).sizes["FSEM"]
+    assert reserve > 0
+    expected = min(q for q in range(36, 41) if size[q] <= size[35] / 2 + size[36] / 2 - reserve)
+    assert _fill_rate(builder, 40, [0, 25], rate, 0, True, None) == expected > 36
+    assert _fill_rate(builder, 40, [0, 25], 1e6, 38, False, None) == 38          # not under the codec's minimum
