@@ -357,3 +357,15 @@ def test_the_encoder_fills_the_rate_and_keeps_back_what_the_closed_loop_may_add(
     expected = min(q for q in range(36, 41) if size[q] <= size[35] / 2 + size[36] / 2 - reserve)
     assert _fill_rate(builder, 40, [0, 25], rate, 0, True, None) == expected > 36
     assert _fill_rate(builder, 40, [0, 25], 1e6, 38, False, None) == 38          # not under the codec's minimum
+
+
+def test_the_encode_summary_names_the_key_pictures_codec_and_qp():
+    """`encode`'s summary says which QP the key pictures took (under --rate the encoder chose it)."""
+    from engine.analysis.encoder import EncodeResult
+    from engine.codec.bitstream import KeyPicture
+    from engine.codec.rate import rate_of
+    bs = make_bitstream(40, gop=20, qp=37)
+    kp = bs.gops[1].key_picture
+    bs.gops[1] = replace(bs.gops[1], key_picture=KeyPicture(kp.codec, 42, kp.width, kp.height, kp.payload))
+    first = EncodeResult(bitstream=bs, rate=rate_of(bs), encode_fps=1.0, seconds=40.0, undetected=0).lines()[0]
+    assert "key pictures: 2 at frames 0, 20 (HEVC QP 37/42)" in first

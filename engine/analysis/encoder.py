@@ -58,6 +58,8 @@ class EncodeResult:
         return [
             f"frames: {bs.n_frames} ({bs.width}x{bs.height}), key pictures: {len(bs.gops)} at frames "
             + ", ".join(str(g.key_frame) for g in bs.gops)
+            + f" ({bs.gops[0].key_picture.codec_name.upper()} QP "
+            + "/".join(sorted({str(g.key_picture.qp) for g in bs.gops}, key=int)) + ")"
             + (f"; each frame draws from up to {bs.max_refs}" if bs.max_refs > 1 else ""),
             f"bits per frame: total {r.total_bpf:.1f} = key pictures {r.key_picture_bpf:.1f} + semantics "
             f"{r.semantics_bpf:.1f} + camera {r.camera_bpf:.1f} + key semantics {r.key_semantics_bpf:.1f} "
