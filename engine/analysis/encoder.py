@@ -369,10 +369,10 @@ def _fill_rate(builder, qp: int, keys: list[int], rate_kbps: float, min_qp: int,
     from engine.analysis.closed_loop import MAX_SEMANTIC_BPF
     from engine.analysis.keys import finer_key_qp
     from engine.codec import container
-    from engine.codec.rate import REFERENCE_FPS
+    from engine.codec.rate import budget_bytes
     bs = builder(qp)(keys)
     n = bs.n_frames
-    budget = rate_kbps * 1000.0 / 8.0 * n / REFERENCE_FPS
+    budget = budget_bytes(rate_kbps, n)
     reserve = max(0.0, MAX_SEMANTIC_BPF * n / 8.0 - with_sizes(bs).sizes.get("FSEM", 0)) if closed_loop else 0.0
     finer = finer_key_qp(lambda q: len(container.to_bytes(builder(q)(keys))), qp, budget - reserve, min_qp=min_qp)
     if log is not None and finer != qp:

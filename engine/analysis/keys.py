@@ -26,7 +26,7 @@ import torch.nn.functional as Fn
 
 from engine.codec import container
 from engine.codec.bitstream import Bitstream
-from engine.codec.rate import REFERENCE_FPS
+from engine.codec.rate import budget_bytes
 
 DRAFT_SIDE = 128          # the draft decode that scores key placements (about 10x cheaper than 384)
 DRAFT_STRIDE = 2          # ... on every second frame (neighbouring frames say nearly the same)
@@ -167,7 +167,7 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
     N, H, W = frames.shape[:3]
     side = pool.state.side
     scale = (H * W) / float(side * side)
-    budget = None if rate_kbps is None else rate_kbps * 1000.0 / 8.0 * N / REFERENCE_FPS   # bytes
+    budget = None if rate_kbps is None else budget_bytes(rate_kbps, N)
     lam = hevc_lambda(key_qp) * LAMBDA_SCALE if lam is None else float(lam)
     say = log or (lambda s: None)
     # What a key picture costs on this clip: the mean of a few coded ones, spread over it.
@@ -276,7 +276,7 @@ def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool):
     from engine.codec.keypicture import decode_key_picture
     N, H, W = frames.shape[:3]
     side = pool.state.side
-    budget = rate_kbps * 1000.0 / 8.0 * N / REFERENCE_FPS
+    budget = budget_bytes(rate_kbps, N)
     scored = len(range(0, N, DRAFT_STRIDE))
     say = log or (lambda s: None)
     best = None                                  # (expected mse, qp, keys)

@@ -96,8 +96,9 @@ def rate_missed(target: float | None, rate) -> str | None:
     """A one-line note when the file is over the --rate target by more than 2 % (one key picture at the
     coarsest QP tried, or the semantics alone, can be over a very low target; the closed loop may add a
     little after the key pictures are chosen), else None."""
+    from engine.codec.rate import REFERENCE_FPS
     if target is None or rate.kbps_at_25fps <= 1.02 * target:
         return None
-    sem = (rate.semantics_bpf + rate.camera_bpf) * 25 / 1000
+    sem = (rate.semantics_bpf + rate.camera_bpf) * REFERENCE_FPS / 1000
     return (f"note: the rate target {target:g} kbps was not reached: {rate.kbps_at_25fps:.2f} kbps at 25 fps "
             f"(the per-frame semantics alone take {sem:.2f})")

@@ -24,6 +24,11 @@ from engine.codec.bitstream import Bitstream
 REFERENCE_FPS = 25.0      # rates are also given at 25 fps: the paper's rate tables use 25 fps
 
 
+def budget_bytes(kbps: float, n_frames: int) -> float:
+    """The bytes ``n_frames`` may take at ``kbps`` (a rate at REFERENCE_FPS, as --rate gives it)."""
+    return kbps * 1000.0 / 8.0 * n_frames / REFERENCE_FPS
+
+
 @dataclass(frozen=True)
 class Rate:
     """A bitstream's size and rate; the *_bpf parts are bits per frame and add up to ``total_bpf``."""
