@@ -108,10 +108,12 @@ def test_decoder_draws_from_every_reference_and_shows_each_key_picture():
     for g in multi.gops:                                # the key frame shows its key picture, wherever it is
         assert np.array_equal(dec.decode_frame(g.key_frame), decode_key_picture(g.key_picture))
     fa = dec.analyse(multi.gops[0], multi.gops[0].frames[:3], frames=[0, 1, 3])
-    # the other key is sampled only where the frame's own key did not see (and not at all when it saw all)
-    unseen = (fa.raster.mask & ~fa.motion.visible).reshape(-1)
+    # the other key is sampled only inside what the frame's own key did not see (not at all when that is none)
+    from engine.synthesis.decoder import UNSEEN_EROSION
+    from engine.synthesis.motion import unseen_interior
+    unseen = unseen_interior(fa.raster.mask & ~fa.motion.visible, max(1, round(UNSEEN_EROSION * 64))).reshape(-1)
     for ref in fa.references:
-        assert bool(unseen[ref.idx].all())
+        assert bool(unseen[ref.idx].all()) and ref.idx.numel() == int(unseen.sum())
     assert len(fa.references) == (1 if bool(unseen.any()) else 0)
     frames = dec.decode_all()
     assert frames.shape == (16, 64, 64, 3)
@@ -127,6 +129,22 @@ def test_decoder_draws_from_every_reference_and_shows_each_key_picture():
         unseen |= fa.motion.hole.numpy()
     changed = (frames[idx] != one[idx]).any(-1)
     assert changed.any() and not (changed & ~unseen).any()
+
+
+def test_other_references_fill_the_inside_of_what_the_own_key_did_not_see_not_its_slivers():
+    """unseen_interior: a sliver narrower than 2 radius + 1 px (an arm's edge over the torso, where the
+    fits of two keys disagree) keeps the own key's sample; a wide region loses a rim of radius px."""
+    import torch
+
+    from engine.synthesis.motion import unseen_interior
+    unseen = torch.zeros(1, 20, 20, dtype=torch.bool)
+    unseen[0, 2:18, 3:5] = True                   # a sliver 2 px wide
+    unseen[0, 6:16, 8:18] = True                  # a 10 x 10 region
+    inside = unseen_interior(unseen, 2)[0]
+    assert not inside[:, :6].any()                # the sliver is gone
+    assert inside[8:14, 10:16].all() and int(inside.sum()) == 36    # the region less a 2 px rim
+    assert not (inside & ~unseen[0]).any()
+    assert torch.equal(unseen_interior(unseen, 0), unseen)
 
 
 def test_fusion_takes_the_trust_weighted_mean_where_a_reference_saw_the_point():

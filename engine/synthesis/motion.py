@@ -396,6 +396,13 @@ def dilate(mask: torch.Tensor, radius: int, step: int = 4) -> torch.Tensor:
     return _box_any(m, radius)[:, 0]
 
 
+def unseen_interior(unseen: torch.Tensor, radius: int) -> torch.Tensor:
+    """B x H x W bool -> the pixels of ``unseen`` whose whole (2 radius + 1)^2 square is unseen: thin
+    slivers (narrower than 2 radius + 1 px) go, and a rim of ``radius`` px around the rest (the body
+    pixels the decoder's other references fill, engine.synthesis.decoder.UNSEEN_EROSION)."""
+    return unseen & ~dilate(~unseen, radius, step=1)
+
+
 def _box_any(m: torch.Tensor, radius: int) -> torch.Tensor:
     """B x 1 x H x W of 0/1 -> bool: is any pixel of the (2 radius + 1)^2 square around each one set?
 
