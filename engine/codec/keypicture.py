@@ -58,9 +58,16 @@ def _encode_vvc(rgb: np.ndarray, qp: int) -> bytes:
     # on a single 384 x 384 picture libvvenc's second thread only spins (1.74 s of CPU for 0.90 s of
     # wall time, against 0.89 and 0.89 with one; the same bytes). The encode's wall time did not change
     # (bench --effort, 2026-12-05): half the CPU time is left to the user's other programs.
+    # The all-intra configuration (-g 1) and no access unit delimiter, HRD or VUI: vvenc's default
+    # random-access configuration writes the reference picture lists of a 32-picture GOP into the SPS
+    # (159 of a 700-byte picture at QP 52), which a lone intra picture never uses. Measured on 14
+    # pictures of 7 clips at QP 32 to 57 (docs/BENCHMARKS.md, "Key pictures in vvenc's all-intra
+    # configuration"): BD-rate -17 % on PSNR, -21 % on SSIM, -23 % on MS-SSIM, 14 % faster. (The
+    # decoder ignores the VUI: engine.codec.colour converts with its own fixed matrix and range.)
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p10le",
            "-s", f"{w}x{h}", "-i", "-", "-frames:v", "1", "-c:v", "libvvenc", "-qp", str(qp),
-           "-preset", "medium", "-qpa", "0", "-threads", "1", "-f", "vvc", "-"]
+           "-preset", "medium", "-qpa", "0", "-threads", "1", "-g", "1",
+           "-vvenc-params", "AccessUnitDelimiter=0:HrdParametersPresent=0:VuiParametersPresent=0", "-f", "vvc", "-"]
     res = run(cmd, input=rgb_to_yuv420_bytes(rgb, "yuv420p10le"))
     if res.returncode != 0 or not res.stdout:
         raise IHVCError(f"VVC encoder failed: {res.stderr.decode(errors='replace').strip()[-200:]}")
