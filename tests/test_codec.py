@@ -110,11 +110,74 @@ def test_rewrite_keeps_key_picture_bytes(tmp_path):
     out = container.read(dst)
     np.testing.assert_allclose(out.semantics(), snap(edited_values, out.steps), atol=1e-9)
     src_bytes, dst_bytes = src.read_bytes(), dst.read_bytes()
-    for g in out.gops:      # every payload is in both files, byte for byte
-        assert g.key_picture.payload in src_bytes and g.key_picture.payload in dst_bytes
+    # every payload is in both files, byte for byte: the bytes all of them begin with (the parameter
+    # sets) once, in the sequence header (format version 3), the rest of each in its own section
+    shared = container.shared_prefix([g.key_picture.payload for g in out.gops])
+    assert src_bytes[4] == dst_bytes[4] == 3 and len(shared) > 20
+    assert shared in src_bytes and shared in dst_bytes
+    for g in out.gops:
+        rest = g.key_picture.payload[len(shared):]
+        assert rest and rest in src_bytes and rest in dst_bytes
     assert [g.key_picture.payload for g in out.gops] == [g.key_picture.payload for g in original.gops]
     with pytest.raises(ValueError):
         original.with_semantics(edited_values[:-1])
+
+
+def test_version_3_stores_what_the_groups_repeat_once():
+    """Version 3: the key pictures' common first bytes (VVC's parameter sets) go once into the sequence
+    header and a key with the previous key's body shape says so in one byte; nothing else changes."""
+    from engine.codec.keypicture import encode_key_picture
+    bs = make_bitstream(30, gop=10, codec="vvc")
+    pics = [encode_key_picture(real_picture(128)[:, ::(-1) ** j], "vvc", 38 + 3 * j) for j in range(3)]
+    shape = bs.gops[0].key.betas                       # one body: the encoder fits one shape per clip
+    bs = replace(bs, gops=[replace(g, key_picture=p, key=replace(g.key, betas=shape)) for g, p in zip(bs.gops, pics)],
+                 sizes={})
+    v3, v2 = container.to_bytes(bs), container.to_bytes(bs, version=2)
+    shared = container.shared_prefix([p.payload for p in pics])
+    assert v3[4] == 3 and v2[4] == 2 and 20 < len(shared) < min(len(p.payload) for p in pics)
+    # each later group saves the shared bytes, 4 x 6 + 8 bytes of shape, less one flag byte per group
+    assert len(v2) - len(v3) == 2 * len(shared) - 2 + 2 * (4 * len(bs.gops[0].key.betas) + 9) - 3
+    a, b = container.from_bytes(v3), container.from_bytes(v2)
+    assert [g.key_picture.payload for g in a.gops] == [p.payload for p in pics] == [g.key_picture.payload for g in b.gops]
+    assert np.array_equal(a.semantics(), b.semantics())
+    # the rate accounting counts the shared bytes once, as key-picture bytes
+    from engine.codec.rate import rate_of
+    assert rate_of(a).key_picture_bpf * a.n_frames / 8 == sum(len(p.payload) for p in pics) - 2 * len(shared)
+    assert rate_of(b).key_picture_bpf * b.n_frames / 8 == sum(len(p.payload) for p in pics)
+    # a key with another shape keeps its own
+    other = replace(bs.gops[1].key, betas=bs.gops[1].key.betas + 0.5)
+    c = container.from_bytes(container.to_bytes(replace(bs, gops=[bs.gops[0], replace(bs.gops[1], key=other),
+                                                                   bs.gops[2]], sizes={})))
+    assert np.allclose(c.gops[1].key.betas, other.betas) and np.allclose(c.gops[2].key.betas, bs.gops[2].key.betas)
+    # a shape flag on the first group, and shared bytes with a single group, are refused
+    sections = _split(v3)
+    ksem = next(i for i, (t, _) in enumerate(sections) if t == b"KSEM")
+    assert sections[ksem][1][0] == 0
+    bad = sections[:ksem] + [(b"KSEM", b"\x01" + sections[ksem][1][1:])] + sections[ksem + 1:]
+    with pytest.raises(BitstreamError, match="first group"):
+        container.from_bytes(_join(v3[:5], bad))
+    one = replace(bs, gops=[replace(bs.gops[0], frames=np.concatenate([g.frames for g in bs.gops]))], sizes={})
+    data = container.to_bytes(one, version=3)
+    head = _split(data)[0][1]
+    assert head[-2:] == b"\x00\x00"                   # one group: nothing shared
+    forged = head[:-2] + struct.pack("<H", 2) + b"ab"
+    with pytest.raises(BitstreamError, match="shared key-picture bytes"):
+        container.from_bytes(_join(data[:5], [(b"SEQH", forged)] + _split(data)[1:]))
+    with pytest.raises(InputError, match="version 1"):
+        container.to_bytes(replace(bs, max_refs=2, gops=[replace(bs.gops[0], refs=(1,))] + bs.gops[1:]), version=1)
+
+
+def _split(data: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 5
+    while pos < len(data):
+        (n,) = struct.unpack_from("<I", data, pos + 4)
+        out.append((data[pos:pos + 4], data[pos + 8:pos + 8 + n]))
+        pos += 12 + n
+    return out
+
+
+def _join(head: bytes, sections) -> bytes:
+    return head + b"".join(t + struct.pack("<I", len(p)) + p + struct.pack("<I", zlib.crc32(t + p)) for t, p in sections)
 
 
 def test_malformed_headers():

@@ -41,15 +41,16 @@ SAMPLE = ASSETS / "sample.ihvc"
 
 def sources() -> list[bytes]:
     """Small real bitstreams built from the shipped sample (real key picture, real semantics):
-    12 frames with the camera group in one group of pictures, and 2 x 6 frames without it (version 1:
-    the sample's first group without its references, its key picture opening it)."""
+    12 frames with the camera group in one group of pictures (version 1: the sample's first group
+    without its references, its key picture opening it), and 2 x 6 frames without it (written as
+    version 3, whose two groups share their key pictures' first bytes and body shape, and as version 2)."""
     bs = container.read(SAMPLE)
     g = replace(bs.gops[0], refs=(), key_offset=0)
     a = replace(bs, gops=[replace(g, frames=g.frames[:12].copy())], sizes={})
     rows = g.frames[:12, :31].copy()
     g2 = replace(g, start=6, frames=rows[6:].copy())
     b = replace(bs, has_camera=False, gops=[replace(g, frames=rows[:6].copy()), g2], sizes={})
-    return [container.to_bytes(a), container.to_bytes(b)]
+    return [container.to_bytes(a), container.to_bytes(b), container.to_bytes(b, version=2)]
 
 
 def split(data: bytes) -> list[tuple[bytes, bytes]]:

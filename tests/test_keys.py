@@ -78,18 +78,18 @@ def test_lambda_picks_the_count_with_least_cost(monkeypatch):
 
 def test_version_2_round_trip_and_version_1_unchanged():
     bs = make_bitstream(n_frames=24, gop=8, size=64, picture=generated_picture)
-    v1 = container.to_bytes(bs)
-    assert v1[4] == 1                                  # nothing of version 2 used: still version 1
+    v1 = container.to_bytes(bs, version=1)
+    assert v1[4] == 1                                  # nothing of version 2 used: version 1 can hold it
     gops = [replace(g, refs=r, key_offset=o) for g, r, o in zip(bs.gops, K.reference_lists(3, 4), (0, 3, 7))]
     v2bs = replace(bs, gops=gops, max_refs=4, sizes={})
-    data = container.to_bytes(v2bs)
+    data = container.to_bytes(v2bs, version=2)
     assert data[4] == 2
     back = container.from_bytes(data)
     assert back.max_refs == 4 and [g.refs for g in back.gops] == [(1,), (2, 0), (1, 0)]
     assert back.key_frames == [0, 11, 23] and np.allclose(back.semantics(), bs.semantics())
     for a, b in zip(back.gops, container.from_bytes(v1).gops):
         assert np.allclose(a.key.body_pose, b.key.body_pose) and a.key_picture.payload == b.key_picture.payload
-    assert container.to_bytes(back) == data
+    assert container.to_bytes(back, version=2) == data and back.version == 2
     # the keys' semantics are coded from the previous key's: they cost less than from zero
     assert back.sizes["KSEM"] < container.from_bytes(v1).sizes["KSEM"]
     # a reference to a group that does not exist, or to itself, is refused by both sides
@@ -238,7 +238,7 @@ def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_ke
         return KeyPicture(2, 37, S, S, b"p" * 300)
 
     def build(keys, placeholder=None):
-        pic = picture if placeholder is None else (lambda k: KeyPicture(2, 37, S, S, bytes(placeholder)))
+        pic = picture if placeholder is None else (lambda k: KeyPicture(2, 37, S, S, placeholder(k)))
         return _auto_bitstream(one, fit, cams, keys, pic, QuantSpec(), 0.3, 4)
 
     runs = {}
@@ -362,7 +362,7 @@ def test_the_encoder_fills_the_rate_and_keeps_back_what_the_closed_loop_may_add(
     def builder(q):
         def build(keys, placeholder=None):
             pic = lambda g: KeyPicture(g.key_picture.codec, q, g.key_picture.width, g.key_picture.height,
-                                       b"k" * int(400 * 2 ** ((40 - q) / 6)))
+                                       bytes([g.start]) + b"k" * int(400 * 2 ** ((40 - q) / 6)))   # nothing shared
             return replace(base, gops=[replace(g, key_picture=pic(g)) for g in base.gops], sizes={})
         return build
     size = {q: len(container.to_bytes(builder(q)([0, 25]))) for q in range(30, 41)}

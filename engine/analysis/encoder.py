@@ -150,7 +150,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     and ``keys="one"`` keeps one for the clip. ``analysis``: the EncodeAnalysis of an earlier one-fit
     encode of the same clip (``keep_analysis=True``, no ``gop``): landmarks and fit are reused, only key
     pictures and their placement are done again (benchmarks and ``eval`` sweep those). ``max_refs`` > 1 lets each frame draw from that many
-    key pictures (its own, the next one and the previous ones: format version 2); 1 writes version 1.
+    key pictures (its own, the next one and the previous ones: format version 2 and later); 1: its own key only.
     ``key_qp``: the key pictures' QP; ``"auto"`` with ``rate_kbps`` and keys by content: the encoder
     chooses it too, from DEFAULT_KEY_QP upwards in steps of five, for the least expected error that fits
     the rate (engine.analysis.keys.choose_key_qp), then up to four steps finer while the file still fits
@@ -306,13 +306,13 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
 
             def builder(qp):
                 def build(key_frames, placeholder=None):
-                    """The bitstream with keys at ``key_frames``; with ``placeholder`` (bytes per key picture)
-                    the pictures are not coded: they take that many bytes, and a draft decode uses the
-                    frames."""
+                    """The bitstream with keys at ``key_frames``; with ``placeholder`` (frame -> payload,
+                    keys.placeholder_payloads) the pictures are not coded: they take those bytes, and a
+                    draft decode uses the frames."""
                     if placeholder is None:
                         coder.submit(key_frames, qp)          # side by side, not one after the other
                     pic = (lambda k: coder.get(k, qp)) if placeholder is None else (
-                        lambda k: KeyPicture(CODEC_IDS[key_codec], qp, W, H, bytes(placeholder)))
+                        lambda k: KeyPicture(CODEC_IDS[key_codec], qp, W, H, placeholder(k)))
                     return _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant,
                                            hold, max_refs)
                 return build

@@ -135,6 +135,20 @@ def affected_frames(keys: list[int], new: int, n_frames: int, max_refs: int) -> 
     return range(starts[min(groups)], starts[max(groups) + 1])
 
 
+def placeholder_payloads(samples: list[bytes]) -> Callable[[int], bytes]:
+    """Stand-ins for key pictures not yet coded, from a few coded ones (``samples``): frame -> bytes as
+    long as their mean, beginning with what they all begin with (the codec's parameter sets, which format
+    version 3 stores once, container.shared_prefix), the rest different for every frame (so that the
+    file shares no more of them than of real pictures)."""
+    shared = container.shared_prefix(samples)
+    rest = max(int(np.mean([len(p) for p in samples])) - len(shared), 1)
+
+    def payload(k: int) -> bytes:
+        tag = int(k).to_bytes(8, "little", signed=True)      # frames differ in their first bytes
+        return shared + (tag * (rest // 8 + 1))[:rest]
+    return payload
+
+
 def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_kbps: float | None = None,
                 lam: float | None = None, key_qp: int = 37, max_refs: int = 4, body_model=None, device="cpu",
                 log: Callable[[str], None] | None = None, reuse: bool = True,
@@ -142,8 +156,8 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
     """Key positions for ``frames`` (N x H x W x 3 uint8) by rate-distortion.
 
     build(keys, placeholder=None) -> the Bitstream with key pictures at ``keys`` (sorted); with
-    ``placeholder`` bytes per key the pictures are not coded (the search counts that many bytes each and
-    the draft decoder takes the frames themselves). picture(k) -> the coded KeyPicture of frame k: the
+    ``placeholder`` (frame -> payload bytes, :func:`placeholder_payloads`) the pictures are not coded (the
+    file counts those bytes and the draft decoder takes the frames themselves). picture(k) -> the coded KeyPicture of frame k: the
     search codes a few to learn what a key costs here.
 
     1. How many: under ``rate_kbps`` (total at 25 fps) as many evenly spread keys as fit; under ``lam``
@@ -171,11 +185,11 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
     lam = hevc_lambda(key_qp) * LAMBDA_SCALE if lam is None else float(lam)
     say = log or (lambda s: None)
     # What a key picture costs on this clip: the mean of a few coded ones, spread over it.
-    key_bytes = int(np.mean([len(picture(k).payload) for k in cost_samples(N)]))
+    stand_in = placeholder_payloads([picture(k).payload for k in cost_samples(N)])
     trials: list[KeyTrial] = []
 
     def evaluate(keys, old=None, moved=None):
-        bs = build(keys, placeholder=key_bytes)
+        bs = build(keys, placeholder=stand_in)
         size = len(container.to_bytes(bs))
         if old is None:
             err = _score(bs, pool) * scale
@@ -190,7 +204,7 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
     if budget is not None:               # as many as fit: only sizes to compute
         count = 1
         while count < N // MIN_SPACING and len(container.to_bytes(
-                build(uniform_keys(count + 1, N), placeholder=key_bytes))) <= budget:
+                build(uniform_keys(count + 1, N), placeholder=stand_in))) <= budget:
             count += 1
         keys = uniform_keys(count, N)
         size, err = evaluate(keys)

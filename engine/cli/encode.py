@@ -32,7 +32,7 @@ def add_arguments(p):
                    help="with --keys auto: squared error a key must save per bit (default: HEVC's lambda at the key QP)")
     p.add_argument("--gop", type=int, default=None, help="a key picture every N frames instead (a fixed period)")
     p.add_argument("--refs", type=int, default=4,
-                   help="key pictures one frame may draw from (default 4; 1 writes a version-1 file)")
+                   help="key pictures one frame may draw from (default 4; 1: each frame its own key only)")
     p.add_argument("--size", type=int, default=384, help="working frame size, square (default 384)")
     p.add_argument("--max-frames", type=int, default=None, help="encode at most N frames")
     p.add_argument("--region", default=None, help="crop x,y,w,h of the input first (e.g. 0,0,256,256)")

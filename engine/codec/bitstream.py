@@ -77,6 +77,8 @@ class Bitstream:
     max_refs: int = 1           # the most key pictures one frame draws from (format version 2 states it)
     # Filled by container.from_bytes: section name -> byte size, for inspect.
     sizes: dict = field(default_factory=dict, compare=False, repr=False)
+    # Filled by container.from_bytes: the format version the file was written in (0: never read).
+    version: int = field(default=0, compare=False, repr=False)
 
     @property
     def n_frames(self) -> int:

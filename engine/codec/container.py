@@ -1,4 +1,4 @@
-"""The .ihvc file format (versions 1 and 2): serialise and parse a Bitstream.
+"""The .ihvc file format (versions 1 to 3): serialise and parse a Bitstream.
 
     file     = "IHVC" version:u8 section*
     section  = tag:4s length:u32 payload crc32(tag + payload):u32
@@ -11,16 +11,25 @@
           max_refs:u8 (key pictures one frame draws from at most, its own included), then per group
           key_offset:u32 (the key picture shows frame start + key_offset) n_refs:u8 refs:n_refs x u16
           (the other groups, by index = fixed id, whose key pictures the group's frames also use)
-    KPIC  codec:u8 qp:u8 width:u16 height:u16 payload (the intra codec's elementary stream)
+          version 3 adds, after the reference structure (which it always has):
+          shared_len:u16 shared:shared_len bytes (the bytes every key picture's payload begins with,
+          stored once: the intra codec's parameter sets; empty with one group)
+    KPIC  codec:u8 qp:u8 width:u16 height:u16 payload (the intra codec's elementary stream;
+          version 3: without the shared bytes, which the reader puts back in front)
     KSEM  n_betas:u8 betas:n_betas x f32 focal:2 x f32 coded:... (arithmetic-coded integers
           of body_pose 21x3, rot, trans, loc on the quantization grid, predicted from 0 in
-          version 1, from the previous group's key in version 2)
+          version 1, from the previous group's key in versions 2 and 3)
+          version 3 starts with shape:u8: 0, the shape (n_betas, betas, focal) follows as above;
+          1, it is the previous group's key's (not on the first group)
     FSEM  frames:u32 coded:... (residuals from the previously coded frame; the first coded
           frame is predicted from the key frame's own semantics. The key frame is coded first,
           then the frames after it, then those before it backwards from the key: coding_order)
 
-The writer writes version 1 when the bitstream uses none of version 2 (one reference, keys opening
-their groups), so such files stay readable by older builds; the reader reads both.
+The writer writes version 1 for a single group of pictures that uses nothing of version 2 (one
+reference, its key opening it), so such files stay readable by older builds; anything else is
+version 3, which stores what every group repeats once (about 90 bytes per group with VVC key
+pictures: the parameter sets and the body shape). The reader reads all three; ``to_bytes(bs,
+version=2)`` still writes version 2 (tests read it back).
 
 All integers are little-endian. Every length is checked against what is left
 before anything is allocated, and every failure of a malformed file becomes
@@ -42,8 +51,8 @@ from engine.fileio import atomic_write_bytes
 from engine.codec.semantics import GROUPS, N_BODY_JOINTS, KeySemantics, QuantSpec, quantize
 
 MAGIC = b"IHVC"
-VERSION = 2                   # the newest this program writes and reads
-VERSIONS = (1, 2)
+VERSION = 3                   # the newest this program writes and reads
+VERSIONS = (1, 2, 3)
 MAX_REFS = 16
 # Stated limits, checked by the reader before any decoding and by the writer before any
 # writing (what one accepts the other writes). They bound the work a file can ask for:
@@ -54,6 +63,7 @@ MAX_FRAMES = 90_000          # one hour at 25 fps
 MAX_GOPS = 65_535
 MAX_SIDE = 2048
 MAX_BETAS = 64
+MAX_SHARED = 4096            # bytes of the key pictures' shared beginning (version 3)
 MAX_FILE = 1 << 31           # 2 GiB: anything larger is not an IHVC file
 MAX_FPS_TERM = (1 << 31) - 1                     # numerator and denominator fit a signed 32-bit rational (FFmpeg's)
 MIN_FPS, MAX_FPS = Fraction(1, 1000), Fraction(1000)
@@ -142,7 +152,8 @@ def _first_prediction(key_ints: np.ndarray, dims: int) -> np.ndarray:
     return pred
 
 
-def to_bytes(bs: Bitstream) -> bytes:
+def to_bytes(bs: Bitstream, version: int | None = None) -> bytes:
+    """The file's bytes, in ``version`` (default :func:`format_version`)."""
     if not bs.gops:
         raise InputError("bitstream has no frames")
     if not all(np.all(np.isfinite(g.frames)) for g in bs.gops):
@@ -150,8 +161,12 @@ def to_bytes(bs: Bitstream) -> bytes:
     problem = _writable_problem(bs)
     if problem:
         raise InputError(f"cannot write this bitstream: {problem}")
+    version = format_version(bs) if version is None else version
+    if version not in VERSIONS or (version == 1 and format_version(bs) != 1 and (
+            bs.max_refs > 1 or any(g.refs or g.key_offset for g in bs.gops))):
+        raise InputError(f"cannot write this bitstream as format version {version}")
     try:
-        return _to_bytes(bs)
+        return _to_bytes(bs, version)
     except (ValueError, struct.error) as exc:
         raise InputError(f"cannot code these semantics: {exc}") from None
 
@@ -194,32 +209,67 @@ def _writable_problem(bs: Bitstream) -> str | None:
 
 
 def format_version(bs: Bitstream) -> int:
-    """1 when the bitstream uses nothing of version 2 (so older readers still open it), else 2."""
+    """What the writer writes: 1 for one group using nothing of version 2 (older readers still open it;
+    version 3 would save nothing there), else 3."""
     v2 = bs.max_refs > 1 or any(g.refs or g.key_offset for g in bs.gops)
-    return 2 if v2 else 1
+    return 3 if v2 or len(bs.gops) > 1 else 1
 
 
-def _to_bytes(bs: Bitstream) -> bytes:
+def shared_prefix(payloads: list[bytes]) -> bytes:
+    """The bytes every key picture's payload begins with (version 3 stores them once): the intra codec's
+    parameter sets, which each picture repeats (VVC: its SPS and most of its PPS, 55 bytes). Nothing
+    for a single picture, and never a whole payload (each keeps at least one byte of its own)."""
+    if len(payloads) < 2:
+        return b""
+    shortest = min(len(p) for p in payloads)
+    n = 0
+    first = payloads[0]
+    while n < min(shortest - 1, MAX_SHARED) and all(p[n] == first[n] for p in payloads[1:]):
+        n += 1
+    return bytes(first[:n])
+
+
+def key_picture_bytes(bs: Bitstream) -> int:
+    """The bytes the file spends on key-picture payloads: each payload once, less what version 3 shares
+    between them (stored once). ``bs`` as read, or as the writer would write it."""
+    payloads = [g.key_picture.payload for g in bs.gops]
+    shared = shared_prefix(payloads) if (bs.version or format_version(bs)) >= 3 else b""
+    return sum(len(p) for p in payloads) - max(len(payloads) - 1, 0) * len(shared)
+
+
+def same_shape(a, b) -> bool:
+    """Whether two keys have the same coded body shape and focal length (version 3 codes it once)."""
+    return (np.array_equal(np.asarray(a.betas, np.float32).reshape(-1), np.asarray(b.betas, np.float32).reshape(-1))
+            and np.array_equal(np.asarray(a.focal, np.float32).reshape(-1), np.asarray(b.focal, np.float32).reshape(-1)))
+
+
+def _to_bytes(bs: Bitstream, version: int) -> bytes:
     steps = bs.steps
     head = struct.pack("<HHIIIHBB", bs.width, bs.height, bs.fps.numerator, bs.fps.denominator,
                        bs.n_frames, len(bs.gops), bs.body_model, int(bs.has_camera))
     head += struct.pack("<5d", *bs.quant.as_tuple())
     head += struct.pack(f"<{len(bs.gops)}I", *(g.start for g in bs.gops))
-    version = format_version(bs)
     if version >= 2:
         head += struct.pack("<B", bs.max_refs)
         for g in bs.gops:
             head += struct.pack(f"<IB{len(g.refs)}H", g.key_offset, len(g.refs), *g.refs)
+    shared = shared_prefix([g.key_picture.payload for g in bs.gops]) if version >= 3 else b""
+    if version >= 3:
+        head += struct.pack("<H", len(shared)) + shared
     out = [MAGIC, bytes([version]), _section(b"SEQH", head)]
     prev_key = np.zeros(_KEY_DIMS, np.int64)
-    for g in bs.gops:
+    for j, g in enumerate(bs.gops):
         kp = g.key_picture
-        out.append(_section(b"KPIC", struct.pack("<BBHH", kp.codec, kp.qp, kp.width, kp.height) + kp.payload))
+        out.append(_section(b"KPIC", struct.pack("<BBHH", kp.codec, kp.qp, kp.width, kp.height)
+                            + kp.payload[len(shared):]))
         betas = np.asarray(g.key.betas, np.float32).reshape(-1)
         key_ints = _key_ints(g.key, bs.quant)
-        ksem = (struct.pack("<B", betas.size) + betas.tobytes()
-                + np.asarray(g.key.focal, np.float32).reshape(2).tobytes()
-                + encode_residuals((key_ints - prev_key)[None]))
+        shape = (struct.pack("<B", betas.size) + betas.tobytes()
+                 + np.asarray(g.key.focal, np.float32).reshape(2).tobytes())
+        if version >= 3:
+            repeat = j > 0 and same_shape(g.key, bs.gops[j - 1].key)
+            shape = struct.pack("<B", 1) if repeat else struct.pack("<B", 0) + shape
+        ksem = shape + encode_residuals((key_ints - prev_key)[None])
         if version >= 2:
             prev_key = key_ints             # version 2: a key's semantics are coded from the previous key's
         out.append(_section(b"KSEM", ksem))
@@ -362,10 +412,16 @@ def from_bytes(data: bytes) -> Bitstream:
             if any(k >= n_gops or k == j for k in ids):
                 r.fail(f"group {j} refers to groups {list(ids)} of {n_gops}")
             offsets[j], refs[j] = off, tuple(ids)
+    shared = b""
+    if version >= 3:
+        (n_shared,) = r.unpack("H")
+        if n_shared > MAX_SHARED or (n_shared and n_gops < 2):
+            r.fail(f"{n_shared} shared key-picture bytes for {n_gops} groups (at most {MAX_SHARED}, none for one)")
+        shared = r.take(n_shared)
     if r.pos != len(r.data):
         r.fail("trailing bytes")
     bs = Bitstream(width=w, height=h, fps=Fraction(fnum, fden), quant=quant, body_model=body_model,
-                   has_camera=bool(flags & 1), sizes=sizes, max_refs=max_refs)
+                   has_camera=bool(flags & 1), sizes=sizes, max_refs=max_refs, version=version)
     frame_steps = bs.steps
     key_steps = _key_steps(quant)
     prev_key = np.zeros(_KEY_DIMS, np.int64)
@@ -379,17 +435,26 @@ def from_bytes(data: bytes) -> Bitstream:
         payload = r.rest()
         if not payload:
             r.fail("empty key picture")
+        payload = shared + payload
         kp = KeyPicture(codec=codec, qp=qp, width=kw, height=kh, payload=payload)
 
         r = expect("KSEM")
-        (n_betas,) = r.unpack("B")
-        if n_betas > MAX_BETAS:
-            r.fail(f"{n_betas} shape parameters (at most {MAX_BETAS})")
-        with np.errstate(all="ignore"):
-            betas = np.frombuffer(r.take(4 * n_betas), np.float32).astype(float)
-            focal = np.frombuffer(r.take(8), np.float32).astype(float)
-        if not (np.all(np.isfinite(betas)) and np.all(np.isfinite(focal)) and np.all(focal > 0)):
-            r.fail("non-finite shape or focal length")
+        repeat = 0
+        if version >= 3:
+            (repeat,) = r.unpack("B")
+            if repeat > 1 or (repeat and not bs.gops):
+                r.fail(f"shape flag {repeat}" + (" on the first group" if repeat == 1 else ""))
+        if repeat:
+            betas, focal = bs.gops[-1].key.betas.copy(), bs.gops[-1].key.focal.copy()
+        else:
+            (n_betas,) = r.unpack("B")
+            if n_betas > MAX_BETAS:
+                r.fail(f"{n_betas} shape parameters (at most {MAX_BETAS})")
+            with np.errstate(all="ignore"):
+                betas = np.frombuffer(r.take(4 * n_betas), np.float32).astype(float)
+                focal = np.frombuffer(r.take(8), np.float32).astype(float)
+            if not (np.all(np.isfinite(betas)) and np.all(np.isfinite(focal)) and np.all(focal > 0)):
+                r.fail("non-finite shape or focal length")
         coded_at = r.pos
         try:
             key_ints = decode_residuals(r.rest(), 1, _KEY_DIMS)[0] + prev_key

@@ -5,7 +5,7 @@
     pending_change(bs, edited, rate)    -> SizeChange    (what saving edited semantics would change)
 
 Every byte of the file is counted in exactly one part: key-picture payloads (the intra
-codec's bytes), key semantics (KSEM), per-frame semantics (FSEM, split into the camera
+codec's bytes; what version 3 stores once for all of them counts once), key semantics (KSEM), per-frame semantics (FSEM, split into the camera
 group and the rest by the coder's ideal code length per dimension), and headers (magic,
 sequence header, section framing and checksums, key-picture headers, end). The size of
 pending edits is not estimated: the semantics coder is adaptive (context counts follow the
@@ -88,7 +88,7 @@ def rate_of(bs: Bitstream) -> Rate:
     n = bs.n_frames
     sizes = bs.sizes
     total = sum(sizes.values())
-    key_payload = sum(len(g.key_picture.payload) for g in bs.gops)
+    key_payload = container.key_picture_bytes(bs)
     ksem = sizes.get("KSEM", 0)
     fsem_bits = 8.0 * sizes.get("FSEM", 0)
     groups = container.semantic_bits_by_group(bs)           # ideal code lengths, scaled to the real FSEM bits
@@ -105,7 +105,7 @@ def summarize(bs: Bitstream) -> dict:
     bs = with_sizes(bs)
     r = rate_of(bs)
     return {
-        "format_version": container.format_version(bs), "width": bs.width, "height": bs.height, "frames": r.frames,
+        "format_version": bs.version or container.format_version(bs), "width": bs.width, "height": bs.height, "frames": r.frames,
         "fps": r.fps, "fps_rational": f"{bs.fps.numerator}/{bs.fps.denominator}",
         "body_model": container.body_model_name(bs), "camera_group": bs.has_camera,
         "key_frames": bs.key_frames,
@@ -114,6 +114,8 @@ def summarize(bs: Bitstream) -> dict:
                           "bytes": len(g.key_picture.payload), "group": [g.start, g.start + g.n_frames - 1],
                           "references": [bs.gops[k].key_frame for k in g.refs]} for g in bs.gops],
         "max_references": bs.max_refs,
+        "key_pictures_shared_bytes": len(container.shared_prefix([g.key_picture.payload for g in bs.gops]))
+        if (bs.version or container.format_version(bs)) >= 3 else 0,
         "sections": dict(bs.sizes), "bytes": r.bytes,
         "bits_per_frame": {**r.parts(), "per_group": r.per_group_bpf},
         "kbps_at_25fps": r.kbps_at_25fps, "kbps_at_file_fps": r.kbps_at_file_fps,

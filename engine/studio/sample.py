@@ -9,8 +9,8 @@ The clip is centre-cropped to a square (480 x 480 of its 640 x 480) and resized 
 384 x 384 (engine.codec.video.read_video), then encoded by the real encoder
 (engine.analysis.encoder.encode_video: landmarks, body fit, camera) with key pictures chosen by
 content (VVC, QP 32, as many as a key every 20 frames would send: the rate of that fixed period
-is the target; format version 2, each frame drawing from up to 4 key pictures); ``--gop 20``
-puts one every 20 frames instead (format version 1). The key pictures keep the decoded original
+is the target; each frame drawing from up to 4 key pictures); ``--gop 20``
+puts one every 20 frames instead, each frame drawing from its own. The key pictures keep the decoded original
 close to the clip (her hands in front of her chest come from a key picture that saw them), so
 the studio's "Original" pane looks like the video, and an arm edit on the first frame (arms
 hanging at her sides) moves a visible arm: raising a shoulder lifts her sleeve and hand away
@@ -34,8 +34,8 @@ ATTRIBUTION = ("ASL gesture clip 'book' from intel-iot-devkit/sample-videos (asl
 
 
 def build(source=SOURCE, gop: int | None = None, qp: int = QP, progress=None):
-    """Encode the sample clip; returns the Bitstream. ``gop``: a key picture every N frames (format
-    version 1); None: keys by content under the rate a key every GOP frames takes (version 2)."""
+    """Encode the sample clip; returns the Bitstream. ``gop``: a key picture every N frames, each
+    frame drawing from its own; None: keys by content under the rate a key every GOP frames takes."""
     from engine.analysis.encoder import encode_video
     from engine.codec.rate import rate_of
     from engine.errors import InputError
