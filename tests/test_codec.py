@@ -135,8 +135,11 @@ def test_version_3_stores_what_the_groups_repeat_once():
     v3, v2 = container.to_bytes(bs), container.to_bytes(bs, version=2)
     shared = container.shared_prefix([p.payload for p in pics])
     assert v3[4] == 3 and v2[4] == 2 and 20 < len(shared) < min(len(p.payload) for p in pics)
-    # each later group saves the shared bytes, 4 x 6 + 8 bytes of shape, less one flag byte per group
-    assert len(v2) - len(v3) == 2 * len(shared) - 2 + 2 * (4 * len(bs.gops[0].key.betas) + 9) - 3
+    # each later group saves the shared bytes (less their u16 length) and its shape (1 + 4 x 10 + 8 bytes,
+    # less one flag byte per group); every group two section framings (24), its frame count (4) and
+    # its empty reference list (1), less the key semantics' u16 length; the default steps (40)
+    n_betas = len(bs.gops[0].key.betas)
+    assert len(v2) - len(v3) == (2 * len(shared) - 2) + (2 * (4 * n_betas + 9) - 3) + 3 * (24 + 4 + 1 - 2) + 40
     a, b = container.from_bytes(v3), container.from_bytes(v2)
     assert [g.key_picture.payload for g in a.gops] == [p.payload for p in pics] == [g.key_picture.payload for g in b.gops]
     assert np.array_equal(a.semantics(), b.semantics())
@@ -151,11 +154,15 @@ def test_version_3_stores_what_the_groups_repeat_once():
     assert np.allclose(c.gops[1].key.betas, other.betas) and np.allclose(c.gops[2].key.betas, bs.gops[2].key.betas)
     # a shape flag on the first group, and shared bytes with a single group, are refused
     sections = _split(v3)
-    ksem = next(i for i, (t, _) in enumerate(sections) if t == b"KSEM")
-    assert sections[ksem][1][0] == 0
-    bad = sections[:ksem] + [(b"KSEM", b"\x01" + sections[ksem][1][1:])] + sections[ksem + 1:]
+    assert [t for t, _ in sections] == [b"SEQH", b"GRUP", b"GRUP", b"GRUP", b"END_"]
+    grp = sections[1][1]
+    flag_at = 6 + struct.unpack_from("<I", grp, 2)[0]
+    assert grp[flag_at] == 0
+    bad = sections[:1] + [(b"GRUP", grp[:flag_at] + b"\x01" + grp[flag_at + 1:])] + sections[2:]
     with pytest.raises(BitstreamError, match="first group"):
         container.from_bytes(_join(v3[:5], bad))
+    # the section sizes still add up to the file, split into what each part of a group holds
+    assert sum(a.sizes.values()) == len(v3) and a.sizes["GRUP"] == 3 * 12 and a.sizes["KSEM"] > 0
     one = replace(bs, gops=[replace(bs.gops[0], frames=np.concatenate([g.frames for g in bs.gops]))], sizes={})
     data = container.to_bytes(one, version=3)
     head = _split(data)[0][1]

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as Fn
 
 from engine.codec import container
-from engine.codec.bitstream import Bitstream
+from engine.codec.bitstream import Bitstream, reference_lists  # noqa: F401  (reference_lists: the keys' structure)
 from engine.codec.rate import budget_bytes
 
 DRAFT_SIDE = 128          # the draft decode that scores key placements (about 10x cheaper than 384)
@@ -56,16 +56,6 @@ def cost_samples(n_frames: int) -> list[int]:
     """The frames whose coded pictures tell ``choose_keys`` what a key costs on a clip (an encoder may
     start coding them early)."""
     return uniform_keys(3, n_frames)
-
-
-def reference_lists(n_keys: int, max_refs: int) -> list[tuple[int, ...]]:
-    """Per key j, the other keys its frames draw from: the next key, then the previous ones nearest
-    first, ``max_refs - 1`` in all."""
-    out = []
-    for j in range(n_keys):
-        cand = ([j + 1] if j + 1 < n_keys else []) + list(range(j - 1, -1, -1))
-        out.append(tuple(cand[:max(0, max_refs - 1)]))
-    return out
 
 
 @dataclass

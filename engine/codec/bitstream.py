@@ -31,6 +31,17 @@ BODY_MODEL_IDS = {"anny": 1, "smplx": 2, "synthetic": 255}
 BODY_MODEL_NAMES = {v: k for k, v in BODY_MODEL_IDS.items()}
 
 
+def reference_lists(n_keys: int, max_refs: int) -> list[tuple[int, ...]]:
+    """Per key j, the other keys its frames draw from: the next key, then the previous ones nearest
+    first, ``max_refs - 1`` in all. What the encoder sends, and what a version-3 file that lists no
+    references means."""
+    out = []
+    for j in range(n_keys):
+        cand = ([j + 1] if j + 1 < n_keys else []) + list(range(j - 1, -1, -1))
+        out.append(tuple(cand[:max(0, max_refs - 1)]))
+    return out
+
+
 @dataclass
 class KeyPicture:
     """An intra-coded picture: the bytes are opaque to everything but engine/codec/keypicture.py."""

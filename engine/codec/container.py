@@ -2,7 +2,7 @@
 
     file     = "IHVC" version:u8 section*
     section  = tag:4s length:u32 payload crc32(tag + payload):u32
-    sections = SEQH, then per group of pictures KPIC KSEM FSEM, then END_
+    sections = SEQH, then per group of pictures KPIC KSEM FSEM (version 3: one GRUP), then END_
 
     SEQH  width:u16 height:u16 fps_num:u32 fps_den:u32 frames:u32 gops:u16
           body_model:u8 flags:u8 (bit 0: camera group present)
@@ -11,24 +11,26 @@
           max_refs:u8 (key pictures one frame draws from at most, its own included), then per group
           key_offset:u32 (the key picture shows frame start + key_offset) n_refs:u8 refs:n_refs x u16
           (the other groups, by index = fixed id, whose key pictures the group's frames also use)
-          version 3 adds, after the reference structure (which it always has):
-          shared_len:u16 shared:shared_len bytes (the bytes every key picture's payload begins with,
-          stored once: the intra codec's parameter sets; empty with one group)
-    KPIC  codec:u8 qp:u8 width:u16 height:u16 payload (the intra codec's elementary stream;
-          version 3: without the shared bytes, which the reader puts back in front)
+          version 3: flags bit 1, the steps are listed (else QuantSpec's defaults, not written);
+          bit 2, each group lists n_refs and refs (else the standard lists, bitstream.reference_lists);
+          after the reference structure shared_len:u16 shared:shared_len bytes (the bytes every key
+          picture's payload begins with, stored once: the intra codec's parameter sets; none for one group)
+    KPIC  codec:u8 qp:u8 width:u16 height:u16 payload (the intra codec's elementary stream)
     KSEM  n_betas:u8 betas:n_betas x f32 focal:2 x f32 coded:... (arithmetic-coded integers
           of body_pose 21x3, rot, trans, loc on the quantization grid, predicted from 0 in
           version 1, from the previous group's key in versions 2 and 3)
-          version 3 starts with shape:u8: 0, the shape (n_betas, betas, focal) follows as above;
-          1, it is the previous group's key's (not on the first group)
     FSEM  frames:u32 coded:... (residuals from the previously coded frame; the first coded
           frame is predicted from the key frame's own semantics. The key frame is coded first,
           then the frames after it, then those before it backwards from the key: coding_order)
+    GRUP  (version 3, one per group, the three above in one section) codec:u8 qp:u8 n:u32
+          payload:n bytes (without the shared bytes, which the reader puts back in front; the
+          picture is the sequence's size)  shape:u8 (0: n_betas, betas and focal follow as in KSEM;
+          1: the previous group's key's, never on the first group)  n_key:u16 key coded:n_key bytes
+          (as KSEM's)  frames coded:... (as FSEM's, the group's frame count from SEQH)
 
-The writer writes version 1 for a single group of pictures that uses nothing of version 2 (one
-reference, its key opening it), so such files stay readable by older builds; anything else is
-version 3, which stores what every group repeats once (about 90 bytes per group with VVC key
-pictures: the parameter sets and the body shape). The reader reads all three; ``to_bytes(bs,
+The writer writes version 3, which stores once what every group repeated: about 120 bytes per group with VVC key
+pictures (the parameter sets, the body shape, two section framings, the frame count, the standard
+reference list) and 40 per file (the default steps). The reader reads all three; ``to_bytes(bs,
 version=2)`` still writes version 2 (tests read it back).
 
 All integers are little-endian. Every length is checked against what is left
@@ -44,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.codec.bitstream import BODY_MODEL_NAMES, CODEC_NAMES, Bitstream, GroupOfPictures, KeyPicture
+from engine.codec.bitstream import BODY_MODEL_NAMES, CODEC_NAMES, Bitstream, GroupOfPictures, KeyPicture, reference_lists
 from engine.codec.entropy import MAX_VALUE, EntropyError, bits_per_dimension, bits_per_row, decode_residuals, encode_residuals, predict_residuals, reconstruct
 from engine.errors import BitstreamError, InputError
 from engine.fileio import atomic_write_bytes
@@ -64,6 +66,10 @@ MAX_GOPS = 65_535
 MAX_SIDE = 2048
 MAX_BETAS = 64
 MAX_SHARED = 4096            # bytes of the key pictures' shared beginning (version 3)
+# Version 3's sequence-header flags beyond bit 0 (the camera group): absent, the quantization steps are
+# QuantSpec's defaults and the reference lists the standard ones (codec.bitstream.reference_lists).
+FLAG_STEPS = 2
+FLAG_REFS = 4
 MAX_FILE = 1 << 31           # 2 GiB: anything larger is not an IHVC file
 MAX_FPS_TERM = (1 << 31) - 1                     # numerator and denominator fit a signed 32-bit rational (FFmpeg's)
 MIN_FPS, MAX_FPS = Fraction(1, 1000), Fraction(1000)
@@ -162,8 +168,7 @@ def to_bytes(bs: Bitstream, version: int | None = None) -> bytes:
     if problem:
         raise InputError(f"cannot write this bitstream: {problem}")
     version = format_version(bs) if version is None else version
-    if version not in VERSIONS or (version == 1 and format_version(bs) != 1 and (
-            bs.max_refs > 1 or any(g.refs or g.key_offset for g in bs.gops))):
+    if version not in VERSIONS or (version == 1 and _needs_version_2(bs)):
         raise InputError(f"cannot write this bitstream as format version {version}")
     try:
         return _to_bytes(bs, version)
@@ -209,10 +214,14 @@ def _writable_problem(bs: Bitstream) -> str | None:
 
 
 def format_version(bs: Bitstream) -> int:
-    """What the writer writes: 1 for one group using nothing of version 2 (older readers still open it;
-    version 3 would save nothing there), else 3."""
-    v2 = bs.max_refs > 1 or any(g.refs or g.key_offset for g in bs.gops)
-    return 3 if v2 or len(bs.gops) > 1 else 1
+    """What the writer writes by default: the newest version, 3 (smaller than 1 and 2 for any
+    bitstream: at least the section framings, the frame count and the default steps are not written)."""
+    return VERSION
+
+
+def _needs_version_2(bs: Bitstream) -> bool:
+    """Whether ``bs`` uses what version 1 cannot hold (references, keys inside their groups)."""
+    return bs.max_refs > 1 or any(g.refs or g.key_offset for g in bs.gops)
 
 
 def shared_prefix(payloads: list[bytes]) -> bytes:
@@ -245,14 +254,23 @@ def same_shape(a, b) -> bool:
 
 def _to_bytes(bs: Bitstream, version: int) -> bytes:
     steps = bs.steps
+    n = len(bs.gops)
+    refs_listed = any(tuple(g.refs) != r for g, r in zip(bs.gops, reference_lists(n, bs.max_refs)))
+    steps_listed = bs.quant.as_tuple() != QuantSpec().as_tuple()
+    flags = int(bs.has_camera)
+    if version >= 3:
+        flags |= (FLAG_STEPS if steps_listed else 0) | (FLAG_REFS if refs_listed else 0)
     head = struct.pack("<HHIIIHBB", bs.width, bs.height, bs.fps.numerator, bs.fps.denominator,
-                       bs.n_frames, len(bs.gops), bs.body_model, int(bs.has_camera))
-    head += struct.pack("<5d", *bs.quant.as_tuple())
-    head += struct.pack(f"<{len(bs.gops)}I", *(g.start for g in bs.gops))
+                       bs.n_frames, n, bs.body_model, flags)
+    if version < 3 or steps_listed:
+        head += struct.pack("<5d", *bs.quant.as_tuple())
+    head += struct.pack(f"<{n}I", *(g.start for g in bs.gops))
     if version >= 2:
         head += struct.pack("<B", bs.max_refs)
         for g in bs.gops:
-            head += struct.pack(f"<IB{len(g.refs)}H", g.key_offset, len(g.refs), *g.refs)
+            head += struct.pack("<I", g.key_offset)
+            if version < 3 or refs_listed:
+                head += struct.pack(f"<B{len(g.refs)}H", len(g.refs), *g.refs)
     shared = shared_prefix([g.key_picture.payload for g in bs.gops]) if version >= 3 else b""
     if version >= 3:
         head += struct.pack("<H", len(shared)) + shared
@@ -260,22 +278,26 @@ def _to_bytes(bs: Bitstream, version: int) -> bytes:
     prev_key = np.zeros(_KEY_DIMS, np.int64)
     for j, g in enumerate(bs.gops):
         kp = g.key_picture
-        out.append(_section(b"KPIC", struct.pack("<BBHH", kp.codec, kp.qp, kp.width, kp.height)
-                            + kp.payload[len(shared):]))
         betas = np.asarray(g.key.betas, np.float32).reshape(-1)
         key_ints = _key_ints(g.key, bs.quant)
         shape = (struct.pack("<B", betas.size) + betas.tobytes()
                  + np.asarray(g.key.focal, np.float32).reshape(2).tobytes())
-        if version >= 3:
-            repeat = j > 0 and same_shape(g.key, bs.gops[j - 1].key)
-            shape = struct.pack("<B", 1) if repeat else struct.pack("<B", 0) + shape
-        ksem = shape + encode_residuals((key_ints - prev_key)[None])
+        key_coded = encode_residuals((key_ints - prev_key)[None])
         if version >= 2:
             prev_key = key_ints             # version 2: a key's semantics are coded from the previous key's
-        out.append(_section(b"KSEM", ksem))
-        q = quantize(g.frames, steps)
-        res = _coded_residuals(q, key_ints, bs.dims, g.key_offset)
-        out.append(_section(b"FSEM", struct.pack("<I", g.n_frames) + encode_residuals(res)))
+        frames_coded = encode_residuals(_coded_residuals(quantize(g.frames, steps), key_ints, bs.dims, g.key_offset))
+        if version >= 3:
+            # One section: the picture (without the shared bytes), the shape (or "the previous key's"),
+            # the key's semantics, the frames' semantics; the picture's size and frame count are the header's.
+            repeat = j > 0 and same_shape(g.key, bs.gops[j - 1].key)
+            picture = kp.payload[len(shared):]
+            out.append(_section(b"GRUP", struct.pack("<BBI", kp.codec, kp.qp, len(picture)) + picture
+                                + (struct.pack("<B", 1) if repeat else struct.pack("<B", 0) + shape)
+                                + struct.pack("<H", len(key_coded)) + key_coded + frames_coded))
+            continue
+        out.append(_section(b"KPIC", struct.pack("<BBHH", kp.codec, kp.qp, kp.width, kp.height) + kp.payload))
+        out.append(_section(b"KSEM", shape + key_coded))
+        out.append(_section(b"FSEM", struct.pack("<I", g.n_frames) + frames_coded))
     out.append(_section(b"END_", b""))
     return b"".join(out)
 
@@ -387,9 +409,10 @@ def from_bytes(data: bytes) -> Bitstream:
     problem = sequence_problem(w, h, fnum, fden, n_frames, n_gops)
     if problem:
         r.fail(problem)
-    if flags > 1:
+    known = 1 | (FLAG_STEPS | FLAG_REFS if version >= 3 else 0)
+    if flags & ~known:
         r.fail(f"unknown flags {flags:#x}")
-    steps = r.unpack("5d")
+    steps = r.unpack("5d") if version < 3 or flags & FLAG_STEPS else QuantSpec().as_tuple()
     if not all(np.isfinite(s) and 1e-9 < s < 1e3 for s in steps):
         r.fail(f"invalid quantization steps {steps}")
     quant = QuantSpec.from_tuple(steps)
@@ -402,10 +425,15 @@ def from_bytes(data: bytes) -> Bitstream:
         (max_refs,) = r.unpack("B")
         if not 1 <= max_refs <= MAX_REFS:
             r.fail(f"{max_refs} references per frame (1..{MAX_REFS})")
+        standard = reference_lists(n_gops, max_refs)
         for j in range(n_gops):
-            off, n_refs = r.unpack("IB")
+            (off,) = r.unpack("I")
             if off >= ends[j] - key_frames[j]:
                 r.fail(f"key offset {off} outside the {ends[j] - key_frames[j]} frames of group {j}")
+            if version >= 3 and not flags & FLAG_REFS:
+                offsets[j], refs[j] = off, standard[j]
+                continue
+            (n_refs,) = r.unpack("B")
             if n_refs > max_refs - 1:
                 r.fail(f"group {j} lists {n_refs} references, the header allows {max_refs - 1}")
             ids = r.unpack(f"{n_refs}H")
@@ -420,68 +448,62 @@ def from_bytes(data: bytes) -> Bitstream:
         shared = r.take(n_shared)
     if r.pos != len(r.data):
         r.fail("trailing bytes")
+    if version >= 3:
+        flags &= 1
     bs = Bitstream(width=w, height=h, fps=Fraction(fnum, fden), quant=quant, body_model=body_model,
                    has_camera=bool(flags & 1), sizes=sizes, max_refs=max_refs, version=version)
     frame_steps = bs.steps
     key_steps = _key_steps(quant)
     prev_key = np.zeros(_KEY_DIMS, np.int64)
     for j, (start, end) in enumerate(zip(key_frames, ends)):
-        r = expect("KPIC")
-        codec, qp, kw, kh = r.unpack("BBHH")
-        if codec not in CODEC_NAMES:
-            r.fail(f"unknown key-picture codec id {codec}")
-        if (kw, kh) != (w, h):
-            r.fail(f"key picture is {kw}x{kh}, sequence is {w}x{h}")
-        payload = r.rest()
-        if not payload:
-            r.fail("empty key picture")
-        payload = shared + payload
-        kp = KeyPicture(codec=codec, qp=qp, width=kw, height=kh, payload=payload)
-
-        r = expect("KSEM")
-        repeat = 0
         if version >= 3:
-            (repeat,) = r.unpack("B")
-            if repeat > 1 or (repeat and not bs.gops):
-                r.fail(f"shape flag {repeat}" + (" on the first group" if repeat == 1 else ""))
-        if repeat:
-            betas, focal = bs.gops[-1].key.betas.copy(), bs.gops[-1].key.focal.copy()
+            grp = expect("GRUP")
+            codec, qp, n_pic = grp.unpack("BBI")
+            pic = _Reader(grp.take(n_pic), "GRUP", grp.base + grp.pos - n_pic)
+            kp = _read_picture(pic, codec, qp, w, h, shared)
+            at = grp.pos
+            betas, focal = _read_shape(grp, True, bs.gops[-1].key if bs.gops else None)
+            (n_key,) = grp.unpack("H")
+            sizes["KPIC"] = sizes.get("KPIC", 0) + 6 + n_pic
+            sizes["KSEM"] = sizes.get("KSEM", 0) + grp.pos - at + n_key
+            key_r = _Reader(grp.take(n_key), "GRUP", grp.base + grp.pos - n_key)
+            frames_r = grp
+            sizes["FSEM"] = sizes.get("FSEM", 0) + len(grp.data) - grp.pos
+            sizes["GRUP"] -= len(grp.data)            # what is left: the section's framing
         else:
-            (n_betas,) = r.unpack("B")
-            if n_betas > MAX_BETAS:
-                r.fail(f"{n_betas} shape parameters (at most {MAX_BETAS})")
-            with np.errstate(all="ignore"):
-                betas = np.frombuffer(r.take(4 * n_betas), np.float32).astype(float)
-                focal = np.frombuffer(r.take(8), np.float32).astype(float)
-            if not (np.all(np.isfinite(betas)) and np.all(np.isfinite(focal)) and np.all(focal > 0)):
-                r.fail("non-finite shape or focal length")
-        coded_at = r.pos
+            r = expect("KPIC")
+            codec, qp, kw, kh = r.unpack("BBHH")
+            if (kw, kh) != (w, h):
+                r.fail(f"key picture is {kw}x{kh}, sequence is {w}x{h}")
+            kp = _read_picture(r, codec, qp, w, h, b"")
+            key_r = expect("KSEM")
+            betas, focal = _read_shape(key_r, False, None)
+            frames_r = expect("FSEM")
+            (n,) = frames_r.unpack("I")
+            if n != end - start:
+                frames_r.fail(f"group holds {n} frames, header says {end - start}")
+        coded_at = key_r.pos
         try:
-            key_ints = decode_residuals(r.rest(), 1, _KEY_DIMS)[0] + prev_key
+            key_ints = decode_residuals(key_r.rest(), 1, _KEY_DIMS)[0] + prev_key
         except EntropyError as exc:
-            raise BitstreamError(str(exc), "KSEM", r.base + coded_at) from None
+            raise BitstreamError(str(exc), key_r.section, key_r.base + coded_at) from None
         if version >= 2:
             prev_key = key_ints
         problem = _ints_problem(key_ints)
         if problem:
-            raise BitstreamError(problem, "KSEM", r.base + coded_at)
+            raise BitstreamError(problem, key_r.section, key_r.base + coded_at)
         kv = key_ints * key_steps
         key = KeySemantics(body_pose=kv[:63].reshape(21, 3), betas=betas, rot=kv[63:66], trans=kv[66:69],
                            loc=kv[69:73], focal=focal, body_model=body_model)
-
-        r = expect("FSEM")
-        (n,) = r.unpack("I")
-        if n != end - start:
-            r.fail(f"group holds {n} frames, header says {end - start}")
-        coded_at = r.pos
+        coded_at = frames_r.pos
         try:
-            res = decode_residuals(r.rest(), n, bs.dims)
+            res = decode_residuals(frames_r.rest(), end - start, bs.dims)
         except EntropyError as exc:
-            raise BitstreamError(str(exc), "FSEM", r.base + coded_at) from None
+            raise BitstreamError(str(exc), frames_r.section, frames_r.base + coded_at) from None
         q = _uncoded(res, key_ints, bs.dims, offsets[j])
         problem = _ints_problem(q)
         if problem:
-            raise BitstreamError(problem, "FSEM", r.base + coded_at)
+            raise BitstreamError(problem, frames_r.section, frames_r.base + coded_at)
         bs.gops.append(GroupOfPictures(start=start, key_picture=kp, key=key, frames=q * frame_steps,
                                        refs=refs[j], key_offset=offsets[j]))
     r = expect("END_")
@@ -493,6 +515,36 @@ def from_bytes(data: bytes) -> Bitstream:
     except StopIteration:
         pass
     return bs
+
+
+def _read_picture(r: _Reader, codec: int, qp: int, w: int, h: int, shared: bytes) -> KeyPicture:
+    """A key picture whose payload is the rest of ``r`` (after ``shared``, version 3's common bytes)."""
+    if codec not in CODEC_NAMES:
+        r.fail(f"unknown key-picture codec id {codec}")
+    payload = r.rest()
+    if not payload:
+        r.fail("empty key picture")
+    return KeyPicture(codec=codec, qp=qp, width=w, height=h, payload=shared + payload)
+
+
+def _read_shape(r: _Reader, flagged: bool, previous: KeySemantics | None) -> tuple[np.ndarray, np.ndarray]:
+    """A key's body shape and focal length: n_betas, betas and focal; ``flagged`` (version 3) first a
+    flag, 1: the key before's (``previous``), 0: its own follows."""
+    if flagged:
+        (repeat,) = r.unpack("B")
+        if repeat > 1 or (repeat and previous is None):
+            r.fail(f"shape flag {repeat}" + (" on the first group" if repeat == 1 else ""))
+        if repeat:
+            return previous.betas.copy(), previous.focal.copy()
+    (n_betas,) = r.unpack("B")
+    if n_betas > MAX_BETAS:
+        r.fail(f"{n_betas} shape parameters (at most {MAX_BETAS})")
+    with np.errstate(all="ignore"):
+        betas = np.frombuffer(r.take(4 * n_betas), np.float32).astype(float)
+        focal = np.frombuffer(r.take(8), np.float32).astype(float)
+    if not (np.all(np.isfinite(betas)) and np.all(np.isfinite(focal)) and np.all(focal > 0)):
+        r.fail("non-finite shape or focal length")
+    return betas, focal
 
 
 def read(path) -> Bitstream:
