@@ -377,36 +377,6 @@ def test_the_encoder_fills_the_rate_and_keeps_back_what_the_closed_loop_may_add(
     assert _fill_rate(builder, 40, [0, 25], 1e6, 38, False, None) == 38          # not under the codec's minimum
 
 
-def test_after_the_closed_loop_the_rate_left_over_buys_finer_key_pictures():
-    """encoder._refill_rate: the same keys and semantics, the key pictures at the finest QP (at most four
-    below) whose file fits the rate; no room, or keys at different QPs, leave the bitstream as it is."""
-    from engine.analysis.encoder import _refill_rate
-    from engine.codec.bitstream import KeyPicture
-    from engine.codec.rate import REFERENCE_FPS
-    base = make_bitstream(50, gop=25)
-
-    class Coder:
-        def submit(self, frames, q):
-            pass
-
-        def get(self, k, q):
-            return KeyPicture(2, q, 128, 128, bytes([k]) + b"k" * int(400 * 2 ** ((40 - q) / 6)))
-    coder = Coder()
-    at = lambda q: replace(base, gops=[replace(g, key_picture=coder.get(g.key_frame, q)) for g in base.gops],  # noqa: E731
-                           sizes={})
-    size = {q: len(container.to_bytes(at(q))) for q in range(34, 41)}
-    rate = (size[37] + size[36]) / 2 * 8 / 1000 * REFERENCE_FPS / 50      # fits QP 37, not 36
-    out = _refill_rate(at(40), coder, rate, 0, None)
-    assert [g.key_picture.qp for g in out.gops] == [37, 37]
-    assert np.array_equal(out.semantics(), base.semantics()) and out.key_frames == base.key_frames
-    assert [g.key_picture.payload for g in out.gops] == [coder.get(k, 37).payload for k in base.key_frames]
-    rate = (size[40] + size[39]) / 2 * 8 / 1000 * REFERENCE_FPS / 50      # no room for a finer one
-    assert _refill_rate(at(40), coder, rate, 0, None).gops[0].key_picture.qp == 40
-    mixed = at(40)
-    mixed.gops[1] = replace(mixed.gops[1], key_picture=coder.get(25, 41))
-    assert _refill_rate(mixed, coder, 1e6, 0, None) is mixed
-
-
 def test_the_encode_summary_names_the_key_pictures_codec_and_qp():
     """`encode`'s summary says which QP the key pictures took (under --rate the encoder chose it)."""
     from engine.analysis.encoder import EncodeResult

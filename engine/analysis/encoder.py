@@ -342,8 +342,6 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
             frozen[:-1] |= lm.detected[:-1] & ~lm.detected[1:]
             bs, report = refine_bitstream(bs, frames, effort_spec, body_model=model, device=device, hold=hold,
                                           progress=loop_progress, frozen=frozen)
-            if auto and len(qps) > 1:
-                bs = _refill_rate(bs, coder, rate_kbps, lo, log)
             errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())] if len(fits) == 1 else [
                 fit_errors(model, f, lm.subset(slice(g.start, g.start + g.n_frames)), semantics=g.frames)
                 for f, g in zip(fits, bs.gops)]
@@ -380,32 +378,6 @@ def _fill_rate(builder, qp: int, keys: list[int], rate_kbps: float, min_qp: int,
     if log is not None and finer != qp:
         log(f"key QP {qp} -> {finer}: the file still fits the rate ({reserve:.0f} B kept for the closed loop)")
     return finer
-
-
-def _refill_rate(bs: Bitstream, coder, rate_kbps: float, min_qp: int, log) -> Bitstream:
-    """After the closed loop, the rate ``_fill_rate`` kept back for it and the loop left unused, spent
-    on finer key pictures (the same keys and semantics; ``keys.finer_key_qp``). The reserve is the
-    most the loop may add (MAX_SEMANTIC_BPF); it usually adds little, so files came out well under
-    their target (ted_e at --rate 5: 4.40 kbps)."""
-    from dataclasses import replace
-
-    from engine.analysis.keys import finer_key_qp
-    from engine.codec import container
-    from engine.codec.rate import budget_bytes
-    qp = bs.gops[0].key_picture.qp
-    if any(g.key_picture.qp != qp for g in bs.gops):
-        return bs
-
-    def with_qp(q: int) -> Bitstream:
-        coder.submit([g.key_frame for g in bs.gops], q)          # side by side
-        return replace(bs, gops=[replace(g, key_picture=coder.get(g.key_frame, q)) for g in bs.gops], sizes={})
-    finer = finer_key_qp(lambda q: len(container.to_bytes(with_qp(q))), qp, budget_bytes(rate_kbps, bs.n_frames),
-                         min_qp=min_qp)
-    if finer == qp:
-        return bs
-    if log is not None:
-        log(f"key QP {qp} -> {finer} after the closed loop: the file still fits the rate")
-    return with_qp(finer)
 
 
 def with_references(bs: Bitstream, max_refs: int) -> Bitstream:
