@@ -384,7 +384,7 @@ def with_references(bs: Bitstream, max_refs: int) -> Bitstream:
     """``bs`` with every group drawing from its neighbours' key pictures too (format version 2)."""
     from dataclasses import replace
 
-    from engine.analysis.keys import reference_lists
+    from engine.codec.bitstream import reference_lists
     refs = reference_lists(len(bs.gops), max_refs)
     return replace(bs, gops=[replace(g, refs=r) for g, r in zip(bs.gops, refs)], max_refs=max_refs)
 

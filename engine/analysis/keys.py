@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as Fn
 
 from engine.codec import container
-from engine.codec.bitstream import Bitstream, reference_lists  # noqa: F401  (reference_lists: the keys' structure)
+from engine.codec.bitstream import Bitstream, reference_lists
 from engine.codec.rate import budget_bytes
 
 DRAFT_SIDE = 128          # the draft decode that scores key placements (about 10x cheaper than 384)

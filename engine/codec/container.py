@@ -39,6 +39,7 @@ one BitstreamError naming the section and the byte offset.
 """
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from fractions import Fraction
@@ -159,7 +160,7 @@ def _first_prediction(key_ints: np.ndarray, dims: int) -> np.ndarray:
 
 
 def to_bytes(bs: Bitstream, version: int | None = None) -> bytes:
-    """The file's bytes, in ``version`` (default :func:`format_version`)."""
+    """The file's bytes, in ``version`` (default the newest, VERSION)."""
     if not bs.gops:
         raise InputError("bitstream has no frames")
     if not all(np.all(np.isfinite(g.frames)) for g in bs.gops):
@@ -167,7 +168,7 @@ def to_bytes(bs: Bitstream, version: int | None = None) -> bytes:
     problem = _writable_problem(bs)
     if problem:
         raise InputError(f"cannot write this bitstream: {problem}")
-    version = format_version(bs) if version is None else version
+    version = VERSION if version is None else version
     if version not in VERSIONS or (version == 1 and _needs_version_2(bs)):
         raise InputError(f"cannot write this bitstream as format version {version}")
     try:
@@ -213,10 +214,10 @@ def _writable_problem(bs: Bitstream) -> str | None:
     return None
 
 
-def format_version(bs: Bitstream) -> int:
-    """What the writer writes by default: the newest version, 3 (smaller than 1 and 2 for any
-    bitstream: at least the section framings, the frame count and the default steps are not written)."""
-    return VERSION
+def file_version(bs: Bitstream) -> int:
+    """The version ``bs`` was read as, else the one the writer writes: the newest, VERSION (smaller than
+    1 and 2 for any bitstream: at least section framings, frame counts and the default steps go)."""
+    return bs.version or VERSION
 
 
 def _needs_version_2(bs: Bitstream) -> bool:
@@ -230,20 +231,19 @@ def shared_prefix(payloads: list[bytes]) -> bytes:
     for a single picture, and never a whole payload (each keeps at least one byte of its own)."""
     if len(payloads) < 2:
         return b""
-    shortest = min(len(p) for p in payloads)
-    n = 0
-    first = payloads[0]
-    while n < min(shortest - 1, MAX_SHARED) and all(p[n] == first[n] for p in payloads[1:]):
-        n += 1
-    return bytes(first[:n])
+    common = os.path.commonprefix(payloads)          # works on any sequences, bytes included
+    return bytes(common[:min(min(len(p) for p in payloads) - 1, MAX_SHARED)])
+
+
+def shared_bytes(bs: Bitstream) -> bytes:
+    """What the file of ``bs`` (:func:`file_version`) stores once for all its key pictures."""
+    return shared_prefix([g.key_picture.payload for g in bs.gops]) if file_version(bs) >= 3 else b""
 
 
 def key_picture_bytes(bs: Bitstream) -> int:
-    """The bytes the file spends on key-picture payloads: each payload once, less what version 3 shares
-    between them (stored once). ``bs`` as read, or as the writer would write it."""
-    payloads = [g.key_picture.payload for g in bs.gops]
-    shared = shared_prefix(payloads) if (bs.version or format_version(bs)) >= 3 else b""
-    return sum(len(p) for p in payloads) - max(len(payloads) - 1, 0) * len(shared)
+    """The bytes the file of ``bs`` spends on key-picture payloads: each payload once, less what version 3
+    shares between them (stored once)."""
+    return sum(len(g.key_picture.payload) for g in bs.gops) - max(len(bs.gops) - 1, 0) * len(shared_bytes(bs))
 
 
 def same_shape(a, b) -> bool:
@@ -448,8 +448,6 @@ def from_bytes(data: bytes) -> Bitstream:
         shared = r.take(n_shared)
     if r.pos != len(r.data):
         r.fail("trailing bytes")
-    if version >= 3:
-        flags &= 1
     bs = Bitstream(width=w, height=h, fps=Fraction(fnum, fden), quant=quant, body_model=body_model,
                    has_camera=bool(flags & 1), sizes=sizes, max_refs=max_refs, version=version)
     frame_steps = bs.steps

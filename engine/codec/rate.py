@@ -106,7 +106,7 @@ def summarize(bs: Bitstream) -> dict:
     bs = with_sizes(bs)
     r = rate_of(bs)
     return {
-        "format_version": bs.version or container.format_version(bs), "width": bs.width, "height": bs.height, "frames": r.frames,
+        "format_version": container.file_version(bs), "width": bs.width, "height": bs.height, "frames": r.frames,
         "fps": r.fps, "fps_rational": f"{bs.fps.numerator}/{bs.fps.denominator}",
         "body_model": container.body_model_name(bs), "camera_group": bs.has_camera,
         "key_frames": bs.key_frames,
@@ -115,8 +115,7 @@ def summarize(bs: Bitstream) -> dict:
                           "bytes": len(g.key_picture.payload), "group": [g.start, g.start + g.n_frames - 1],
                           "references": [bs.gops[k].key_frame for k in g.refs]} for g in bs.gops],
         "max_references": bs.max_refs,
-        "key_pictures_shared_bytes": len(container.shared_prefix([g.key_picture.payload for g in bs.gops]))
-        if (bs.version or container.format_version(bs)) >= 3 else 0,
+        "key_pictures_shared_bytes": len(container.shared_bytes(bs)),
         "sections": dict(bs.sizes), "bytes": r.bytes,
         "bits_per_frame": {**r.parts(), "per_group": r.per_group_bpf},
         "kbps_at_25fps": r.kbps_at_25fps, "kbps_at_file_fps": r.kbps_at_file_fps,
