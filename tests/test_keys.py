@@ -23,6 +23,46 @@ def test_groups_references_and_affected_frames():
     assert K.affected_frames(keys, 40, 120, 1) == range(13, 51)
 
 
+def test_group_boundaries_go_where_the_frames_are_drawn_best(monkeypatch):
+    keys = [5, 20, 40]
+    after, before = np.zeros(50), np.zeros(50)
+    after[6:20] = np.r_[np.full(10, 1.0), np.full(4, 9.0)]     # 6..15 drawn well from key 5, 16..19 badly
+    before[6:20] = 4.0
+    after[21:40] = before[21:40] = 2.0                           # a tie: the midpoint
+    assert K.group_starts(keys, 50) == [0, 13, 31]
+    assert K.best_group_starts(keys, after, before) == [0, 16, 31]
+    # choose_group_starts: a draft decode with every frame between two keys drawn from the key before it,
+    # one from the key after it; its choice is the split with the least error a frame by frame decode gives
+    rng = np.random.default_rng(3)
+    pose = np.cumsum(rng.normal(0, 1, 50))                       # a frame is drawn the worse the further its pose
+
+    class Bs:
+        def __init__(self, starts):
+            self.starts, self.n_frames = starts, 50
+
+    def own_key(starts, i):
+        return keys[int(np.searchsorted(starts, i, side="right")) - 1]
+    seen = []
+
+    def score(bs, pool, frames=None, stride=2):
+        seen.append((list(bs.starts), stride))
+        err = np.zeros(50)
+        for i in frames:
+            err[i] = (pose[i] - pose[own_key(bs.starts, i)]) ** 2
+        return err
+    monkeypatch.setattr(K, "_score", score)
+    monkeypatch.setattr(K, "search_pool", lambda *a, **k: __import__("contextlib").nullcontext())
+    starts = K.choose_group_starts(np.zeros((50, 8, 8, 3), np.uint8), Bs, keys)
+    assert seen == [([0, 20, 40], 1), ([0, 6, 21], 1)]
+
+    def total(st):
+        return sum((pose[i] - pose[own_key(st, i)]) ** 2 for i in range(50))
+    every = [[0, s1, s2] for s1 in range(6, 21) for s2 in range(21, 41)]
+    assert total(starts) == pytest.approx(min(total(st) for st in every))
+    assert total(starts) < total(K.group_starts(keys, 50))
+    assert K.choose_group_starts(np.zeros((50, 8, 8, 3), np.uint8), Bs, [7]) == [0]
+
+
 def test_relative_camera_composes_with_the_key():
     cams = np.array([[0.0, 0.0, 0.0], [0.02, -0.01, 0.05], [0.05, 0.01, 0.1]])
     rel = relative_camera(cams, 1)

@@ -165,7 +165,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     from engine.synthesis.body import load_body_model
     from engine.analysis.camera_motion import estimate_camera_motion
     from engine.codec.keypicture import QP_RANGE, PictureCoder
-    from engine.analysis.keys import QP_STEPS, choose_key_qp, choose_keys, cost_samples
+    from engine.analysis.keys import QP_STEPS, choose_group_starts, choose_key_qp, choose_keys, cost_samples
     from engine.codec.video import read_video
     from engine.analysis.closed_loop import effort_of, refine_bitstream
     from engine.workers import torch_threads
@@ -304,29 +304,34 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         if auto:
             t = time.perf_counter()
 
-            def builder(qp):
+            def builder(qp, starts=None):
                 def build(key_frames, placeholder=None):
-                    """The bitstream with keys at ``key_frames``; with ``placeholder`` (frame -> payload,
-                    keys.placeholder_payloads) the pictures are not coded: they take those bytes, and a
-                    draft decode uses the frames."""
+                    """The bitstream with keys at ``key_frames`` (groups beginning at ``starts``, default the
+                    midpoints); with ``placeholder`` (frame -> payload, keys.placeholder_payloads) the
+                    pictures are not coded: they take those bytes, and a draft decode uses the frames."""
                     if placeholder is None:
                         coder.submit(key_frames, qp)          # side by side, not one after the other
                     pic = (lambda k: coder.get(k, qp)) if placeholder is None else (
                         lambda k: KeyPicture(CODEC_IDS[key_codec], qp, W, H, placeholder(k)))
                     return _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant,
-                                           hold, max_refs)
+                                           hold, max_refs, starts)
                 return build
             if len(qps) > 1:
                 key_qp, chosen = choose_key_qp(frames, builder, lambda q: (lambda k: coder.get(k, q)), qps,
                                                rate_kbps=rate_kbps, max_refs=max_refs, body_model=model,
                                                device=device, log=log)
-                key_qp = _fill_rate(builder, key_qp, chosen, rate_kbps, lo, effort_spec.side > 0, log)
             else:
                 chosen, _ = choose_keys(frames, builder(key_qp), coder.get, rate_kbps=rate_kbps, lam=lam,
                                         key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
                                         log=log)
-            coder.submit(chosen, key_qp)                  # code them side by side
-            bs = builder(key_qp)(chosen)
+            coder.submit(chosen, key_qp)                  # they code while the drafts below run
+            starts = choose_group_starts(frames, lambda st: builder(key_qp, st)(chosen, placeholder=lambda k: b"\0"),
+                                         chosen, body_model=model, device=device, log=log)
+            if len(qps) > 1:
+                key_qp = _fill_rate(lambda q: builder(q, starts), key_qp, chosen, rate_kbps, lo,
+                                    effort_spec.side > 0, log)
+                coder.submit(chosen, key_qp)
+            bs = builder(key_qp, starts)(chosen)
             gops = bs.gops
             errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())]
             timings["keys"] = time.perf_counter() - t
@@ -402,17 +407,21 @@ def relative_camera(cams: np.ndarray, key: int) -> np.ndarray:
 
 
 def _auto_bitstream(one: Bitstream, fit, cams, key_frames, picture, quant: QuantSpec, hold,
-                    max_refs: int) -> Bitstream:
+                    max_refs: int, starts: list[int] | None = None) -> Bitstream:
     """The clip's single-fit semantics cut into groups around the key pictures at ``key_frames`` (sorted):
-    each frame belongs to the group of its nearest key, which need not open the group; each group's
-    semantics are relative to its own key (camera group included) and snapped as the fixed-period path's."""
+    the groups begin at ``starts`` (default: each frame in the group of its nearest key, keys.group_starts);
+    a key need not open its group; each group's semantics are relative to its own key (camera group
+    included) and snapped as the fixed-period path's."""
     from dataclasses import replace
 
     from engine.analysis.keys import group_starts
     N = fit.n_frames
     sem_all = fit.semantics()
     steps = quant.steps(cams is not None)
-    starts = group_starts(list(key_frames), N)
+    starts = group_starts(list(key_frames), N) if starts is None else list(starts)
+    if len(starts) != len(key_frames) or starts[0] != 0 or any(
+            not s <= k < e for s, k, e in zip(starts, key_frames, starts[1:] + [N])):
+        raise ValueError(f"group starts {starts} do not hold keys {list(key_frames)} one each")
     gops = []
     for k, s, e in zip(key_frames, starts, starts[1:] + [N]):
         sem = sem_all[s:e]
