@@ -33,8 +33,7 @@ def test_group_boundaries_go_where_the_frames_are_drawn_best(monkeypatch):
     assert K.best_group_starts(keys, after, before) == [0, 16, 31]
     # choose_group_starts: a draft decode with every frame between two keys drawn from the key before it,
     # one from the key after it; its choice is the split with the least error a frame by frame decode gives
-    rng = np.random.default_rng(3)
-    pose = np.cumsum(rng.normal(0, 1, 50))                       # a frame is drawn the worse the further its pose
+    pose = 3 * np.sin(np.arange(50) / 5.0) + np.arange(50) / 10   # a frame is drawn the worse the further its pose
 
     class Bs:
         def __init__(self, starts):
@@ -53,13 +52,13 @@ def test_group_boundaries_go_where_the_frames_are_drawn_best(monkeypatch):
     monkeypatch.setattr(K, "_score", score)
     monkeypatch.setattr(K, "search_pool", lambda *a, **k: __import__("contextlib").nullcontext())
     starts = K.choose_group_starts(np.zeros((50, 8, 8, 3), np.uint8), Bs, keys)
-    assert seen == [([0, 20, 40], 1), ([0, 6, 21], 1)]
+    assert seen == [([0, 20, 40], 2), ([0, 6, 21], 2)]           # every second frame decoded, the rest interpolated
 
     def total(st):
         return sum((pose[i] - pose[own_key(st, i)]) ** 2 for i in range(50))
     every = [[0, s1, s2] for s1 in range(6, 21) for s2 in range(21, 41)]
-    assert total(starts) == pytest.approx(min(total(st) for st in every))
-    assert total(starts) < total(K.group_starts(keys, 50))
+    assert total(starts) <= 1.01 * min(total(st) for st in every)
+    assert total(starts) < 0.9 * total(K.group_starts(keys, 50))
     assert K.choose_group_starts(np.zeros((50, 8, 8, 3), np.uint8), Bs, [7]) == [0]
 
 
