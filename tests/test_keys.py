@@ -62,6 +62,15 @@ def test_group_boundaries_go_where_the_frames_are_drawn_best(monkeypatch):
     assert K.choose_group_starts(np.zeros((50, 8, 8, 3), np.uint8), Bs, [7]) == [0]
 
 
+def test_key_qp_follows_the_frames_a_key_serves():
+    # groups of 40, 20, 20, 20 frames (mean 25): 3 log2(25/40) = -2.03, 3 log2(25/20) = +0.97
+    assert K.key_qp_offsets([0, 40, 60, 80], 100) == [-2, 1, 1, 1]
+    assert K.key_qp_offsets([0, 25, 50, 75], 100) == [0, 0, 0, 0]          # equal groups: one QP
+    assert K.key_qp_offsets([0], 100) == [0]
+    # bounded: a key serving one frame of 100 is not made 19 QPs coarser
+    assert K.key_qp_offsets([0, 1], 100) == [K.MAX_QP_OFFSET, -K.MAX_QP_OFFSET]
+
+
 def test_relative_camera_composes_with_the_key():
     cams = np.array([[0.0, 0.0, 0.0], [0.02, -0.01, 0.05], [0.05, 0.01, 0.1]])
     rel = relative_camera(cams, 1)

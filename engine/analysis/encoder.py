@@ -165,7 +165,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     from engine.synthesis.body import load_body_model
     from engine.analysis.camera_motion import estimate_camera_motion
     from engine.codec.keypicture import QP_RANGE, PictureCoder
-    from engine.analysis.keys import QP_STEPS, choose_group_starts, choose_key_qp, choose_keys, cost_samples
+    from engine.analysis.keys import QP_STEPS, choose_group_starts, choose_key_qp, choose_keys, cost_samples, key_qp_offsets
     from engine.codec.video import read_video
     from engine.analysis.closed_loop import effort_of, refine_bitstream
     from engine.workers import torch_threads
@@ -304,15 +304,19 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         if auto:
             t = time.perf_counter()
 
-            def builder(qp, starts=None):
+            def builder(qp, starts=None, offsets=None):
                 def build(key_frames, placeholder=None):
                     """The bitstream with keys at ``key_frames`` (groups beginning at ``starts``, default the
-                    midpoints); with ``placeholder`` (frame -> payload, keys.placeholder_payloads) the
-                    pictures are not coded: they take those bytes, and a draft decode uses the frames."""
+                    midpoints; key k's picture at ``qp`` + ``offsets[k]``, default 0); with ``placeholder``
+                    (frame -> payload, keys.placeholder_payloads) the pictures are not coded: they take those
+                    bytes, and a draft decode uses the frames."""
+                    def q(k):
+                        return min(hi, max(lo, qp + (offsets or {}).get(k, 0)))
                     if placeholder is None:
-                        coder.submit(key_frames, qp)          # side by side, not one after the other
-                    pic = (lambda k: coder.get(k, qp)) if placeholder is None else (
-                        lambda k: KeyPicture(CODEC_IDS[key_codec], qp, W, H, placeholder(k)))
+                        for k in key_frames:
+                            coder.submit([k], q(k))           # side by side, not one after the other
+                    pic = (lambda k: coder.get(k, q(k))) if placeholder is None else (
+                        lambda k: KeyPicture(CODEC_IDS[key_codec], q(k), W, H, placeholder(k)))
                     return _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant,
                                            hold, max_refs, starts)
                 return build
@@ -324,14 +328,15 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                 chosen, _ = choose_keys(frames, builder(key_qp), coder.get, rate_kbps=rate_kbps, lam=lam,
                                         key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
                                         log=log)
-            coder.submit(chosen, key_qp)                  # they code while the drafts below run
             starts = choose_group_starts(frames, lambda st: builder(key_qp, st)(chosen, placeholder=lambda k: b"\0"),
                                          chosen, body_model=model, device=device, log=log)
+            offsets = dict(zip(chosen, key_qp_offsets(starts, N)))
+            for k in chosen:                              # they code while the rest runs
+                coder.submit([k], min(hi, max(lo, key_qp + offsets[k])))
             if len(qps) > 1:
-                key_qp = _fill_rate(lambda q: builder(q, starts), key_qp, chosen, rate_kbps, lo,
+                key_qp = _fill_rate(lambda q: builder(q, starts, offsets), key_qp, chosen, rate_kbps, lo,
                                     effort_spec.side > 0, log)
-                coder.submit(chosen, key_qp)
-            bs = builder(key_qp, starts)(chosen)
+            bs = builder(key_qp, starts, offsets)(chosen)
             gops = bs.gops
             errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())]
             timings["keys"] = time.perf_counter() - t
