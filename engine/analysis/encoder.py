@@ -304,6 +304,10 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         if auto:
             t = time.perf_counter()
 
+            def key_qp_of(qp, k, offsets):
+                """Key k's QP: ``qp`` and its offset (keys.key_qp_offsets), within the codec's range."""
+                return min(hi, max(lo, qp + (offsets or {}).get(k, 0)))
+
             def builder(qp, starts=None, offsets=None):
                 def build(key_frames, placeholder=None):
                     """The bitstream with keys at ``key_frames`` (groups beginning at ``starts``, default the
@@ -311,7 +315,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                     (frame -> payload, keys.placeholder_payloads) the pictures are not coded: they take those
                     bytes, and a draft decode uses the frames."""
                     def q(k):
-                        return min(hi, max(lo, qp + (offsets or {}).get(k, 0)))
+                        return key_qp_of(qp, k, offsets)
                     if placeholder is None:
                         for k in key_frames:
                             coder.submit([k], q(k))           # side by side, not one after the other
@@ -332,7 +336,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                                          chosen, body_model=model, device=device, log=log)
             offsets = dict(zip(chosen, key_qp_offsets(starts, N)))
             for k in chosen:                              # they code while the rest runs
-                coder.submit([k], min(hi, max(lo, key_qp + offsets[k])))
+                coder.submit([k], key_qp_of(key_qp, k, offsets))
             if len(qps) > 1:
                 key_qp = _fill_rate(lambda q: builder(q, starts, offsets), key_qp, chosen, rate_kbps, lo,
                                     effort_spec.side > 0, log)

@@ -52,10 +52,10 @@ def best_group_starts(key_frames: list[int], after: np.ndarray, before: np.ndarr
 
     after[i], before[i]: the error of frame i drawn from the key before it, and from the key after it
     (only the frames strictly between two keys are read). Groups are contiguous, so between keys a and b
-    one split s does it: frames a+1..s-1 go with a, s..b-1 with b; the s with the least summed error
-    (ties to the earlier). A frame's decoding depends on its own key, its references and its own row,
-    none of which depends on where the other frames go, so the per-stretch choices are exact. Of equal
-    costs, the split nearest the midpoint (``group_starts``) wins."""
+    one split s does it: frames a+1..s-1 go with a, s..b-1 with b; the s with the least summed error, of
+    equal ones the nearest the midpoint (``group_starts``). A frame's decoding depends on its own key, its
+    references and its own row, none of which depends on where the other frames go, so the per-stretch
+    choices are exact."""
     starts = [0]
     for a, b, mid in zip(key_frames, key_frames[1:], group_starts(key_frames, len(after))[1:]):
         starts.append(min(range(a + 1, b + 1), key=lambda s: (float(after[a + 1:s].sum() + before[s:b].sum()),
@@ -95,8 +95,9 @@ def choose_group_starts(frames: np.ndarray, build: Callable, keys: list[int], *,
         return group_starts(keys, N)
     from engine.synthesis.decoder import DecodeCache
     between = [i for a, b in zip(keys, keys[1:]) for i in range(a + 1, b)]
-    # Every second frame is decoded (as the key search does) and the others interpolated: the same
-    # boundaries within a frame, in half the time (about 1.3 s of a 25 s encode of 100 frames).
+    # Every second frame is decoded (the key search's grid, _score) and the others interpolated: on ted_e
+    # and dance_tiktok_1 the boundaries of decoding every frame, within one frame, in half the drafts
+    # (the key stage of a 100-frame encode takes 0.6 to 0.8 s more than with the midpoints, bench --effort).
     scored = [i for i in between if i % DRAFT_STRIDE == 0]
     with search_pool(frames, body_model, device, DecodeCache()) as pool:
         after, before = (_score(build(st), pool, scored) for st in
@@ -169,12 +170,12 @@ def _draft_errors(state: _SearchState, job) -> np.ndarray:
     return ((out - state.ref[idx]) ** 2).mean(-1).sum((1, 2))
 
 
-def _score(bs: Bitstream, pool, frames=None, stride: int = DRAFT_STRIDE) -> np.ndarray:
+def _score(bs: Bitstream, pool, frames=None) -> np.ndarray:
     """Squared error (summed over pixels, mean over channels) of the draft decode of ``frames`` (default
-    all) that fall on the ``stride`` grid (0 elsewhere), the key pictures taken from the frames
+    all) that fall on the DRAFT_STRIDE grid (0 elsewhere), the key pictures taken from the frames
     themselves (not yet coded), on ``pool`` (``search_pool``): the k-th frame of the grid on worker k mod W."""
-    idx = [i for i in (range(bs.n_frames) if frames is None else frames) if i % stride == 0]
-    parts = [[i for i in idx if (i // stride) % pool.workers == w] for w in range(pool.workers)]
+    idx = [i for i in (range(bs.n_frames) if frames is None else frames) if i % DRAFT_STRIDE == 0]
+    parts = [[i for i in idx if (i // DRAFT_STRIDE) % pool.workers == w] for w in range(pool.workers)]
     parts = [p for p in parts if p]
     err = np.zeros(bs.n_frames)
     for p, e in zip(parts, pool.map(_draft_errors, [(bs, p) for p in parts])):
