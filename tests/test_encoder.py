@@ -353,6 +353,27 @@ def test_encode_groups_of_pictures_and_no_camera(synthetic_video, tmp_path):
         assert h.key_picture.payload == g.key_picture.payload
 
 
+def test_vvc_key_pictures_are_one_chain_unless_told_not_to(model, synthetic_video):
+    """A fixed period of VVC keys is coded as one chain by default (engine.codec.keypicture.encode_key_chain):
+    the same semantics, fewer key-picture bytes, and each key frame decodes to its picture."""
+    from engine.codec.container import from_bytes, to_bytes
+    from engine.codec.keypicture import decode_key_chain
+    from engine.synthesis.decoder import Decoder
+    path, _, S = synthetic_video
+    kw = dict(size=S, gop=3, key_codec="vvc", max_frames=7, effort="fast", fit_options=dict(key_iters=60, iters=30))
+    chained, alone = encode_video(path, **kw).bitstream, encode_video(path, chain=False, **kw).bitstream
+    assert chained.chained and not alone.chained and len(chained.gops) == len(alone.gops) == 3
+    assert np.array_equal(chained.semantics(), alone.semantics())
+    size = lambda bs: sum(len(g.key_picture.payload) for g in bs.gops)  # noqa: E731
+    assert size(chained) < size(alone)
+    back = from_bytes(to_bytes(chained))
+    assert back.chained
+    pictures = decode_key_chain([g.key_picture for g in back.gops])
+    dec = Decoder(back, device="cpu", body_model=model)
+    for g, p in zip(back.gops, pictures):
+        assert np.array_equal(dec.decode_frame(g.key_frame), p)
+
+
 def test_overlay_cli_draws_the_coded_mesh(synthetic_video, tmp_path):
     from engine.codec.container import write
     from engine.codec.video import read_video

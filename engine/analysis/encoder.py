@@ -14,7 +14,7 @@ Nothing is written here; engine.codec.container.write does that (atomically).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -139,7 +139,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                  fit_options: dict | None = None, keep_analysis: bool = False, keys: str = "auto",
                  rate_kbps: float | None = None, lam: float | None = None, max_refs: int = 4,
                  log: Callable[[str], None] | None = None, analysis: EncodeAnalysis | None = None,
-                 effort: str = "default") -> EncodeResult:
+                 effort: str = "default", chain: bool | None = None) -> EncodeResult:
     """Encode ``path`` into an :class:`EncodeResult` (with the :class:`EncodeAnalysis` if
     ``keep_analysis``: landmarks, fits, frames, camera, for benchmarks and overlays).
     ``hold``: rate-aware snapping (see ``sticky_snap``; None = HOLD per group); ``fit_options``: keyword
@@ -157,6 +157,9 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     (``_fill_rate``). The CLI's ``encode --rate`` asks for it unless --key-qp is given.
     ``effort``: fast (the landmark fit alone), default or slow (the semantics are then refined against
     the frames the decoder draws from the decoded key pictures: engine.analysis.closed_loop).
+    ``chain``: the key pictures are coded as one chain, each predicted from those before it
+    (engine.codec.keypicture.encode_key_chain); default: yes for VVC, the only codec that can. False: each
+    is coded alone, with a QP by the frames it serves (keys.key_qp_offsets; a chain's QPs are vvenc's).
 
     Raises InputError for unreadable input, bad options or a video with no person.
     """
@@ -165,7 +168,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     from engine.synthesis.body import load_body_model
     from engine.analysis.camera_motion import estimate_camera_motion
     from engine.codec.keypicture import QP_RANGE, PictureCoder
-    from engine.analysis.keys import QP_STEPS, choose_group_starts, choose_key_qp, choose_keys, cost_samples, key_qp_offsets
+    from engine.analysis.keys import (QP_STEPS, chain_stand_in, choose_group_starts, choose_key_qp, choose_keys,
+                                      cost_samples, key_qp_offsets)
     from engine.codec.video import read_video
     from engine.analysis.closed_loop import effort_of, refine_bitstream
     from engine.workers import torch_threads
@@ -184,6 +188,9 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         raise InputError(f"--key-qp must be a number or auto, got {key_qp!r}") from None
     if not lo <= key_qp <= hi:
         raise InputError(f"--key-qp {key_qp} out of range {lo}..{hi} for {key_codec}")
+    chain = key_codec == "vvc" if chain is None else bool(chain)
+    if chain and key_codec != "vvc":
+        raise InputError(f"chained key pictures are VVC only, not {key_codec}")
     if gop is not None and gop < 1:
         raise InputError(f"--gop must be at least 1, got {gop}")
     if keys not in ("auto", "one"):
@@ -238,7 +245,14 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         # search waits for them: they keep both threads.)
         coder.limit(1)
     for q in qps:
-        coder.submit(cost_samples(N) if auto else starts, q)
+        if auto:
+            coder.submit(cost_samples(N), q)
+            if chain:                          # what a key costs after the first one
+                coder.submit_chain(cost_samples(N), q)
+        elif chain and len(starts) > 1:
+            coder.submit_chain(starts, q)
+        else:
+            coder.submit(starts, q)
     try:
         gops, fits, cams = [], [], []
         betas = None
@@ -289,16 +303,22 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                                focal=np.asarray(fit.focal, np.float32).astype(np.float64), body_model=model.model_id)
             t = time.perf_counter()
             # Under the key search no picture is coded for the clip's first frame: it places them.
-            kp = KeyPicture(CODEC_IDS[key_codec], key_qp, W, H, b"") if auto else coder.get(s)
+            kp = KeyPicture(CODEC_IDS[key_codec], key_qp, W, H, b"") if auto or (chain and len(starts) > 1) else (
+                coder.get(s))
             t_key += time.perf_counter() - t
             if progress is not None:
                 progress("key picture", gi + 1, len(starts))
             gops.append(GroupOfPictures(start=s, key_picture=kp, key=key, frames=sem))
-        timings.update(fit=t_fit, camera=t_cam, key_picture=t_key)
         coder.limit(None)
+        chained = chain and len(gops) > 1
+        if chained and not auto:
+            t = time.perf_counter()
+            gops = [replace(g, key_picture=kp) for g, kp in zip(gops, coder.chain(starts))]
+            t_key += time.perf_counter() - t
+        timings.update(fit=t_fit, camera=t_cam, key_picture=t_key)
 
         bs = Bitstream(width=W, height=H, fps=clip.fps, quant=quant, body_model=model.model_id,
-                       has_camera=has_cam, gops=gops)
+                       has_camera=has_cam, gops=gops, chained=chained)
         if len(gops) > 1 and max_refs > 1:
             bs = with_references(bs, max_refs)
         if auto:
@@ -308,34 +328,54 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                 """Key k's QP: ``qp`` and its offset (keys.key_qp_offsets), within the codec's range."""
                 return min(hi, max(lo, qp + (offsets or {}).get(k, 0)))
 
+            def chain_ratio(qp):
+                """What a chained key costs after the first, against one coded alone (the cost samples')."""
+                alone = np.mean([len(coder.get(k, qp).payload) for k in cost_samples(N)])
+                return float(np.mean([len(p.payload) for p in coder.chain(cost_samples(N), qp)[1:]]) / alone)
+
             def builder(qp, starts=None, offsets=None):
                 def build(key_frames, placeholder=None):
                     """The bitstream with keys at ``key_frames`` (groups beginning at ``starts``, default the
-                    midpoints; key k's picture at ``qp`` + ``offsets[k]``, default 0); with ``placeholder``
-                    (frame -> payload, keys.placeholder_payloads) the pictures are not coded: they take those
-                    bytes, and a draft decode uses the frames."""
+                    midpoints; key k's picture at ``qp`` + ``offsets[k]``, default 0, or the keys' chain at
+                    ``qp``); with ``placeholder`` (frame -> payload, keys.placeholder_payloads) the pictures
+                    are not coded: they take those bytes (a chain's keys after the first keys.chain_stand_in's),
+                    and a draft decode uses the frames."""
                     def q(k):
                         return key_qp_of(qp, k, offsets)
-                    if placeholder is None:
+                    many = len(key_frames) > 1
+                    if placeholder is not None:
+                        stand_in = chain_stand_in(placeholder, chain_ratio(qp)) if chain and many else (
+                            lambda k, first: placeholder(k))
+                        pic = lambda k: KeyPicture(CODEC_IDS[key_codec], q(k), W, H,  # noqa: E731
+                                                   stand_in(k, k == key_frames[0]))
+                    elif chain and many:
+                        pics = dict(zip(key_frames, coder.chain(key_frames, qp)))
+                        pic = pics.__getitem__
+                    else:
                         for k in key_frames:
                             coder.submit([k], q(k))           # side by side, not one after the other
-                    pic = (lambda k: coder.get(k, q(k))) if placeholder is None else (
-                        lambda k: KeyPicture(CODEC_IDS[key_codec], q(k), W, H, placeholder(k)))
-                    return _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant,
-                                           hold, max_refs, starts)
+                        pic = lambda k: coder.get(k, q(k))  # noqa: E731
+                    out = _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant,
+                                          hold, max_refs, starts)
+                    return replace(out, chained=chain and many)
                 return build
             if len(qps) > 1:
+                from engine.codec.keypicture import decode_key_chain
                 key_qp, chosen = choose_key_qp(frames, builder, lambda q: (lambda k: coder.get(k, q)), qps,
                                                rate_kbps=rate_kbps, max_refs=max_refs, body_model=model,
-                                               device=device, log=log)
+                                               device=device, log=log, samples=(lambda q: np.stack(
+                                                   decode_key_chain(coder.chain(cost_samples(N), q))))
+                                               if chain else None)
             else:
                 chosen, _ = choose_keys(frames, builder(key_qp), coder.get, rate_kbps=rate_kbps, lam=lam,
                                         key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
                                         log=log)
             starts = choose_group_starts(frames, lambda st: builder(key_qp, st)(chosen, placeholder=lambda k: b"\0"),
                                          chosen, body_model=model, device=device, log=log)
-            offsets = dict(zip(chosen, key_qp_offsets(starts, N)))
-            for k in chosen:                              # they code while the rest runs
+            offsets = {} if chain else dict(zip(chosen, key_qp_offsets(starts, N)))
+            if chain and len(chosen) > 1:                 # they code while the rest runs
+                coder.submit_chain(chosen, key_qp)
+            for k in [] if chain and len(chosen) > 1 else chosen:
                 coder.submit([k], key_qp_of(key_qp, k, offsets))
             if len(qps) > 1:
                 key_qp = _fill_rate(lambda q: builder(q, starts, offsets), key_qp, chosen, rate_kbps, lo,
@@ -396,8 +436,6 @@ def _fill_rate(builder, qp: int, keys: list[int], rate_kbps: float, min_qp: int,
 
 def with_references(bs: Bitstream, max_refs: int) -> Bitstream:
     """``bs`` with every group drawing from its neighbours' key pictures too (format version 2)."""
-    from dataclasses import replace
-
     from engine.codec.bitstream import reference_lists
     refs = reference_lists(len(bs.gops), max_refs)
     return replace(bs, gops=[replace(g, refs=r) for g, r in zip(bs.gops, refs)], max_refs=max_refs)
@@ -421,8 +459,6 @@ def _auto_bitstream(one: Bitstream, fit, cams, key_frames, picture, quant: Quant
     the groups begin at ``starts`` (default: each frame in the group of its nearest key, keys.group_starts);
     a key need not open its group; each group's semantics are relative to its own key (camera group
     included) and snapped as the fixed-period path's."""
-    from dataclasses import replace
-
     from engine.analysis.keys import group_starts
     N = fit.n_frames
     sem_all = fit.semantics()
@@ -451,8 +487,6 @@ def _auto_bitstream(one: Bitstream, fit, cams, key_frames, picture, quant: Quant
 
 def _carry_fit(prev, sub, lm, model, device, source):
     """A GOP with no person: hold the previous GOP's last state (or the first GOP's that has one)."""
-    from dataclasses import replace
-
     from engine.analysis.fit import fit_sequence
     if prev is None:
         first = int(np.flatnonzero(lm.detected)[0])

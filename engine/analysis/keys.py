@@ -207,6 +207,20 @@ def placeholder_payloads(samples: list[bytes]) -> Callable[[int], bytes]:
     return payload
 
 
+def chain_stand_in(placeholder: Callable[[int], bytes], ratio: float) -> Callable[[int, bool], bytes]:
+    """Stand-ins for the key pictures of a chain not yet coded (keypicture.encode_key_chain): (frame, first)
+    -> bytes. The first key's is ``placeholder``'s (a picture coded alone); each after it ``ratio`` times
+    as long, its bytes its own (a chain's later pictures repeat no parameter sets)."""
+    def payload(k: int, first: bool) -> bytes:
+        alone = placeholder(k)
+        if first:
+            return alone
+        n = max(1, round(ratio * len(alone)))
+        tag = (int(k) + (1 << 62)).to_bytes(8, "little")      # frames differ in their first bytes
+        return (tag * (n // 8 + 1))[:n]
+    return payload
+
+
 def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_kbps: float | None = None,
                 lam: float | None = None, key_qp: int = 37, max_refs: int = 4, body_model=None, device="cpu",
                 log: Callable[[str], None] | None = None, reuse: bool = True,
@@ -325,7 +339,8 @@ KEY_ERROR_WEIGHT = 3.0
 
 def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *, rate_kbps: float,
                   max_refs: int = 4, body_model=None, device="cpu",
-                  log: Callable[[str], None] | None = None) -> tuple[int, list[int]]:
+                  log: Callable[[str], None] | None = None,
+                  samples: Callable[[int], np.ndarray] | None = None) -> tuple[int, list[int]]:
     """Under a rate target, the key pictures' QP as well as their places: a few coarse keys can beat one
     fine one (eval, 2026-12-04, 100 TED frames: ted_a 25.8 dB at 4.4 kbps with keys by content at
     QP 48, against 22.3 dB at 3.7 kbps with one key at QP 42).
@@ -337,14 +352,16 @@ def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *
     it serves). The QP with the least expected error among those whose file fits wins. Every QP is tried: the error is not
     monotone in the QP (it rises while the key count stays, and falls when one more key fits), and a QP
     that keeps the count costs little (the draft decodes are in the shared DecodeCache).
-    build(qp) and picture(qp) -> ``choose_keys``'s build and picture for that QP. Returns (qp, keys).
+    build(qp) and picture(qp) -> ``choose_keys``'s build and picture for that QP. samples(qp) -> the
+    decoded pictures of ``cost_samples`` as the file will hold them (default: each coded alone, picture(qp);
+    a chain's are coarser after the first). Returns (qp, keys).
     """
     from engine.synthesis.decoder import DecodeCache
     with search_pool(frames, body_model, device, DecodeCache()) as pool:
-        return _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool)
+        return _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool, samples)
 
 
-def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool):
+def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool, samples=None):
     from engine.codec.keypicture import decode_key_picture
     N, H, W = frames.shape[:3]
     side = pool.state.side
@@ -356,9 +373,9 @@ def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool):
         keys, trials = choose_keys(frames, build(qp), picture(qp), rate_kbps=rate_kbps, key_qp=qp,
                                    max_refs=max_refs, log=log, pool=pool)
         sse = next(t.sse for t in trials if t.kept)
-        samples = cost_samples(N)
-        coded = np.stack([decode_key_picture(picture(qp)(k)) for k in samples])
-        key_mse = float(((_draft(coded, side) - _draft(frames[samples], side)) ** 2).mean())
+        at = cost_samples(N)
+        coded = samples(qp) if samples is not None else np.stack([decode_key_picture(picture(qp)(k)) for k in at])
+        key_mse = float(((_draft(coded, side) - _draft(frames[at], side)) ** 2).mean())
         warp = sse / (scored * H * W)
         expected = warp + KEY_ERROR_WEIGHT * key_mse
         fits = len(container.to_bytes(build(qp)(keys))) <= budget

@@ -33,7 +33,9 @@ def run(args) -> int:
         refs = f"; also draws from the keys at frames {', '.join(map(str, kp['references']))}" if kp["references"] else ""
         print(f"key picture at frame {kp['frame']} (frames {first} to {last}): {kp['codec']} QP {kp['qp']}, "
               f"{kp['bytes']} bytes{refs}")
-    if info["key_pictures_shared_bytes"]:
+    if info["key_pictures_chained"]:
+        print("the key pictures are one chain: each is predicted from the ones before it (the first alone)")
+    elif info["key_pictures_shared_bytes"]:
         print(f"the key pictures' first {info['key_pictures_shared_bytes']} bytes (the codec's parameter sets) "
               "are the same in all of them: stored once, in the sequence header")
     print("sections: " + ", ".join(f"{k} {v} B" for k, v in info["sections"].items()) + f"; total {info['bytes']} B")

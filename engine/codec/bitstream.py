@@ -86,6 +86,9 @@ class Bitstream:
     has_camera: bool
     gops: list[GroupOfPictures] = field(default_factory=list)
     max_refs: int = 1           # the most key pictures one frame draws from (format version 2 states it)
+    # The key pictures are one chain (engine.codec.keypicture.encode_key_chain): each group's payload is one
+    # access unit of a VVC stream, decoded after those of the groups before it (format version 3, a flag).
+    chained: bool = False
     # Filled by container.from_bytes: section name -> byte size, for inspect.
     sizes: dict = field(default_factory=dict, compare=False, repr=False)
     # Filled by container.from_bytes: the format version the file was written in (0: never read).

@@ -13,6 +13,8 @@
           (the other groups, by index = fixed id, whose key pictures the group's frames also use)
           version 3: flags bit 1, the steps are listed (else QuantSpec's defaults, not written);
           bit 2, each group lists n_refs and refs (else the standard lists, bitstream.reference_lists);
+          bit 3, the key pictures are one chain: each group's payload is one access unit of a VVC
+          stream, in group order, decoded after the groups' before it (keypicture.encode_key_chain);
           after the reference structure shared_len:u16 shared:shared_len bytes (the bytes every key
           picture's payload begins with, stored once: the intra codec's parameter sets; none for one group)
     KPIC  codec:u8 qp:u8 width:u16 height:u16 payload (the intra codec's elementary stream)
@@ -71,6 +73,7 @@ MAX_SHARED = 4096            # bytes of the key pictures' shared beginning (vers
 # QuantSpec's defaults and the reference lists the standard ones (codec.bitstream.reference_lists).
 FLAG_STEPS = 2
 FLAG_REFS = 4
+FLAG_CHAINED = 8
 MAX_FILE = 1 << 31           # 2 GiB: anything larger is not an IHVC file
 MAX_FPS_TERM = (1 << 31) - 1                     # numerator and denominator fit a signed 32-bit rational (FFmpeg's)
 MIN_FPS, MAX_FPS = Fraction(1, 1000), Fraction(1000)
@@ -169,7 +172,7 @@ def to_bytes(bs: Bitstream, version: int | None = None) -> bytes:
     if problem:
         raise InputError(f"cannot write this bitstream: {problem}")
     version = VERSION if version is None else version
-    if version not in VERSIONS or (version == 1 and _needs_version_2(bs)):
+    if version not in VERSIONS or (version == 1 and _needs_version_2(bs)) or (version < 3 and bs.chained):
         raise InputError(f"cannot write this bitstream as format version {version}")
     try:
         return _to_bytes(bs, version)
@@ -211,6 +214,8 @@ def _writable_problem(bs: Bitstream) -> str | None:
             return f"group at frame {g.start}: references {list(g.refs)[:8]} invalid (at most {bs.max_refs - 1} others)"
     if not 1 <= bs.max_refs <= MAX_REFS:
         return f"{bs.max_refs} references per frame (1..{MAX_REFS})"
+    if bs.chained and any(g.key_picture.codec_name != "vvc" for g in bs.gops):
+        return "chained key pictures must all be VVC"
     return None
 
 
@@ -260,6 +265,7 @@ def _to_bytes(bs: Bitstream, version: int) -> bytes:
     flags = int(bs.has_camera)
     if version >= 3:
         flags |= (FLAG_STEPS if steps_listed else 0) | (FLAG_REFS if refs_listed else 0)
+        flags |= FLAG_CHAINED if bs.chained else 0
     head = struct.pack("<HHIIIHBB", bs.width, bs.height, bs.fps.numerator, bs.fps.denominator,
                        bs.n_frames, n, bs.body_model, flags)
     if version < 3 or steps_listed:
@@ -409,7 +415,7 @@ def from_bytes(data: bytes) -> Bitstream:
     problem = sequence_problem(w, h, fnum, fden, n_frames, n_gops)
     if problem:
         r.fail(problem)
-    known = 1 | (FLAG_STEPS | FLAG_REFS if version >= 3 else 0)
+    known = 1 | (FLAG_STEPS | FLAG_REFS | FLAG_CHAINED if version >= 3 else 0)
     if flags & ~known:
         r.fail(f"unknown flags {flags:#x}")
     steps = r.unpack("5d") if version < 3 or flags & FLAG_STEPS else QuantSpec().as_tuple()
@@ -449,7 +455,8 @@ def from_bytes(data: bytes) -> Bitstream:
     if r.pos != len(r.data):
         r.fail("trailing bytes")
     bs = Bitstream(width=w, height=h, fps=Fraction(fnum, fden), quant=quant, body_model=body_model,
-                   has_camera=bool(flags & 1), sizes=sizes, max_refs=max_refs, version=version)
+                   has_camera=bool(flags & 1), sizes=sizes, max_refs=max_refs, version=version,
+                   chained=bool(flags & FLAG_CHAINED))
     frame_steps = bs.steps
     key_steps = _key_steps(quant)
     prev_key = np.zeros(_KEY_DIMS, np.int64)

@@ -1,4 +1,4 @@
-"""Intra coding of the key-reference picture: VVC (as in the paper), HEVC or AV1.
+"""Coding of the key-reference pictures: VVC (as in the paper), HEVC or AV1.
 
 VVC is encoded by libvvenc inside the static FFmpeg binary that imageio-ffmpeg
 ships (PyAV's FFmpeg has no VVC encoder), driven as a subprocess with raw
@@ -8,6 +8,12 @@ HEVC (libx265) and AV1 (SVT-AV1) are encoded and decoded through PyAV.
 All three code 4:2:0 (VVC at 10 bit, vvenc's only input format) with a fixed
 QP, a single intra picture, and produce a raw elementary stream that is stored
 in the bitstream byte for byte.
+
+VVC key pictures may also be coded as one chain (``encode_key_chain``): the pictures of a clip's keys,
+in order, as one low-delay VVC stream, each predicted from the ones before it, one access unit per
+key (format flag ``container.FLAG_CHAINED``). Keys of one clip share their background and most of
+the person, so a chain takes far fewer bytes than pictures coded alone (docs/BENCHMARKS.md, "Key
+pictures coded as one chain").
 """
 from __future__ import annotations
 
@@ -53,7 +59,6 @@ def _check(rgb: np.ndarray, codec: str, qp: int) -> np.ndarray:
 
 
 def _encode_vvc(rgb: np.ndarray, qp: int) -> bytes:
-    h, w = rgb.shape[:2]
     # RGB -> YUV here (engine.codec.colour), so that every codec gets the same conversion. One thread:
     # on a single 384 x 384 picture libvvenc's second thread only spins (1.74 s of CPU for 0.90 s of
     # wall time, against 0.89 and 0.89 with one; the same bytes). The encode's wall time did not change
@@ -64,11 +69,18 @@ def _encode_vvc(rgb: np.ndarray, qp: int) -> bytes:
     # pictures of 7 clips at QP 32 to 57 (docs/BENCHMARKS.md, "Key pictures in vvenc's all-intra
     # configuration"): BD-rate -17 % on PSNR, -21 % on SSIM, -23 % on MS-SSIM, 14 % faster. (The
     # decoder ignores the VUI: engine.codec.colour converts with its own fixed matrix and range.)
+    return _vvenc([rgb], qp, 1, "")
+
+
+def _vvenc(pictures: list[np.ndarray], qp: int, intra_period: int, params: str) -> bytes:
+    """libvvenc on ``pictures`` (one size), one thread, no perceptual QP adaptation -> the elementary stream."""
+    h, w = pictures[0].shape[:2]
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p10le",
-           "-s", f"{w}x{h}", "-i", "-", "-frames:v", "1", "-c:v", "libvvenc", "-qp", str(qp),
-           "-preset", "medium", "-qpa", "0", "-threads", "1", "-g", "1",
-           "-vvenc-params", "AccessUnitDelimiter=0:HrdParametersPresent=0:VuiParametersPresent=0", "-f", "vvc", "-"]
-    res = run(cmd, input=rgb_to_yuv420_bytes(rgb, "yuv420p10le"))
+           "-s", f"{w}x{h}", "-i", "-", "-frames:v", str(len(pictures)), "-c:v", "libvvenc", "-qp", str(qp),
+           "-preset", "medium", "-qpa", "0", "-threads", "1", "-g", str(intra_period),
+           "-vvenc-params", "AccessUnitDelimiter=0:HrdParametersPresent=0:VuiParametersPresent=0" + params,
+           "-f", "vvc", "-"]
+    res = run(cmd, input=b"".join(rgb_to_yuv420_bytes(p, "yuv420p10le") for p in pictures))
     if res.returncode != 0 or not res.stdout:
         raise IHVCError(f"VVC encoder failed: {res.stderr.decode(errors='replace').strip()[-200:]}")
     return res.stdout
@@ -94,6 +106,51 @@ def _encode_pyav(rgb: np.ndarray, codec: str, qp: int) -> bytes:
         if not data.startswith(bytes(ctx.extradata)):
             data = bytes(ctx.extradata) + data
     return data
+
+
+# A low-delay configuration: no picture reordering (each key is coded after the ones before it, as the
+# decoder receives them), no refresh pictures (an intra picture only at the start), and one GOP entry for
+# every picture after it: a B picture predicted from the four before it in both lists, at the chain's QP.
+# (The GOP entry's fields, in vvenc's order: type, POC, QP offset, QP offset model offset and scale, Cb and
+# Cr QP offsets, QP factor, six deblocking offsets, temporal id, then per list: active refs, refs, deltas.)
+# vvenc's own low-delay configuration (GOPSize=8) codes the pictures of a GOP up to five QPs apart, a
+# cascade for neighbouring frames; keys are far apart and each serves a stretch of frames. On the keys of
+# two TED clips (4 and 5 pictures, QP 34 to 56) the flat chain's BD-rate against pictures coded alone was
+# -34 and -39 % on PSNR, -45 and -42 % on SSIM; vvenc's cascade -23 and -34, -40 and -39.
+_CHAIN_PARAMS = ("GOPSize=1:PicReordering=0:DecodingRefreshType=0:"
+                 "Frame1=B 1 0 0 0 0 0 1.0 0 0 0 0 0 0 0 2 4 1 2 3 4 2 4 1 2 3 4")
+_CHAIN_INTRA_PERIOD = 1 << 16           # frames; longer than any chain (container.MAX_GOPS)
+
+
+def _split_access_units(data: bytes, n: int) -> list[bytes]:
+    """A VVC elementary stream of ``n`` pictures -> its ``n`` access units (FFmpeg's parser), joined
+    they are ``data`` byte for byte."""
+    ctx = av.CodecContext.create("vvc", "r")
+    units = [bytes(p) for p in ctx.parse(data) + ctx.parse(None)]
+    if len(units) != n or b"".join(units) != data:
+        raise IHVCError(f"VVC chain of {n} key pictures split into {len(units)} access units")
+    return units
+
+
+def encode_key_chain(pictures, codec: str = "vvc", qp: int = 37) -> list[KeyPicture]:
+    """Code RGB pictures (each uint8 H x W x 3, one size) as one chain: a low-delay VVC stream in which
+    each picture may be predicted from the ones before it. Returns one KeyPicture per picture, its payload
+    the picture's access unit (the first one intra, with the parameter sets); only the whole chain up to a
+    picture decodes it (``decode_key_chain``). vvenc's low-delay configuration sets the pictures after the
+    first a few QPs coarser than ``qp`` (its QP cascade); every KeyPicture records ``qp``."""
+    if codec != "vvc":
+        raise InputError(f"chained key pictures are VVC only, not {codec}")
+    pics = [_check(p, codec, qp) for p in pictures]
+    if not pics:
+        return []
+    if len(pics) == 1:
+        return [encode_key_picture(pics[0], codec, qp)]
+    h, w = pics[0].shape[:2]
+    if any(p.shape != pics[0].shape for p in pics):
+        raise InputError("the pictures of a key chain must all have one size")
+    data = _vvenc(pics, qp, _CHAIN_INTRA_PERIOD, ":" + _CHAIN_PARAMS)
+    return [KeyPicture(codec=CODEC_IDS[codec], qp=qp, width=w, height=h, payload=u)
+            for u in _split_access_units(data, len(pics))]
 
 
 def encode_key_picture(rgb: np.ndarray, codec: str = "vvc", qp: int = 37) -> KeyPicture:
@@ -136,11 +193,14 @@ class PictureCoder:
             self._limit = self.workers if n is None else max(1, int(n))
             self._turns.notify_all()
 
-    def _code(self, k: int, qp: int) -> KeyPicture:
+    def _code(self, k, qp: int):
+        """Frame k's picture at ``qp``; k a tuple of frames: their chain (``encode_key_chain``)."""
         with self._turns:
             self._turns.wait_for(lambda: self._running < self._limit)
             self._running += 1
         try:
+            if isinstance(k, tuple):
+                return encode_key_chain([self.frames[i] for i in k], self.codec, qp)
             return encode_key_picture(self.frames[k], self.codec, qp)
         finally:
             with self._turns:
@@ -160,6 +220,19 @@ class PictureCoder:
         qp = self.qp if qp is None else int(qp)
         self.submit([k], qp)
         return self._jobs[int(k), qp].result()
+
+    def submit_chain(self, frames, qp: int | None = None) -> None:
+        """Start coding the chain of these frames' pictures (``encode_key_chain``) at ``qp``."""
+        qp = self.qp if qp is None else int(qp)
+        key = (tuple(int(k) for k in frames), qp)
+        if key not in self._jobs:
+            self._jobs[key] = self.pool.submit(self._code, key[0], qp)
+
+    def chain(self, frames, qp: int | None = None) -> list[KeyPicture]:
+        """The chain of these frames' pictures at ``qp`` (started now if it was not), one per frame."""
+        qp = self.qp if qp is None else int(qp)
+        self.submit_chain(frames, qp)
+        return self._jobs[tuple(int(k) for k in frames), qp].result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -199,3 +272,32 @@ def decode_key_picture(kp: KeyPicture) -> np.ndarray:
     if rgb.shape[:2] != (kp.height, kp.width):
         raise IHVCError(f"key picture decodes to {rgb.shape[1]}x{rgb.shape[0]}, header says {kp.width}x{kp.height}")
     return rgb
+
+
+def decode_key_chain(kps: list[KeyPicture]) -> list[np.ndarray]:
+    """A chain's KeyPictures (``encode_key_chain``, in order) -> their RGB pictures. Raises IHVCError if
+    the chain does not decode to one picture per key of the size its headers say."""
+    if not kps:
+        return []
+    if any(kp.codec_name != "vvc" for kp in kps):
+        raise IHVCError("chained key pictures must all be VVC")
+    w, h = kps[0].width, kps[0].height
+    ctx = av.CodecContext.create("vvc", "r")
+    ctx.options = {"max_pixels": str((w + 64) * (h + 64))}
+    frames = []
+    try:
+        for kp in kps:                    # one access unit per key, in order
+            frames.extend(ctx.decode(av.Packet(kp.payload)))
+        frames.extend(ctx.decode(None))
+    except (av.error.FFmpegError, ValueError) as exc:
+        if "max_pixels" in str(exc):
+            raise IHVCError(f"chained key pictures are larger than the {w}x{h} their headers say") from None
+        raise IHVCError(f"chained key pictures do not decode: {exc}") from None
+    if len(frames) != len(kps):
+        raise IHVCError(f"chained key pictures decode to {len(frames)} pictures, not {len(kps)}")
+    out = [yuv420_frame_to_rgb(f) for f in frames]
+    for rgb, kp in zip(out, kps):
+        if rgb.shape[:2] != (kp.height, kp.width):
+            raise IHVCError(f"a chained key picture decodes to {rgb.shape[1]}x{rgb.shape[0]}, "
+                            f"its header says {kp.width}x{kp.height}")
+    return out

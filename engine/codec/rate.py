@@ -115,6 +115,7 @@ def summarize(bs: Bitstream) -> dict:
                           "bytes": len(g.key_picture.payload), "group": [g.start, g.start + g.n_frames - 1],
                           "references": [bs.gops[k].key_frame for k in g.refs]} for g in bs.gops],
         "max_references": bs.max_refs,
+        "key_pictures_chained": bs.chained,
         "key_pictures_shared_bytes": len(container.shared_bytes(bs)),
         "sections": dict(bs.sizes), "bytes": r.bytes,
         "bits_per_frame": {**r.parts(), "per_group": r.per_group_bpf},

@@ -71,7 +71,7 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
 
     from engine.codec import container
     from engine.synthesis.decoder import open_decoder
-    from engine.codec.keypicture import encode_key_picture
+    from engine.codec.keypicture import encode_key_chain, encode_key_picture
     encoder = encoder or default_ihvc_encoder
     own = scorer is None
     sc = Scorer(frames, with_vmaf) if own else scorer
@@ -105,8 +105,10 @@ def ihvc_points(frames: np.ndarray, fps, key_qps: list[int], encoder: Callable |
             elif gop == AUTO:
                 bs = encoder(frames, fps, qp, path=path, region=region, gop=gop)
             else:
-                gps = [replace(g, key_picture=encode_key_picture(frames[g.key_frame], g.key_picture.codec_name, qp))
-                       for g in base.gops]
+                codec = base.gops[0].key_picture.codec_name
+                kps = encode_key_chain([frames[g.key_frame] for g in base.gops], codec, qp) if base.chained else [
+                    encode_key_picture(frames[g.key_frame], codec, qp) for g in base.gops]
+                gps = [replace(g, key_picture=kp) for g, kp in zip(base.gops, kps)]
                 bs = replace(base, gops=gps, sizes={})
             score(bs, qp, gop)
     for rate in rates:

@@ -51,8 +51,9 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 def structure_of(bs: Bitstream) -> tuple:
-    """What an edit must never change besides the key pictures: the references and key positions."""
-    return bs.max_refs, [(g.key_offset, g.refs) for g in bs.gops]
+    """What an edit must never change besides the key pictures: the references, key positions and whether
+    the key pictures are one chain (their bytes decode only as one)."""
+    return bs.max_refs, [(g.key_offset, g.refs) for g in bs.gops], bs.chained
 
 
 def verify_written(path, expected_semantics: np.ndarray, expected_key_payloads,

@@ -27,6 +27,7 @@ choice there.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
@@ -318,10 +319,16 @@ class Decoder:
         """What a key state depends on (the :class:`DecodeCache` key)."""
         k = gop.key
         arr = lambda a: None if a is None else np.asarray(a, float).tobytes()  # noqa: E731
-        # With ``pictures`` the payload is never read (the key search's placeholders differ by key QP).
+        # With ``pictures`` the payload is never read (the key search's placeholders differ by key QP). A
+        # chained picture depends on every payload up to its own.
+        picture = None
+        if self.pictures is None:
+            picture = gop.key_picture.payload
+            if self.bs.chained:
+                picture = hashlib.sha256(b"".join(
+                    g.key_picture.payload for g in self.bs.gops[:self._group_index(gop) + 1])).digest()
         return (gop.key_frame, self.height, self.width, self.cull, self.fill_disocclusions, arr(k.body_pose),
-                arr(k.betas), arr(k.rot), arr(k.trans), arr(k.loc), arr(k.focal),
-                gop.key_picture.payload if self.pictures is None else None)
+                arr(k.betas), arr(k.rot), arr(k.trans), arr(k.loc), arr(k.focal), self.bs.chained, picture)
 
     def _key_state(self, gop: GroupOfPictures) -> KeyState:
         if self.shared is not None:
@@ -342,9 +349,24 @@ class Decoder:
             self._cache.popitem(last=False)
         return st
 
-    def _new_key_state(self, gop: GroupOfPictures) -> KeyState:
+    @cached_property
+    def _chain(self) -> list[np.ndarray]:
+        """The decoded key pictures of a chained bitstream, all of them (decoding one needs those before
+        it; about 5 ms a 384 x 384 picture)."""
+        from engine.codec.keypicture import decode_key_chain
+        return decode_key_chain([g.key_picture for g in self.bs.gops])
+
+    def _picture(self, gop: GroupOfPictures) -> np.ndarray:
+        """The group's decoded key picture (``pictures``' if given)."""
         from engine.codec.keypicture import decode_key_picture
-        rgb = decode_key_picture(gop.key_picture) if self.pictures is None else np.asarray(self.pictures(gop))
+        if self.pictures is not None:
+            return np.asarray(self.pictures(gop))
+        if self.bs.chained:
+            return self._chain[self._group_index(gop)]
+        return decode_key_picture(gop.key_picture)
+
+    def _new_key_state(self, gop: GroupOfPictures) -> KeyState:
+        rgb = self._picture(gop)
         if rgb.shape[:2] != (self.bs.height, self.bs.width):
             raise IHVCError(f"key picture of frame {gop.key_frame} is {rgb.shape[1]}x{rgb.shape[0]}, "
                             f"the bitstream says {self.bs.width}x{self.bs.height}")
