@@ -156,3 +156,17 @@ def test_the_key_search_prices_a_chain_key_after_the_first_as_the_samples_did():
     assert first == alone(10) and len(first) == 407          # the samples' mean
     assert [len(p) for p in later] == [round(0.25 * 407)] * 3
     assert container.shared_prefix(later) == b"" and len(set(later)) == 3       # nothing shared, all different
+
+
+@pytest.mark.parametrize("argv, chain", [([], None), (["--no-chain"], False)])
+def test_encode_cli_chains_unless_told_not_to(argv, chain, tmp_path, monkeypatch):
+    import engine.analysis.encoder as enc
+    import main
+    seen = {}
+
+    def fake(path, progress=None, **kw):
+        seen.update(kw)
+        raise InputError("stop here")
+    monkeypatch.setattr(enc, "encode_video", fake)
+    assert main.main(["encode", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "o.ihvc"), "--quiet", *argv]) != 0
+    assert seen["chain"] is chain

@@ -33,6 +33,9 @@ def add_arguments(p):
     p.add_argument("--gop", type=int, default=None, help="a key picture every N frames instead (a fixed period)")
     p.add_argument("--refs", type=int, default=4,
                    help="key pictures one frame may draw from (default 4; 1: each frame its own key only)")
+    p.add_argument("--no-chain", action="store_true",
+                   help="code each key picture alone (default with VVC: the keys are one chain, each predicted "
+                        "from the ones before it, for far fewer bytes)")
     p.add_argument("--size", type=int, default=384, help="working frame size, square (default 384)")
     p.add_argument("--max-frames", type=int, default=None, help="encode at most N frames")
     p.add_argument("--region", default=None, help="crop x,y,w,h of the input first (e.g. 0,0,256,256)")
@@ -80,7 +83,8 @@ def run(args) -> int:
         args.input, key_codec=args.key_codec, key_qp=key_qp, gop=args.gop, size=args.size,
         max_frames=args.max_frames, region=args.region, camera=not args.no_camera, progress=progress,
         body_model=args.body_model, body_model_path=args.body_model_path, device=args.device, keys=args.keys,
-        rate_kbps=args.rate, lam=args.lam, max_refs=args.refs, effort=args.effort)
+        rate_kbps=args.rate, lam=args.lam, max_refs=args.refs, effort=args.effort,
+        chain=False if args.no_chain else None)
     n = write(res.bitstream, out)
     if not args.quiet:
         print(f"wrote {out} ({n} bytes)")
