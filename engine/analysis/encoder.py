@@ -370,12 +370,15 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                 chosen, _ = choose_keys(frames, builder(key_qp), coder.get, rate_kbps=rate_kbps, lam=lam,
                                         key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
                                         log=log)
+            chained = chain and len(chosen) > 1
+            if chained:
+                # The chain does not depend on the group boundaries: it codes (one picture after the other,
+                # about 0.5 s each at QP 37) while the boundaries are chosen.
+                coder.submit_chain(chosen, key_qp)
             starts = choose_group_starts(frames, lambda st: builder(key_qp, st)(chosen, placeholder=lambda k: b"\0"),
                                          chosen, body_model=model, device=device, log=log)
             offsets = {} if chain else dict(zip(chosen, key_qp_offsets(starts, N)))
-            if chain and len(chosen) > 1:                 # they code while the rest runs
-                coder.submit_chain(chosen, key_qp)
-            for k in [] if chain and len(chosen) > 1 else chosen:
+            for k in [] if chained else chosen:           # they code while the rest runs
                 coder.submit([k], key_qp_of(key_qp, k, offsets))
             if len(qps) > 1:
                 key_qp = _fill_rate(lambda q: builder(q, starts, offsets), key_qp, chosen, rate_kbps, lo,

@@ -72,12 +72,12 @@ def _encode_vvc(rgb: np.ndarray, qp: int) -> bytes:
     return _vvenc([rgb], qp, 1, "")
 
 
-def _vvenc(pictures: list[np.ndarray], qp: int, intra_period: int, params: str) -> bytes:
-    """libvvenc on ``pictures`` (one size), one thread, no perceptual QP adaptation -> the elementary stream."""
+def _vvenc(pictures: list[np.ndarray], qp: int, intra_period: int, params: str, threads: int = 1) -> bytes:
+    """libvvenc on ``pictures`` (one size), no perceptual QP adaptation -> the elementary stream."""
     h, w = pictures[0].shape[:2]
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p10le",
            "-s", f"{w}x{h}", "-i", "-", "-frames:v", str(len(pictures)), "-c:v", "libvvenc", "-qp", str(qp),
-           "-preset", "medium", "-qpa", "0", "-threads", "1", "-g", str(intra_period),
+           "-preset", "medium", "-qpa", "0", "-threads", str(threads), "-g", str(intra_period),
            "-vvenc-params", "AccessUnitDelimiter=0:HrdParametersPresent=0:VuiParametersPresent=0" + params,
            "-f", "vvc", "-"]
     res = run(cmd, input=b"".join(rgb_to_yuv420_bytes(p, "yuv420p10le") for p in pictures))
@@ -148,7 +148,10 @@ def encode_key_chain(pictures, codec: str = "vvc", qp: int = 37) -> list[KeyPict
     h, w = pics[0].shape[:2]
     if any(p.shape != pics[0].shape for p in pics):
         raise InputError("the pictures of a key chain must all have one size")
-    data = _vvenc(pics, qp, _CHAIN_INTRA_PERIOD, ":" + _CHAIN_PARAMS)
+    # Two pictures at a time (vvenc's frame parallelism, two threads, whatever the machine): the same bytes
+    # as one after the other, 12 to 20 % faster (17 keys of ted_c at QP 32, 42, 52: 8.5 -> 7.5, 5.7 -> 4.8,
+    # 3.6 -> 2.9 s). A chain is coded after the key search, when the other core is mostly idle.
+    data = _vvenc(pics, qp, _CHAIN_INTRA_PERIOD, ":" + _CHAIN_PARAMS + ":MaxParallelFrames=2", threads=2)
     return [KeyPicture(codec=CODEC_IDS[codec], qp=qp, width=w, height=h, payload=u)
             for u in _split_access_units(data, len(pics))]
 
