@@ -43,14 +43,20 @@ def sources() -> list[bytes]:
     """Small real bitstreams built from the shipped sample (real key picture, real semantics):
     12 frames with the camera group in one group of pictures (version 1: the sample's first group
     without its references, its key picture opening it), and 2 x 6 frames without it (written as
-    version 3, whose two groups share their key pictures' first bytes and body shape, and as version 2)."""
+    version 3, whose two groups share their key pictures' first bytes and body shape, and as version 2),
+    the same with its two key pictures coded as one chain (the second predicted from the first)."""
     bs = container.read(SAMPLE)
     g = replace(bs.gops[0], refs=(), key_offset=0)
     a = replace(bs, gops=[replace(g, frames=g.frames[:12].copy())], max_refs=1, sizes={})
     rows = g.frames[:12, :31].copy()
     g2 = replace(g, start=6, frames=rows[6:].copy())
     b = replace(bs, has_camera=False, gops=[replace(g, frames=rows[:6].copy()), g2], sizes={})
-    return [container.to_bytes(a, version=1), container.to_bytes(b), container.to_bytes(b, version=2)]
+    from engine.codec.keypicture import decode_key_picture, encode_key_chain
+    pic = decode_key_picture(g.key_picture)
+    chain = encode_key_chain([pic, np.ascontiguousarray(np.roll(pic, 8, axis=1))], "vvc", 45)
+    c = replace(b, gops=[replace(x, key_picture=k) for x, k in zip(b.gops, chain)], chained=True, sizes={})
+    return [container.to_bytes(a, version=1), container.to_bytes(b), container.to_bytes(b, version=2),
+            container.to_bytes(c)]
 
 
 def split(data: bytes) -> list[tuple[bytes, bytes]]:
