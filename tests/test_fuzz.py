@@ -47,10 +47,11 @@ def sources() -> list[bytes]:
     the same with its two key pictures coded as one chain (the second predicted from the first)."""
     bs = container.read(SAMPLE)
     g = replace(bs.gops[0], refs=(), key_offset=0)
-    a = replace(bs, gops=[replace(g, frames=g.frames[:12].copy())], max_refs=1, sizes={})
+    # The sample's first key picture alone: the first of a chain is an intra picture with its parameter sets.
+    a = replace(bs, gops=[replace(g, frames=g.frames[:12].copy())], max_refs=1, sizes={}, chained=False)
     rows = g.frames[:12, :31].copy()
     g2 = replace(g, start=6, frames=rows[6:].copy())
-    b = replace(bs, has_camera=False, gops=[replace(g, frames=rows[:6].copy()), g2], sizes={})
+    b = replace(bs, has_camera=False, gops=[replace(g, frames=rows[:6].copy()), g2], sizes={}, chained=False)
     from engine.codec.keypicture import decode_key_picture, encode_key_chain
     pic = decode_key_picture(g.key_picture)
     chain = encode_key_chain([pic, np.ascontiguousarray(np.roll(pic, 8, axis=1))], "vvc", 45)
