@@ -170,3 +170,29 @@ def test_encode_cli_chains_unless_told_not_to(argv, chain, tmp_path, monkeypatch
     monkeypatch.setattr(enc, "encode_video", fake)
     assert main.main(["encode", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "o.ihvc"), "--quiet", *argv]) != 0
     assert seen["chain"] is chain
+
+
+def test_a_long_chain_restarts_every_segment_and_the_decoder_keeps_two_segments():
+    """Every CHAIN_SEGMENT keys the chain begins again with an intra picture, so a key needs at most that
+    many pictures before it and the decoder's memory stays bounded on long files."""
+    from engine.codec.keypicture import CHAIN_SEGMENT, chain_segments
+    from engine.synthesis.decoder import Decoder
+    from tests.test_decoder import BoxBody
+    n = 2 * CHAIN_SEGMENT + 2
+    pics = [np.ascontiguousarray(np.roll(real_picture(32), j, axis=1)) for j in range(n)]
+    chain = encode_key_chain(pics, "vvc", 40)
+    segs = chain_segments(chain)
+    # the encoder's restarts (libvvenc may add one of its own where it sees a new scene)
+    assert {0, CHAIN_SEGMENT, 2 * CHAIN_SEGMENT} <= {s.start for s in segs} and segs[-1].stop == n
+    assert all(len(s) <= CHAIN_SEGMENT for s in segs)
+    whole = decode_key_chain(chain)
+    for s in segs:                                     # each segment decodes alone, to the same pictures
+        assert all(np.array_equal(a, b) for a, b in zip(decode_key_chain(chain[s.start:s.stop]), whole[s.start:s.stop]))
+    assert min(_psnr(d, p) for d, p in zip(whole, pics)) > 22            # 32 x 32 at QP 40: the pictures themselves
+    bs = make_bitstream(n, gop=1, codec="vvc", size=32)
+    bs = replace(bs, gops=[replace(g, key_picture=k) for g, k in zip(bs.gops, chain)], chained=True, sizes={})
+    bs = container.from_bytes(container.to_bytes(bs))
+    dec = Decoder(bs, device="cpu", body_model=BoxBody())
+    for i in (n - 1, 3, CHAIN_SEGMENT + 5, n - 2):
+        assert np.array_equal(dec.decode_frame(i), whole[i])
+        assert len(dec._segments) <= 2

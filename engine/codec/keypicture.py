@@ -119,7 +119,7 @@ def _encode_pyav(rgb: np.ndarray, codec: str, qp: int) -> bytes:
 # -34 and -39 % on PSNR, -45 and -42 % on SSIM; vvenc's cascade -23 and -34, -40 and -39.
 _CHAIN_PARAMS = ("GOPSize=1:PicReordering=0:DecodingRefreshType=0:"
                  "Frame1=B 1 0 0 0 0 0 1.0 0 0 0 0 0 0 0 2 4 1 2 3 4 2 4 1 2 3 4")
-_CHAIN_INTRA_PERIOD = 1 << 16           # frames; longer than any chain (container.MAX_GOPS)
+_CHAIN_INTRA_PERIOD = 1 << 16           # frames; longer than any segment (CHAIN_SEGMENT)
 
 
 def _split_access_units(data: bytes, n: int) -> list[bytes]:
@@ -132,22 +132,55 @@ def _split_access_units(data: bytes, n: int) -> list[bytes]:
     return units
 
 
+# A chain restarts (a new intra picture with its parameter sets) every CHAIN_SEGMENT keys, so that a decoder
+# needs at most that many pictures before a key to decode it and keeps at most a few segments: a one-hour
+# talk has thousands of keys (441 kB each at 384 x 384 decoded). A restart costs about what two or three
+# later keys do at QP 37; a 100-frame clip has at most 25 keys, one segment.
+CHAIN_SEGMENT = 32
+
+
+def chain_segments(kps: list[KeyPicture]) -> list[range]:
+    """The chain segments of a chained file's keys, in order: each from a key whose payload holds a VVC
+    sequence parameter set (a segment's first, intra) to the next such key."""
+    opens = [j for j, kp in enumerate(kps) if j == 0 or _opens_sequence(kp.payload)]
+    return [range(a, b) for a, b in zip(opens, opens[1:] + [len(kps)])]
+
+
+def _opens_sequence(payload: bytes) -> bool:
+    """Whether a VVC access unit holds a sequence parameter set (NAL unit type 15): a chain segment's first."""
+    at = payload.find(b"\x00\x00\x01")
+    while 0 <= at and at + 4 < len(payload):
+        if (payload[at + 4] >> 3) & 0x1F == 15:
+            return True
+        at = payload.find(b"\x00\x00\x01", at + 3)
+    return False
+
+
 def encode_key_chain(pictures, codec: str = "vvc", qp: int = 37) -> list[KeyPicture]:
-    """Code RGB pictures (each uint8 H x W x 3, one size) as one chain: a low-delay VVC stream in which
-    each picture may be predicted from the ones before it. Returns one KeyPicture per picture, its payload
-    the picture's access unit (the first one intra, with the parameter sets); only the whole chain up to a
-    picture decodes it (``decode_key_chain``). vvenc's low-delay configuration sets the pictures after the
-    first a few QPs coarser than ``qp`` (its QP cascade); every KeyPicture records ``qp``."""
+    """Code RGB pictures (each uint8 H x W x 3, one size) as one chain: low-delay VVC in which each picture
+    is predicted from the ones before it, every picture at ``qp``. Returns one KeyPicture per picture, its
+    payload the picture's access unit; the first of every CHAIN_SEGMENT is intra, with the parameter sets,
+    and only its segment up to a picture decodes that picture (``decode_key_chain``, ``chain_segment``).
+    Segments are coded side by side."""
     if codec != "vvc":
         raise InputError(f"chained key pictures are VVC only, not {codec}")
     pics = [_check(p, codec, qp) for p in pictures]
     if not pics:
         return []
+    if any(p.shape != pics[0].shape for p in pics):
+        raise InputError("the pictures of a key chain must all have one size")
+    parts = [pics[a:a + CHAIN_SEGMENT] for a in range(0, len(pics), CHAIN_SEGMENT)]
+    if len(parts) == 1:
+        return _encode_segment(parts[0], codec, qp)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        return [kp for seg in pool.map(lambda part: _encode_segment(part, codec, qp), parts) for kp in seg]
+
+
+def _encode_segment(pics: list[np.ndarray], codec: str, qp: int) -> list[KeyPicture]:
     if len(pics) == 1:
         return [encode_key_picture(pics[0], codec, qp)]
     h, w = pics[0].shape[:2]
-    if any(p.shape != pics[0].shape for p in pics):
-        raise InputError("the pictures of a key chain must all have one size")
     # Two pictures at a time (vvenc's frame parallelism, two threads, whatever the machine): the same bytes
     # as one after the other, 12 to 20 % faster (17 keys of ted_c at QP 32, 42, 52: 8.5 -> 7.5, 5.7 -> 4.8,
     # 3.6 -> 2.9 s). A chain is coded after the key search, when the other core is mostly idle.

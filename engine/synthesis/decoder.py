@@ -27,6 +27,7 @@ choice there.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import threading
 from collections import OrderedDict
@@ -234,6 +235,7 @@ class Decoder:
         self._face_parts = None
         self.cull = cull_backfaces
         self._cache: OrderedDict[int, KeyState] = OrderedDict()
+        self._segments: OrderedDict[int, list] = OrderedDict()   # chained files: decoded chain segments
         self._lock = threading.RLock()
         self._cache_size = max(1, cache_gops, int(getattr(bitstream, "max_refs", 1)) + 2)
         self.width, self.height = int(bitstream.width), int(bitstream.height)
@@ -325,8 +327,10 @@ class Decoder:
         if self.pictures is None:
             picture = gop.key_picture.payload
             if self.bs.chained:
+                i = self._group_index(gop)
+                seg = self._segment_of(i)
                 picture = hashlib.sha256(b"".join(
-                    g.key_picture.payload for g in self.bs.gops[:self._group_index(gop) + 1])).digest()
+                    g.key_picture.payload for g in self.bs.gops[seg.start:i + 1])).digest()
         return (gop.key_frame, self.height, self.width, self.cull, self.fill_disocclusions, arr(k.body_pose),
                 arr(k.betas), arr(k.rot), arr(k.trans), arr(k.loc), arr(k.focal), self.bs.chained, picture)
 
@@ -350,11 +354,26 @@ class Decoder:
         return st
 
     @cached_property
-    def _chain(self) -> list[np.ndarray]:
-        """The decoded key pictures of a chained bitstream, all of them (decoding one needs those before
-        it; about 5 ms a 384 x 384 picture)."""
+    def _chain_segments(self) -> list[range]:
+        from engine.codec.keypicture import chain_segments
+        return chain_segments([g.key_picture for g in self.bs.gops])
+
+    def _segment_of(self, i: int) -> range:
+        """The chain segment key ``i`` of a chained bitstream belongs to."""
+        segs = self._chain_segments
+        return segs[bisect.bisect_right([s.start for s in segs], i) - 1]
+
+    def _chained_picture(self, i: int) -> np.ndarray:
+        """Key picture ``i`` of a chained bitstream: its chain segment is decoded whole (decoding one needs
+        those before it; about 5 ms a 384 x 384 picture) and the last two segments decoded are kept."""
         from engine.codec.keypicture import decode_key_chain
-        return decode_key_chain([g.key_picture for g in self.bs.gops])
+        seg = self._segment_of(i)
+        if seg.start not in self._segments:
+            self._segments[seg.start] = decode_key_chain([g.key_picture for g in self.bs.gops[seg.start:seg.stop]])
+            while len(self._segments) > 2:
+                self._segments.popitem(last=False)
+        self._segments.move_to_end(seg.start)
+        return self._segments[seg.start][i - seg.start]
 
     def _picture(self, gop: GroupOfPictures) -> np.ndarray:
         """The group's decoded key picture (``pictures``' if given)."""
@@ -362,7 +381,7 @@ class Decoder:
         if self.pictures is not None:
             return np.asarray(self.pictures(gop))
         if self.bs.chained:
-            return self._chain[self._group_index(gop)]
+            return self._chained_picture(self._group_index(gop))
         return decode_key_picture(gop.key_picture)
 
     def _new_key_state(self, gop: GroupOfPictures) -> KeyState:
