@@ -159,7 +159,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     the frames the decoder draws from the decoded key pictures: engine.analysis.closed_loop).
     ``chain``: the key pictures are coded as one chain, each predicted from those before it
     (engine.codec.keypicture.encode_key_chain); default: yes for VVC, the only codec that can. False: each
-    is coded alone, with a QP by the frames it serves (keys.key_qp_offsets; a chain's QPs are vvenc's).
+    is coded alone, with a QP by the frames it serves (keys.key_qp_offsets; a chain codes every key at the key QP).
 
     Raises InputError for unreadable input, bad options or a video with no person.
     """

@@ -14,7 +14,8 @@
           version 3: flags bit 1, the steps are listed (else QuantSpec's defaults, not written);
           bit 2, each group lists n_refs and refs (else the standard lists, bitstream.reference_lists);
           bit 3, the key pictures are one chain: each group's payload is one access unit of a VVC
-          stream, in group order, decoded after the groups' before it (keypicture.encode_key_chain);
+          stream, in group order, decoded after the groups' before it back to the last whose access
+          unit holds a sequence parameter set (keypicture.encode_key_chain, chain_segments);
           after the reference structure shared_len:u16 shared:shared_len bytes (the bytes every key
           picture's payload begins with, stored once: the intra codec's parameter sets; none for one group)
     KPIC  codec:u8 qp:u8 width:u16 height:u16 payload (the intra codec's elementary stream)

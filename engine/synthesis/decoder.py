@@ -322,7 +322,7 @@ class Decoder:
         k = gop.key
         arr = lambda a: None if a is None else np.asarray(a, float).tobytes()  # noqa: E731
         # With ``pictures`` the payload is never read (the key search's placeholders differ by key QP). A
-        # chained picture depends on every payload up to its own.
+        # chained picture depends on every payload of its chain segment up to its own.
         picture = None
         if self.pictures is None:
             picture = gop.key_picture.payload
