@@ -354,7 +354,7 @@ def choose_key_qp(frames: np.ndarray, build: Callable, picture: Callable, qps, *
     that keeps the count costs little (the draft decodes are in the shared DecodeCache).
     build(qp) and picture(qp) -> ``choose_keys``'s build and picture for that QP. samples(qp) -> the
     decoded pictures of ``cost_samples`` as the file will hold them (default: each coded alone, picture(qp);
-    a chain's are coarser after the first). Returns (qp, keys).
+    a chain's later ones are predicted from the first). Returns (qp, keys).
     """
     from engine.synthesis.decoder import DecodeCache
     with search_pool(frames, body_model, device, DecodeCache()) as pool:

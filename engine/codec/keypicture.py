@@ -113,8 +113,9 @@ def _encode_pyav(rgb: np.ndarray, codec: str, qp: int) -> bytes:
 # every picture after it: a B picture predicted from the four before it in both lists, at the chain's QP.
 # (The GOP entry's fields, in vvenc's order: type, POC, QP offset, QP offset model offset and scale, Cb and
 # Cr QP offsets, QP factor, six deblocking offsets, temporal id, then per list: active refs, refs, deltas.)
-# vvenc's own low-delay configuration (GOPSize=8) codes the pictures of a GOP up to five QPs apart, a
-# cascade for neighbouring frames; keys are far apart and each serves a stretch of frames. On the keys of
+# vvenc's own low-delay configuration (GOPSize=8) codes the pictures of a GOP at a cascade of QPs, made for
+# neighbouring frames (ted_c's keys at QP 42 came out at 32.1, 27.6, 27.1 and 27.0 dB); keys are far apart
+# and each serves a stretch of frames. On the keys of
 # two TED clips (4 and 5 pictures, QP 34 to 56) the flat chain's BD-rate against pictures coded alone was
 # -34 and -39 % on PSNR, -45 and -42 % on SSIM; vvenc's cascade -23 and -34, -40 and -39.
 _CHAIN_PARAMS = ("GOPSize=1:PicReordering=0:DecodingRefreshType=0:"
@@ -134,8 +135,9 @@ def _split_access_units(data: bytes, n: int) -> list[bytes]:
 
 # A chain restarts (a new intra picture with its parameter sets) every CHAIN_SEGMENT keys, so that a decoder
 # needs at most that many pictures before a key to decode it and keeps at most a few segments: a one-hour
-# talk has thousands of keys (441 kB each at 384 x 384 decoded). A restart costs about what two or three
-# later keys do at QP 37; a 100-frame clip has at most 25 keys, one segment.
+# talk has thousands of keys (442 kB each at 384 x 384 decoded). A restart costs about four later keys'
+# bytes (ted_c's 17 keys at QP 37: the intra picture 2,641 B, the others 494 on average); a 100-frame clip
+# has at most 25 keys, one segment.
 CHAIN_SEGMENT = 32
 
 
@@ -160,7 +162,7 @@ def encode_key_chain(pictures, codec: str = "vvc", qp: int = 37) -> list[KeyPict
     """Code RGB pictures (each uint8 H x W x 3, one size) as one chain: low-delay VVC in which each picture
     is predicted from the ones before it, every picture at ``qp``. Returns one KeyPicture per picture, its
     payload the picture's access unit; the first of every CHAIN_SEGMENT is intra, with the parameter sets,
-    and only its segment up to a picture decodes that picture (``decode_key_chain``, ``chain_segment``).
+    and only its segment up to a picture decodes that picture (``decode_key_chain``, ``chain_segments``).
     Segments are coded side by side."""
     if codec != "vvc":
         raise InputError(f"chained key pictures are VVC only, not {codec}")
@@ -283,25 +285,33 @@ class PictureCoder:
 _DECODERS = {"vvc": "vvc", "hevc": "hevc", "av1": "libdav1d"}
 
 
+def _decode(decoder: str, packets, w: int, h: int, what: str) -> list:
+    """FFmpeg's ``decoder`` on ``packets`` (a function of the context that yields them) -> the decoded
+    frames; every failure one IHVCError naming ``what``."""
+    ctx = av.CodecContext.create(decoder, "r")
+    # A corrupt payload may declare a far larger picture than the header: FFmpeg would allocate for it
+    # before the size checks. Bound it (with room for the codecs' padded coded sizes).
+    ctx.options = {"max_pixels": str((w + 64) * (h + 64))}
+    frames = []
+    try:
+        for packet in packets(ctx):
+            frames.extend(ctx.decode(packet))
+        frames.extend(ctx.decode(None))
+    except (av.error.FFmpegError, ValueError) as exc:
+        if "max_pixels" in str(exc):
+            raise IHVCError(f"{what}: larger than the {w}x{h} the header says") from None
+        raise IHVCError(f"{what} does not decode: {exc}") from None
+    return frames
+
+
 def decode_key_picture(kp: KeyPicture) -> np.ndarray:
     """KeyPicture -> RGB uint8 H x W x 3. Raises IHVCError if the payload does not decode."""
     name = kp.codec_name
     if name not in _DECODERS:
         raise IHVCError(f"unknown key-picture codec id {kp.codec}")
-    ctx = av.CodecContext.create(_DECODERS[name], "r")
-    # A corrupt payload may declare a far larger picture than the header: FFmpeg would allocate for it
-    # before the size check below. Bound it (with room for the codecs' padded coded sizes).
-    ctx.options = {"max_pixels": str((kp.width + 64) * (kp.height + 64))}
-    frames = []
-    try:
-        # parse(None) flushes the parser: a single picture is otherwise held back.
-        for packet in ctx.parse(kp.payload) + ctx.parse(None):
-            frames.extend(ctx.decode(packet))
-        frames.extend(ctx.decode(None))
-    except (av.error.FFmpegError, ValueError) as exc:
-        if "max_pixels" in str(exc):
-            raise IHVCError(f"key picture ({name}) is larger than the {kp.width}x{kp.height} its header says") from None
-        raise IHVCError(f"key picture ({name}) does not decode: {exc}") from None
+    # parse(None) flushes the parser: a single picture is otherwise held back.
+    frames = _decode(_DECODERS[name], lambda ctx: ctx.parse(kp.payload) + ctx.parse(None), kp.width, kp.height,
+                     f"key picture ({name})")
     if not frames:
         raise IHVCError(f"key picture ({name}) does not decode: no picture in payload")
     rgb = yuv420_frame_to_rgb(frames[0])
@@ -317,18 +327,8 @@ def decode_key_chain(kps: list[KeyPicture]) -> list[np.ndarray]:
         return []
     if any(kp.codec_name != "vvc" for kp in kps):
         raise IHVCError("chained key pictures must all be VVC")
-    w, h = kps[0].width, kps[0].height
-    ctx = av.CodecContext.create("vvc", "r")
-    ctx.options = {"max_pixels": str((w + 64) * (h + 64))}
-    frames = []
-    try:
-        for kp in kps:                    # one access unit per key, in order
-            frames.extend(ctx.decode(av.Packet(kp.payload)))
-        frames.extend(ctx.decode(None))
-    except (av.error.FFmpegError, ValueError) as exc:
-        if "max_pixels" in str(exc):
-            raise IHVCError(f"chained key pictures are larger than the {w}x{h} their headers say") from None
-        raise IHVCError(f"chained key pictures do not decode: {exc}") from None
+    frames = _decode("vvc", lambda ctx: (av.Packet(kp.payload) for kp in kps),      # one access unit per key
+                     kps[0].width, kps[0].height, "chained key pictures")
     if len(frames) != len(kps):
         raise IHVCError(f"chained key pictures decode to {len(frames)} pictures, not {len(kps)}")
     out = [yuv420_frame_to_rgb(f) for f in frames]

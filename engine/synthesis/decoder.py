@@ -365,7 +365,7 @@ class Decoder:
 
     def _chained_picture(self, i: int) -> np.ndarray:
         """Key picture ``i`` of a chained bitstream: its chain segment is decoded whole (decoding one needs
-        those before it; about 5 ms a 384 x 384 picture) and the last two segments decoded are kept."""
+        those before it; 2.7 to 3.4 ms a 384 x 384 picture, ted_c's 17 keys at QP 45 and 37) and the last two segments decoded are kept."""
         from engine.codec.keypicture import decode_key_chain
         seg = self._segment_of(i)
         if seg.start not in self._segments:
