@@ -125,6 +125,25 @@ def test_lambda_picks_the_count_with_least_cost(monkeypatch):
     assert len(dear) == 1 and len(cheap) > 5
 
 
+def test_the_count_search_finds_the_least_cost_count_in_fewer_drafts(monkeypatch):
+    frames, build, picture = _fake_clip(monkeypatch, best=-100)
+    n = len(frames)
+    score, wants = K._score, []
+    for lam in (2000, 700, 300, 150, 80):
+        def cost(c):
+            keys = K.uniform_keys(c, n)
+            return score(build(keys), None).sum() + lam * 8 * (100 * len(keys) + 50)
+        every = [cost(c) for c in range(1, n // K.MIN_SPACING + 1)]
+        want = 1 + int(np.argmin(every))
+        keys, trials = K.choose_keys(frames, build, picture, lam=lam)
+        counted = {len(t.keys) for t in trials if list(t.keys) == K.uniform_keys(len(t.keys), n)}
+        assert len(keys) == want
+        # trying every count up to three past the best took want + 3 drafts; every second one, about half
+        assert len(counted) <= want // 2 + 6 and (want < 8 or len(counted) < want + 3)
+        wants.append(want)
+    assert max(wants) >= 8
+
+
 def test_version_2_round_trip_and_version_1_unchanged():
     bs = make_bitstream(n_frames=24, gop=8, size=64, picture=generated_picture)
     v1 = container.to_bytes(bs, version=1)
@@ -296,7 +315,7 @@ def test_key_search_reuses_what_a_trial_leaves_unchanged_and_chooses_the_same_ke
         body = BoxBody()
         keys, trials = K.choose_keys(frames, build, picture, lam=2.0, body_model=body, reuse=reuse)
         runs[reuse, workers] = (keys, [(t.keys, t.bytes, t.sse) for t in trials], body.calls)
-    assert len(runs[True, "1"][0]) > 1 and len(runs[True, "1"][1]) > len(runs[True, "1"][0])     # a real search ran
+    assert len(runs[True, "1"][0]) > 1 and len(runs[True, "1"][1]) > 3             # a real search ran
     assert runs[True, "1"][:2] == runs[False, "1"][:2] == runs[True, "2"][:2]     # same keys, same scores
     assert runs[True, "1"][2] < 0.8 * runs[False, "1"][2]                         # less work
     assert runs[True, "2"][2] == 0                                                # ... done in the workers

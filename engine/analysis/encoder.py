@@ -260,7 +260,6 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         steps = quant.steps(has_cam)
         hold = hold_vector(hold, len(steps))
         t_fit = t_cam = t_key = 0.0
-        errs = []
         for gi, s in enumerate(starts):
             e = min(N, s + gop)
             sub = lm.subset(slice(s, e))
@@ -294,7 +293,6 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
             sem = sticky_snap(sem, steps, hold)
             if not sub.detected.any() and gops:
                 sem[:, :31] = gops[-1].frames[-1, :31]        # nobody in this group: hold the last coded state
-            errs.append(fit_errors(model, fit, sub, semantics=sem))
             key_pose = fit.body_pose[0].copy()
             key_pose[14:] = sem[0, :21].reshape(7, 3)
             key_pose[:14] = snap(key_pose[:14], quant.pose)
@@ -385,7 +383,6 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                                     effort_spec.side > 0, log)
             bs = builder(key_qp, starts, offsets)(chosen)
             gops = bs.gops
-            errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())]
             timings["keys"] = time.perf_counter() - t
         report = None
         if effort_spec.side > 0:
@@ -399,10 +396,11 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
             frozen[:-1] |= lm.detected[:-1] & ~lm.detected[1:]
             bs, report = refine_bitstream(bs, frames, effort_spec, body_model=model, device=device, hold=hold,
                                           progress=loop_progress, frozen=frozen)
-            errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())] if len(fits) == 1 else [
-                fit_errors(model, f, lm.subset(slice(g.start, g.start + g.n_frames)), semantics=g.frames)
-                for f, g in zip(fits, bs.gops)]
             timings["closed_loop"] = time.perf_counter() - t
+        # The landmark error of the semantics as coded, once, at the end (each stage above changes them).
+        errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())] if len(fits) == 1 else [
+            fit_errors(model, f, lm.subset(slice(g.start, g.start + g.n_frames)), semantics=g.frames)
+            for f, g in zip(fits, bs.gops)]
         bs.sizes = with_sizes(bs).sizes          # the section sizes the writer produces, on the bitstream itself
         rate = rate_of(bs)
         seconds = time.perf_counter() - t0
