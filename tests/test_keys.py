@@ -144,6 +144,22 @@ def test_the_count_search_finds_the_least_cost_count_in_fewer_drafts(monkeypatch
     assert max(wants) >= 8
 
 
+def test_the_count_search_looks_past_a_plateau(monkeypatch):
+    # ubc_2: the draft error stays high until enough keys catch a person turning; trying every count to
+    # three past the best stopped at one key there. Here the error is flat up to four keys, then falls.
+    frames, build, picture = _fake_clip(monkeypatch, best=-100)
+    n = len(frames)
+
+    def score(bs, pool, frames=None):
+        idx = range(n) if frames is None else frames
+        err = np.zeros(n)
+        err[list(idx)] = 1e6 if len(bs.keys) < 5 else 1e3
+        return err
+    monkeypatch.setattr(K, "_score", score)
+    keys, _ = K.choose_keys(frames, build, picture, lam=10.0)
+    assert len(keys) == 5                         # the first count past the plateau: bits cost the rest
+
+
 def test_version_2_round_trip_and_version_1_unchanged():
     bs = make_bitstream(n_frames=24, gop=8, size=64, picture=generated_picture)
     v1 = container.to_bytes(bs, version=1)
