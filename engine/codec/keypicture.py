@@ -185,7 +185,9 @@ def _encode_segment(pics: list[np.ndarray], codec: str, qp: int) -> list[KeyPict
     h, w = pics[0].shape[:2]
     # Two pictures at a time (vvenc's frame parallelism, two threads, whatever the machine): the same bytes
     # as one after the other, 12 to 20 % faster (17 keys of ted_c at QP 32, 42, 52: 8.5 -> 7.5, 5.7 -> 4.8,
-    # 3.6 -> 2.9 s). A chain is coded after the key search, when the other core is mostly idle.
+    # 3.6 -> 2.9 s), though its threads wait busily (QP 37: 8.6 s user and 3.9 s system for 6.4 s of wall
+    # time; one thread 7.2 s for 7.3). It overlaps only the group boundaries' drafts, and the whole encode
+    # was still faster with it (ted_c 32.2 -> 31.4 s, ted_a 29.0 -> 27.9; docs/BENCHMARKS.md, session 13).
     data = _vvenc(pics, qp, _CHAIN_INTRA_PERIOD, ":" + _CHAIN_PARAMS + ":MaxParallelFrames=2", threads=2)
     return [KeyPicture(codec=CODEC_IDS[codec], qp=qp, width=w, height=h, payload=u)
             for u in _split_access_units(data, len(pics))]
