@@ -202,6 +202,48 @@ def test_a_warp_that_turns_non_finite_keeps_the_best_finite_rows():
     assert (out[:, 26] > 5.0).all()             # it did move towards the target before the NaN
 
 
+def test_runs_refined_side_by_side_come_out_as_each_alone():
+    """A group's two chains (after its key, before it) share one optimiser call: each must come out as
+    it would alone (its own anchor, its own best iteration), and one that turns non-finite must not
+    stop the other. The stand-in warp draws each row on its own, as the real one does up to float
+    rounding."""
+    from engine.analysis.closed_loop import optimise_rows
+    from engine.codec.semantics import QuantSpec
+    steps = QuantSpec().steps(False)
+    effort = Effort("test", side=4, iters=12, lr=0.7)
+    gen = np.random.default_rng(3)
+    w = torch.as_tensor(gen.normal(size=(31, 3)), dtype=torch.float32)
+    poison = [0.0]                   # when set: rows from the fourth on draw NaN once dimension 0 exceeds it
+
+    def warp(rows, tri=None):
+        out = torch.tanh(rows @ w / 3.0) * 100 + 128                     # B x 3
+        late = torch.arange(len(rows))[:, None] >= 3
+        bad = late & (rows[:, :1] > poison[0]) if poison[0] else torch.zeros_like(late)
+        out = torch.where(bad, torch.full_like(out, float("nan")), out)
+        return out[:, :, None, None].expand(-1, -1, 4, 4), None
+    rows = gen.normal(scale=0.2, size=(5, 31))
+    targets = torch.as_tensor(gen.uniform(60, 200, size=(5, 3, 4, 4)), dtype=torch.float32)
+    a1, a2 = gen.normal(scale=0.2, size=31), gen.normal(scale=0.2, size=31)
+    alone = np.concatenate([optimise_rows(warp, rows[:3], targets[:3], steps, effort, a1),
+                            optimise_rows(warp, rows[3:], targets[3:], steps, effort, a2)])
+    together = optimise_rows(warp, rows, targets, steps, effort, runs=[(0, 3, a1), (3, 5, a2)])
+    assert np.abs(alone - rows).max() > 0.05                 # they moved...
+    np.testing.assert_allclose(together, alone, atol=1e-5)   # ...and the same way
+    # Without an anchor, a run's first row has no smoothness term: not the same as anchoring it.
+    free = optimise_rows(warp, rows, targets, steps, effort, runs=[(0, 3, None), (3, 5, a2)])
+    assert np.abs(free[:3] - alone[:3]).max() > 1e-4
+    np.testing.assert_allclose(free[3:], alone[3:], atol=1e-5)
+    # The second run walks into NaN frames: it keeps its best finite rows, the first run goes on.
+    rows[3:, 0] = 0.0
+    targets[3:] = 255.0
+    w[0] = 8.0                                         # dimension 0 pulls the second run upwards
+    poison[0] = 0.05
+    first_alone = optimise_rows(warp, rows[:3], targets[:3], steps, effort, a1)
+    together = optimise_rows(warp, rows, targets, steps, effort, runs=[(0, 3, a1), (3, 5, a2)])
+    np.testing.assert_allclose(together[:3], first_alone, atol=1e-5)
+    assert np.isfinite(together).all() and (together[3:, 0] <= 0.05).all() and together[3:, 0].max() > 0.02
+
+
 def test_landmark_rows_over_the_budget_are_held_when_that_fits(truth):
     """A fit whose rows alone cost more than the budget: held at FIT_HOLD when that brings them under it
     (then the refined rows are chosen against those), left as they are when it does not."""

@@ -200,52 +200,85 @@ class _Anatomy:
 
 def optimise_rows(warp: Callable, rows: np.ndarray, targets: torch.Tensor,
                   steps: np.ndarray, effort: Effort, anchor_prev: np.ndarray | None = None,
-                  body_model: int = 1) -> np.ndarray:
-    """Refine B consecutive frames' semantics ``rows`` (B x D, float) so that the frames of
+                  body_model: int = 1, runs: list | None = None) -> np.ndarray:
+    """Refine B frames' semantics ``rows`` (B x D, float) so that the frames of
     ``warp(rows, tri) -> (frames, tri)`` (as :class:`_Warp`) match ``targets`` (B x 3 x H x W, 0..255);
     returns the refined rows (float, not yet snapped).
 
-    ``anchor_prev``: the (already decided) row before the first one, for the smoothness term;
-    ``body_model``: the bitstream's body model id (its joints' anatomical ranges)."""
+    ``runs``: the rows as runs of consecutive frames, each ``(start, stop, anchor)`` (``anchor`` the
+    already decided row before the run's first frame, or None), optimised side by side but each as if
+    alone: its own loss decides when its rows are best and when a non-finite frame stops it. Default:
+    one run of all B rows anchored on ``anchor_prev``. (Batching a group's two runs, the frames after
+    its key and those before it, in one call: an optimiser step on five rows costs little more than
+    on two or three.) ``body_model``: the bitstream's body model id (its joints' anatomical ranges)."""
     dev = targets.device
     dtype = targets.dtype
-    D = rows.shape[1]
+    B, D = rows.shape
+    runs = [(0, B, anchor_prev)] if runs is None else runs
     x0 = torch.as_tensor(rows, dtype=dtype, device=dev)
     step = torch.as_tensor(steps[:D], dtype=dtype, device=dev)
     tol = torch.as_tensor(per_dimension(TRUST, D), dtype=dtype, device=dev)
     anatomy = _Anatomy(body_model, x0)
+    # Each row's predecessor for the smoothness and rate terms: the row before it in its run, or the
+    # run's anchor (rows B.. of ``cat([x, anchors])``); a run's first row without an anchor has none.
+    prev_at = torch.arange(-1, B - 1, device=dev)
+    has_prev = torch.ones(B, dtype=dtype, device=dev)
+    run_of = torch.zeros(B, dtype=torch.int64, device=dev)
+    anchors = []
+    for c, (lo, hi, anchor) in enumerate(runs):
+        run_of[lo:hi] = c
+        if anchor is None:
+            has_prev[lo] = 0.0
+            prev_at[lo] = lo
+        else:
+            prev_at[lo] = B + len(anchors)
+            anchors.append(torch.as_tensor(anchor, dtype=dtype, device=dev))
+    anchors = torch.stack(anchors) if anchors else x0[:0]
     u = torch.zeros_like(x0, requires_grad=True)            # change in quantization steps
     opt = torch.optim.Adam([u], lr=effort.lr)
-    prev = None if anchor_prev is None else torch.as_tensor(anchor_prev, dtype=dtype, device=dev)[None]
-    best, best_loss = x0.clone(), float("inf")
+    best_u = torch.zeros_like(x0)
+    best_loss = torch.full((len(runs),), float("inf"), dtype=torch.float64)
+    alive = torch.ones(len(runs), dtype=torch.bool)
     tri = None
     for i in range(effort.iters):
         opt.zero_grad(set_to_none=True)
         x = x0 + u * step
         out, tri = warp(x, tri if i % effort.raster_every else None)
         diff = (out - targets) / 255.0
-        data = torch.sqrt(diff * diff + CHARBONNIER_EPS ** 2).sum(1).mean((1, 2)).sum()
-        prior = PRIOR_WEIGHT * (((x - x0) / tol) ** 2).sum()
-        seq = x if prev is None else torch.cat([prev, x], 0)
-        if seq.shape[0] > 1:
-            delta = seq[1:] - seq[:-1]
-            smooth = SMOOTH_WEIGHT * ((delta / tol) ** 2).sum()
-            # Residuals are coded from the previous frame: a change of a few steps costs bits.
-            rate = RATE_WEIGHT * torch.sqrt((delta / step) ** 2 + 0.25).sum()
-        else:
-            smooth = rate = 0.0
-        loss = data + prior + smooth + rate + ANATOMY_WEIGHT * anatomy(x)
-        if not bool(torch.isfinite(loss)):
-            break                       # keep the best finite rows found so far
-        if float(loss.detach()) < best_loss:
-            best_loss, best = float(loss.detach()), x.detach().clone()
-        if i == effort.iters - 1:
+        loss = torch.sqrt(diff * diff + CHARBONNIER_EPS ** 2).sum(1).mean((1, 2))         # per row
+        loss = loss + PRIOR_WEIGHT * (((x - x0) / tol) ** 2).sum(1)
+        delta = (x - torch.cat([x, anchors], 0)[prev_at]) * has_prev[:, None]
+        loss = loss + SMOOTH_WEIGHT * ((delta / tol) ** 2).sum(1)
+        # Residuals are coded from the previous frame: a change of a few steps costs bits.
+        loss = loss + RATE_WEIGHT * torch.sqrt((delta / step) ** 2 + 0.25).sum(1) * has_prev
+        loss = loss + ANATOMY_WEIGHT * (torch.relu(anatomy.violation(x) - anatomy.base) ** 2).sum(1)
+        per_run = torch.zeros(len(runs), dtype=loss.dtype, device=dev).index_add(0, run_of, loss)
+        value = per_run.detach().double().cpu()
+        alive &= torch.isfinite(value)        # a run that turns non-finite keeps its best finite rows
+        better = alive & (value < best_loss)
+        best_loss = torch.where(better, value, best_loss)
+        rows_better = better.to(dev)[run_of]
+        best_u[rows_better] = u.detach()[rows_better]
+        if i == effort.iters - 1 or not bool(alive.any()):
             break                       # a step from here would never be scored
-        loss.backward()
-        if not bool(torch.isfinite(u.grad).all()):
+        per_run.masked_fill(~alive.to(dev), 0.0).sum().backward()
+        alive = _runs_finite(u.grad, run_of, alive)
+        if not bool(alive.any()):
             break
+        dead = (~alive).to(dev)[run_of]
+        u.grad[dead] = 0.0
         opt.step()
-    return best.cpu().numpy().astype(np.float64)
+        with torch.no_grad():           # stopped runs stay at their best rows
+            u[dead] = best_u[dead]
+    return (x0 + best_u * step).cpu().numpy().astype(np.float64)
+
+
+def _runs_finite(grad: torch.Tensor, run_of: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """``alive`` with the runs whose rows have a non-finite gradient stopped."""
+    bad = (~torch.isfinite(grad).all(1)).cpu()
+    out = alive.clone()
+    out[run_of.cpu()[bad].unique()] = False
+    return out
 
 
 def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
@@ -285,25 +318,26 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
             for g in bs.gops]
     total = sum(len(idx) for idx in todo)
     # Outwards from each key, in batches, so that each batch's smoothness anchors on decided rows: the
-    # frames after a key and those before it are two independent chains, each group's too. They run
-    # side by side in forked processes (engine.workers), which inherit the decoders with every key
-    # state computed here first.
-    chains = [(gi, order) for gi, (gop, idx) in enumerate(zip(bs.gops, todo))
-              for order in ([j for j in idx if j > gop.key_offset], [j for j in reversed(idx) if j < gop.key_offset])
-              if order]
-    for gi in dict.fromkeys(gi for gi, _ in chains):
+    # frames after a key and those before it are two independent chains, refined side by side in one
+    # optimiser (``_refine_group``). The groups run in forked processes (engine.workers), which inherit
+    # the decoders with every key state computed here first.
+    jobs = [(gi, orders) for gi, (gop, idx) in enumerate(zip(bs.gops, todo))
+            if (orders := [o for o in ([j for j in idx if j > gop.key_offset],
+                                       [j for j in reversed(idx) if j < gop.key_offset]) if o])]
+    for gi, _ in jobs:
         small.key_state(bs.gops[gi])
         scorer.key_state(bs.gops[gi])
     targets = frames if (scorer.height, scorer.width) == (bs.height, bs.width) else (
         _resize(frames, scorer.height, "cpu").permute(0, 2, 3, 1).numpy())
     state = _LoopState(bs, frames, small, scorer, side, steps, effort, batch, targets)
-    chains.sort(key=lambda c: -len(c[1]))         # longest first: the workers finish together
+    jobs.sort(key=lambda job: -max(map(len, job[1])))      # longest first: the workers finish together
     refined_all = [np.asarray(g.frames, float).copy() for g in bs.gops]
     done = 0
-    with ForkPool(state, cpu_workers(len(chains)), device=small.device) as pool:
-        for (gi, order), rows in zip(chains, pool.map(_refine_chain, chains)):
-            refined_all[gi][order] = rows
-            done += len(order)
+    with ForkPool(state, cpu_workers(len(jobs)), device=small.device) as pool:
+        for (gi, orders), outs in zip(jobs, pool.map(_refine_group, jobs)):
+            for order, rows in zip(orders, outs):
+                refined_all[gi][order] = rows
+                done += len(order)
             if progress is not None:
                 progress(done, total)
         work = [(gop, idx, np.asarray(gop.frames, float), refined_all[gi])
@@ -475,21 +509,33 @@ class _LoopState:
     targets: np.ndarray          # the frames at the scorer's size
 
 
-def _refine_chain(state: _LoopState, chain) -> np.ndarray:
-    """One chain of a group's frames (outwards from its key, in order), refined batch by batch, each batch
-    anchored on the row before it -> the refined rows of ``order``."""
-    gi, order = chain
+def _refine_group(state: _LoopState, job) -> list[np.ndarray]:
+    """One group's chains of frames (each outwards from its key, in order) -> each chain's refined rows.
+    A chain is refined batch by batch, each batch anchored on the row before it; the chains' batches
+    share one optimiser call (``optimise_rows``'s runs: each still as if alone)."""
+    gi, orders = job
     bs, gop = state.bs, state.bs.gops[gi]
     warp = _Warp(state.small, gop)
-    target = _resize(state.frames[[gop.start + j for j in order]], state.side, state.small.device)
     rows = np.asarray(gop.frames, float)
-    out = rows[order].copy()
-    anchor = rows[gop.key_offset]
-    for a in range(0, len(order), state.batch):
+    outs = [rows[order].copy() for order in orders]
+    targets = [_resize(state.frames[[gop.start + j for j in order]], state.side, state.small.device)
+               for order in orders]
+    anchors = [rows[gop.key_offset]] * len(orders)
+    for a in range(0, max(len(o) for o in orders), state.batch):
         sl = slice(a, a + state.batch)
-        out[sl] = optimise_rows(warp, out[sl], target[sl], state.steps, state.effort, anchor, bs.body_model)
-        anchor = out[sl][-1]
-    return out
+        live = [c for c, order in enumerate(orders) if len(order) > a]
+        runs, at = [], 0
+        for c in live:
+            n = len(outs[c][sl])
+            runs.append((at, at + n, anchors[c]))
+            at += n
+        got = optimise_rows(warp, np.concatenate([outs[c][sl] for c in live]),
+                            torch.cat([targets[c][sl] for c in live]), state.steps, state.effort,
+                            body_model=bs.body_model, runs=runs)
+        for c, (lo, hi, _) in zip(live, runs):
+            outs[c][sl] = got[lo:hi]
+            anchors[c] = got[hi - 1]
+    return outs
 
 
 def _frame_errors(state: _LoopState, job) -> list[float]:
