@@ -195,7 +195,8 @@ class _Anatomy:
         return torch.relu(self.lo - comp) + torch.relu(comp - self.hi)
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        return (torch.relu(self.violation(rows) - self.base) ** 2).sum()
+        """The penalty of each row (B): squared radians beyond the fit's own violation."""
+        return (torch.relu(self.violation(rows) - self.base) ** 2).sum(1)
 
 
 def optimise_rows(warp: Callable, rows: np.ndarray, targets: torch.Tensor,
@@ -251,7 +252,7 @@ def optimise_rows(warp: Callable, rows: np.ndarray, targets: torch.Tensor,
         loss = loss + SMOOTH_WEIGHT * ((delta / tol) ** 2).sum(1)
         # Residuals are coded from the previous frame: a change of a few steps costs bits.
         loss = loss + RATE_WEIGHT * torch.sqrt((delta / step) ** 2 + 0.25).sum(1) * has_prev
-        loss = loss + ANATOMY_WEIGHT * (torch.relu(anatomy.violation(x) - anatomy.base) ** 2).sum(1)
+        loss = loss + ANATOMY_WEIGHT * anatomy(x)
         per_run = torch.zeros(len(runs), dtype=loss.dtype, device=dev).index_add(0, run_of, loss)
         value = per_run.detach().double().cpu()
         alive &= torch.isfinite(value)        # a run that turns non-finite keeps its best finite rows
