@@ -374,6 +374,34 @@ def test_vvc_key_pictures_are_one_chain_unless_told_not_to(model, synthetic_vide
         assert np.array_equal(dec.decode_frame(g.key_frame), p)
 
 
+def test_search_windows_cover_the_clip_in_equal_pieces():
+    from engine.analysis.encoder import KEY_SEARCH_WINDOW, search_windows
+    assert search_windows(KEY_SEARCH_WINDOW) == [(0, KEY_SEARCH_WINDOW)]          # searched whole, as before
+    for n, w in ((1025, 300), (301, 300), (900, 300), (7, 3)):
+        win = search_windows(n, w)
+        assert win[0][0] == 0 and win[-1][1] == n and all(b == c for (_, b), (c, _) in zip(win, win[1:]))
+        lengths = [b - a for a, b in win]
+        assert max(lengths) <= w and max(lengths) - min(lengths) <= 1 and len(win) == -(-n // w)
+
+
+def test_a_clip_longer_than_the_search_window_is_searched_window_by_window(synthetic_video, monkeypatch):
+    """Under a lambda, a clip longer than KEY_SEARCH_WINDOW frames has its keys chosen in each window
+    alone (the search's cost grows with the square of the length): here 8 frames in windows of 4, each
+    with its own count search, and every window gets its key."""
+    from engine.analysis import encoder
+    path, _, S = synthetic_video
+    monkeypatch.setattr(encoder, "KEY_SEARCH_WINDOW", 4)
+    lines = []
+    res = encoder.encode_video(path, size=S, key_codec="hevc", effort="fast", log=lines.append,
+                               fit_options=dict(key_iters=60, iters=30))
+    assert [x for x in lines if x.startswith("key search, frames")] == ["key search, frames 0 to 3",
+                                                                         "key search, frames 4 to 7"]
+    keys = [g.key_frame for g in res.bitstream.gops]
+    assert any(k < 4 for k in keys) and any(k >= 4 for k in keys)
+    assert sum(x.startswith("1 keys:") for x in lines) == 2            # one count search per window
+    assert res.bitstream.n_frames == 8
+
+
 def test_overlay_cli_draws_the_coded_mesh(synthetic_video, tmp_path):
     from engine.codec.container import write
     from engine.codec.video import read_video

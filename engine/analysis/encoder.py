@@ -331,30 +331,36 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                 alone = np.mean([len(coder.get(k, qp).payload) for k in cost_samples(N)])
                 return float(np.mean([len(p.payload) for p in coder.chain(cost_samples(N), qp)[1:]]) / alone)
 
-            def builder(qp, starts=None, offsets=None):
+            def builder(qp, starts=None, offsets=None, span=None):
+                a, b = span or (0, N)
+                fit = fits[0] if span is None else _fit_span(fits[0], a, b)
+                cam = (cams[0][a:b] if has_cam else None)
+
                 def build(key_frames, placeholder=None):
                     """The bitstream with keys at ``key_frames`` (groups beginning at ``starts``, default the
                     midpoints; key k's picture at ``qp`` + ``offsets[k]``, default 0, or the keys' chain at
                     ``qp``); with ``placeholder`` (frame -> payload, keys.placeholder_payloads) the pictures
                     are not coded: they take those bytes (a chain's keys after the first keys.chain_stand_in's),
-                    and a draft decode uses the frames."""
+                    and a draft decode uses the frames. With ``span`` (a, b): of frames a..b-1 alone, the frames
+                    (and keys) counted from a."""
                     def q(k):
-                        return key_qp_of(qp, k, offsets)
+                        return key_qp_of(qp, a + k, offsets)
                     many = len(key_frames) > 1
                     if placeholder is not None:
-                        stand_in = chain_stand_in(placeholder, chain_ratio(qp)) if chain and many else (
+                        # In a chain every key after the clip's first is predicted (a later window's too).
+                        later = chain and (many or a > 0)
+                        stand_in = chain_stand_in(placeholder, chain_ratio(qp)) if later else (
                             lambda k, first: placeholder(k))
                         pic = lambda k: KeyPicture(CODEC_IDS[key_codec], q(k), W, H,  # noqa: E731
-                                                   stand_in(k, k == key_frames[0]))
+                                                   stand_in(a + k, a == 0 and k == key_frames[0]))
                     elif chain and many:
-                        pics = dict(zip(key_frames, coder.chain(key_frames, qp)))
+                        pics = dict(zip(key_frames, coder.chain([a + k for k in key_frames], qp)))
                         pic = pics.__getitem__
                     else:
                         for k in key_frames:
-                            coder.submit([k], q(k))           # side by side, not one after the other
-                        pic = lambda k: coder.get(k, q(k))  # noqa: E731
-                    out = _auto_bitstream(bs, fits[0], cams[0] if has_cam else None, key_frames, pic, quant,
-                                          hold, max_refs, starts)
+                            coder.submit([a + k], q(k))           # side by side, not one after the other
+                        pic = lambda k: coder.get(a + k, q(k))  # noqa: E731
+                    out = _auto_bitstream(bs, fit, cam, key_frames, pic, quant, hold, max_refs, starts)
                     return replace(out, chained=chain and many)
                 return build
             if len(qps) > 1:
@@ -365,9 +371,18 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                                                    decode_key_chain(coder.chain(cost_samples(N), q))))
                                                if chain else None)
             else:
-                chosen, _ = choose_keys(frames, builder(key_qp), coder.get, rate_kbps=rate_kbps, lam=lam,
-                                        key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
-                                        log=log)
+                # Under a lambda, a clip longer than KEY_SEARCH_WINDOW frames is searched window by window
+                # (``search_windows``): each window's frames alone, its own count and placement.
+                windows = search_windows(N) if rate_kbps is None else [(0, N)]
+                chosen = []
+                for a, b in windows:
+                    if len(windows) > 1 and log is not None:
+                        log(f"key search, frames {a} to {b - 1}")
+                    found, _ = choose_keys(frames[a:b], builder(key_qp, span=(a, b) if len(windows) > 1 else None),
+                                           lambda k, a=a: coder.get(a + k), rate_kbps=rate_kbps, lam=lam,
+                                           key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
+                                           log=log)
+                    chosen += [a + k for k in found]
             chained = chain and len(chosen) > 1
             if chained:
                 # The chain does not depend on the group boundaries: it codes while the boundaries are chosen
@@ -452,6 +467,28 @@ def relative_camera(cams: np.ndarray, key: int) -> np.ndarray:
     z = cams[:, 2] - cams[key, 2]
     pan = cams[:, :2] - np.exp(z)[:, None] * cams[key, :2]
     return np.concatenate([pan, z[:, None]], 1)
+
+
+# The key search (engine.analysis.keys.choose_keys) draft-decodes the whole clip for every key count it
+# tries, and tries more counts the longer the clip: its time grows with the square of the length (a
+# 10-minute talk: hundreds of counts, each a draft of 15,000 frames). Under a lambda, longer clips are
+# searched in windows of at most this many frames, each alone, which keeps it linear. Clips up to this
+# length (every clip of the benchmarks) are searched whole, as before.
+KEY_SEARCH_WINDOW = 300
+
+
+def search_windows(n_frames: int, window: int | None = None) -> list[tuple[int, int]]:
+    """[a, b) frame ranges of equal length (within one), at most ``window`` (default KEY_SEARCH_WINDOW)
+    long, that cover the clip."""
+    k = -(-n_frames // (window or KEY_SEARCH_WINDOW))
+    edges = [round(i * n_frames / k) for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _fit_span(fit, a: int, b: int):
+    """A FitResult's frames a..b-1 (the shape, key joints and camera are the clip's)."""
+    return replace(fit, body_pose=fit.body_pose[a:b], rot=fit.rot[a:b], trans=fit.trans[a:b], loc=fit.loc[a:b],
+                   detected=fit.detected[a:b], key_index=0)
 
 
 def _auto_bitstream(one: Bitstream, fit, cams, key_frames, picture, quant: QuantSpec, hold,
