@@ -169,7 +169,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     from engine.analysis.camera_motion import estimate_camera_motion
     from engine.codec.keypicture import QP_RANGE, PictureCoder
     from engine.analysis.keys import (QP_STEPS, chain_stand_in, choose_group_starts, choose_key_qp, choose_keys,
-                                      cost_samples, key_qp_offsets)
+                                      cost_samples, key_qp_offsets, search_pool)
+    from engine.synthesis.decoder import DecodeCache
     from engine.codec.video import read_video
     from engine.analysis.closed_loop import effort_of, refine_bitstream
     from engine.workers import torch_threads
@@ -384,12 +385,15 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                                            log=log)
                     chosen += [a + k for k in found]
             chained = chain and len(chosen) > 1
-            if chained:
-                # The chain does not depend on the group boundaries: it codes while the boundaries are chosen
-                # (ted_c's 17 keys at QP 37: 6.4 s, two pictures at a time; keypicture._encode_segment).
-                coder.submit_chain(chosen, key_qp)
-            starts = choose_group_starts(frames, lambda st: builder(key_qp, st)(chosen, placeholder=lambda k: b"\0"),
-                                         chosen, body_model=model, device=device, log=log)
+            # The boundaries' draft workers fork first: a fork waits for every running subprocess to end
+            # (engine.workers), and the chain's encoders would then finish before the boundaries begin.
+            with search_pool(frames, model, device, DecodeCache()) as pool:
+                if chained:
+                    # The chain does not depend on the group boundaries: it codes while they are chosen
+                    # (ted_c's 17 keys at QP 37: 6.4 s, two pictures at a time; keypicture._encode_segment).
+                    coder.submit_chain(chosen, key_qp)
+                starts = choose_group_starts(frames, lambda st: builder(key_qp, st)(chosen, placeholder=lambda k: b"\0"),
+                                             chosen, log=log, pool=pool)
             offsets = {} if chain else dict(zip(chosen, key_qp_offsets(starts, N)))
             for k in [] if chained else chosen:           # they code while the rest runs
                 coder.submit([k], key_qp_of(key_qp, k, offsets))

@@ -81,7 +81,7 @@ def key_qp_offsets(starts: list[int], n_frames: int) -> list[int]:
 
 
 def choose_group_starts(frames: np.ndarray, build: Callable, keys: list[int], *, body_model=None,
-                        device="cpu", log: Callable[[str], None] | None = None) -> list[int]:
+                        device="cpu", log: Callable[[str], None] | None = None, pool=None) -> list[int]:
     """Where each key's group begins, chosen by the draft decoder instead of at the midpoints.
 
     build(starts) -> the Bitstream with the keys at ``keys`` and groups beginning at ``starts`` (pictures
@@ -89,19 +89,21 @@ def choose_group_starts(frames: np.ndarray, build: Callable, keys: list[int], *,
     keys, once drawn from the key before it, once from the key after it; then :func:`best_group_starts`.
     A frame nearer one key in time may still look more like the other's pose (measured after the closed
     loop, docs/BENCHMARKS.md "Group boundaries chosen by the decoder": +0.07 to +0.23 dB, every metric up
-    on four clips)."""
+    on four clips). ``pool``: the ``search_pool`` of ``frames`` to decode on (default: one of its own)."""
     N = frames.shape[0]
     if len(keys) < 2:
         return group_starts(keys, N)
     from engine.synthesis.decoder import DecodeCache
+    if pool is None:
+        with search_pool(frames, body_model, device, DecodeCache()) as own:
+            return choose_group_starts(frames, build, keys, log=log, pool=own)
     between = [i for a, b in zip(keys, keys[1:]) for i in range(a + 1, b)]
     # Every second frame is decoded (the key search's grid, _score) and the others interpolated: on ted_e
     # and dance_tiktok_1 the boundaries of decoding every frame, within one frame, in half the drafts
     # (the key stage of a 100-frame encode takes 0.6 to 0.8 s more than with the midpoints, bench --effort).
     scored = [i for i in between if i % DRAFT_STRIDE == 0]
-    with search_pool(frames, body_model, device, DecodeCache()) as pool:
-        after, before = (_score(build(st), pool, scored) for st in
-                         ([0] + list(keys[1:]), [0] + [a + 1 for a in keys[:-1]]))
+    after, before = (_score(build(st), pool, scored) for st in
+                     ([0] + list(keys[1:]), [0] + [a + 1 for a in keys[:-1]]))
     for a, b in zip(keys, keys[1:]):
         # Per stretch, anchored at the keys (the draft draws a key's own frame exactly: no error).
         xs = [i for i in scored if a < i < b]
