@@ -14,6 +14,7 @@ Nothing is written here; engine.codec.container.write does that (atomically).
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -387,7 +388,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
             chained = chain and len(chosen) > 1
             # The boundaries' draft workers fork first: a fork waits for every running subprocess to end
             # (engine.workers), and the chain's encoders would then finish before the boundaries begin.
-            with search_pool(frames, model, device, DecodeCache()) as pool:
+            # One key has no boundaries to choose: no workers.
+            with search_pool(frames, model, device, DecodeCache()) if len(chosen) > 1 else nullcontext() as pool:
                 if chained:
                     # The chain does not depend on the group boundaries: it codes while they are chosen
                     # (ted_c's 17 keys at QP 37: 6.4 s, two pictures at a time; keypicture._encode_segment).
