@@ -88,6 +88,18 @@ def run(cmd, input: bytes | None = None, **kwargs) -> subprocess.CompletedProces
         return subprocess.run(cmd, input=input, capture_output=True, **kwargs)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (Linux's MemAvailable), or None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def cpu_workers(limit: int | None = None) -> int:
     """The processes worth starting: the cores this process may use (``IHVC_WORKERS`` overrides), at most
     ``limit`` (the pieces of work there are)."""

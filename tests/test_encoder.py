@@ -317,6 +317,54 @@ def test_video_with_no_person(tmp_path, capsys):
     _assert_nothing_written(tmp_path, "o.ihvc")
 
 
+def test_a_clip_too_long_for_the_memory_left_is_refused_before_reading(tmp_path, capsys, monkeypatch):
+    """A clip whose encode would not fit in the memory the machine has left is one clear error naming the
+    need and what to do, before any frame is read, and no output; the estimate scales with the frames
+    asked for and the working size."""
+    from engine import workers
+    from engine.analysis import encoder
+    from engine.codec import video
+    rng = np.random.default_rng(0)
+    clip = tmp_path / "long.mkv"
+    _write(clip, [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(20)])
+    assert video.frame_count(clip) == 20
+    need = lambda n, size: encoder.ENCODE_BASE + encoder.ENCODE_PER_PIXEL * size * size * n  # noqa: E731
+    monkeypatch.setattr(workers, "available_memory", lambda: int(need(10, 384)))
+    read = []
+    monkeypatch.setattr(video, "read_video", lambda *a, **k: read.append(a) or pytest.fail("read"))
+    with pytest.raises(InputError, match=r"20 frames at 384x384 need about .* GiB of memory.*--max-frames"):
+        encode_video(clip)
+    out = tmp_path / "o.ihvc"
+    assert _cli(["encode", str(clip), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "GiB of memory" in err and err.count("\n") == 1 and not read
+    _assert_nothing_written(tmp_path, "o.ihvc")
+    def reached(*a, **k):
+        raise InputError("read")
+    monkeypatch.setattr(video, "read_video", reached)
+    for kw in (dict(max_frames=10), dict(size=256)):             # what the error suggests gets past the check
+        with pytest.raises(InputError, match="^read$"):
+            encode_video(clip, **kw)
+    monkeypatch.setattr(workers, "available_memory", lambda: None)   # a system that does not say: no check
+    with pytest.raises(InputError, match="^read$"):
+        encode_video(clip)
+
+
+def test_read_video_fills_one_array_whatever_the_container_says(tmp_path, monkeypatch):
+    """The frames are read into one array sized from the container's frame count; a count too low (it
+    grows) or too high (it is cut) or missing gives the same frames as decoding one by one."""
+    from engine.codec import video
+    rng = np.random.default_rng(1)
+    clip = tmp_path / "c.mkv"
+    _write(clip, [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(40)])
+    want = np.stack(list(video.iter_video(clip)))
+    for said in (40, 3, 500, None):
+        monkeypatch.setattr(video, "frame_count", lambda p, said=said: said)
+        got = video.read_video(clip).frames
+        assert got.shape == (40, 32, 32, 3) and np.array_equal(got, want) and got.flags["C_CONTIGUOUS"]
+        assert np.array_equal(video.read_video(clip, max_frames=7).frames, want[:7])
+
+
 def test_bad_options(tmp_path, synthetic_video):
     path = synthetic_video[0]
     for kw in (dict(gop=0), dict(max_frames=0), dict(region="1,2,3"), dict(key_codec="mpeg2"), dict(key_qp=99),

@@ -34,8 +34,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as Fn
 
+from engine.analysis.keys import area_resize
 from engine.codec.bitstream import Bitstream, GroupOfPictures
 from engine.codec.semantics import per_dimension
 from engine.errors import InputError
@@ -123,10 +123,7 @@ class RefineReport:
 
 def _resize(frames: np.ndarray, side: int, device) -> torch.Tensor:
     """N x H x W x 3 uint8 -> N x 3 x side x side float 0..255 (area averaging, as the draft decoder)."""
-    x = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2).float()
-    if x.shape[-1] != side or x.shape[-2] != side:
-        x = Fn.interpolate(x, size=(side, side), mode="area")
-    return x
+    return torch.from_numpy(area_resize(frames, side)).permute(0, 3, 1, 2).to(device)
 
 
 class _Warp:
@@ -328,8 +325,7 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
     for gi, _ in jobs:
         small.key_state(bs.gops[gi])
         scorer.key_state(bs.gops[gi])
-    targets = frames if (scorer.height, scorer.width) == (bs.height, bs.width) else (
-        _resize(frames, scorer.height, "cpu").permute(0, 2, 3, 1).numpy())
+    targets = frames if (scorer.height, scorer.width) == (bs.height, bs.width) else area_resize(frames, scorer.height)
     state = _LoopState(bs, frames, small, scorer, side, steps, effort, batch, targets)
     jobs.sort(key=lambda job: -max(map(len, job[1])))      # longest first: the workers finish together
     refined_all = [np.asarray(g.frames, float).copy() for g in bs.gops]

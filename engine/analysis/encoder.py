@@ -211,6 +211,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         raise InputError(f"--max-frames must be at least 1, got {max_frames}")
     region = _parse_region(region)
     quant = quant or QuantSpec()
+    _check_memory(path, size, max_frames)
     t0 = time.perf_counter()
     timings = {}
     clip = read_video(path, size=size, max_frames=max_frames, region=region)
@@ -436,6 +437,31 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
             timings=timings, analysis=analysis, closed_loop=report)
     finally:
         coder.close()
+
+
+# What an encode holds: about ENCODE_BASE bytes (body model, MediaPipe, torch) and ENCODE_PER_PIXEL bytes per pixel
+# of every working frame (the frames, the person masks, the key search's and the closed loop's copies at their
+# sizes). Measured on taichi_04 at 384 x 384, the main process's peak: 1.11 GB for 100 frames, 1.62 GB for 380
+# (docs/BENCHMARKS.md, "Long clips: memory").
+ENCODE_BASE = 1.0e9
+ENCODE_PER_PIXEL = 13.0
+
+
+def _check_memory(path, size: int, max_frames: int | None) -> None:
+    """Refuse, before reading anything, a clip whose encode would not fit in the memory this machine has left:
+    a clear error instead of the system killing the encoder midway."""
+    from engine.codec.video import frame_count
+    from engine.workers import available_memory
+    n = frame_count(path)
+    if n is not None and max_frames is not None:
+        n = min(n, max_frames)
+    avail = available_memory()
+    if not n or avail is None:
+        return
+    need = ENCODE_BASE + ENCODE_PER_PIXEL * size * size * n
+    if need > avail:
+        raise InputError(f"{path}: {n} frames at {size}x{size} need about {need / 2 ** 30:.1f} GiB of memory to encode, "
+                         f"{avail / 2 ** 30:.1f} GiB is free: encode a part (--max-frames) or at a smaller --size")
 
 
 def _fill_rate(builder, qp: int, keys: list[int], rate_kbps: float, min_qp: int, closed_loop: bool, log) -> int:

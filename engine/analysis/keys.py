@@ -136,9 +136,19 @@ class KeyTrial:
     kept: bool
 
 
-def _draft(frames: np.ndarray, side: int) -> np.ndarray:
-    t = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
-    return Fn.interpolate(t, size=(side, side), mode="area").permute(0, 2, 3, 1).numpy()
+RESIZE_CHUNK = 32                  # frames converted at a time by ``area_resize``
+
+
+def area_resize(frames: np.ndarray, side: int) -> np.ndarray:
+    """N x H x W x 3 uint8 -> N x side x side x 3 float32 (area averaging: the draft decoder's and the closed
+    loop's targets). A few frames at a time: the whole clip at once would hold it in float at full size,
+    1.8 MB a frame at 384 x 384 (a 380-frame clip's encode peaked 0.7 to 1.0 GB higher for it)."""
+    out = np.empty((len(frames), side, side, 3), np.float32)
+    for a in range(0, len(frames), RESIZE_CHUNK):
+        t = torch.as_tensor(frames[a:a + RESIZE_CHUNK]).permute(0, 3, 1, 2).float()
+        out[a:a + RESIZE_CHUNK] = Fn.interpolate(t, size=(side, side), mode="area").permute(0, 2, 3, 1).numpy()
+    return out
+
 
 
 @dataclass
@@ -158,7 +168,7 @@ def search_pool(frames: np.ndarray, body_model, device, cache=None):
     of ``cache`` holds are the ones it will be asked for again."""
     from engine.workers import ForkPool, cpu_workers
     side = min(DRAFT_SIDE, *frames.shape[1:3])
-    state = _SearchState(frames, _draft(frames, side), side, body_model, device, cache)
+    state = _SearchState(frames, area_resize(frames, side), side, body_model, device, cache)
     return ForkPool(state, cpu_workers(), device=device)
 
 
@@ -390,7 +400,7 @@ def _choose_key_qp(frames, build, picture, qps, rate_kbps, max_refs, log, pool, 
         sse = next(t.sse for t in trials if t.kept)
         at = cost_samples(N)
         coded = samples(qp) if samples is not None else np.stack([decode_key_picture(picture(qp)(k)) for k in at])
-        key_mse = float(((_draft(coded, side) - _draft(frames[at], side)) ** 2).mean())
+        key_mse = float(((area_resize(coded, side) - area_resize(frames[at], side)) ** 2).mean())
         warp = sse / (scored * H * W)
         expected = warp + KEY_ERROR_WEIGHT * key_mse
         fits = len(container.to_bytes(build(qp)(keys))) <= budget

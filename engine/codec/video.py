@@ -93,12 +93,40 @@ def iter_video(path, size: int | None = None, max_frames: int | None = None, reg
             # A damaged tail: keep what decoded, as players do.
 
 
+def frame_count(path) -> int | None:
+    """How many frames the container says the video has (its frame count, else duration x rate), without
+    decoding; None when it says neither. An estimate: a damaged file may decode fewer."""
+    container, stream = _open(path)
+    with container:
+        if stream.frames:
+            return int(stream.frames)
+        rate = stream.average_rate or stream.guessed_rate
+        if stream.duration and stream.time_base and rate:
+            return int(round(float(stream.duration * stream.time_base * rate)))
+        if container.duration and rate:
+            return int(round(container.duration / av.time_base * float(rate)))
+    return None
+
+
 def read_video(path, size: int | None = None, max_frames: int | None = None, region=None) -> VideoClip:
     fps = video_fps(path)
-    frames = list(iter_video(path, size, max_frames, region))
-    if not frames:
+    # Into one array sized from the container's count: a list of frames stacked at the end would hold the
+    # clip twice at the peak.
+    expect = frame_count(path) or 0
+    if max_frames is not None:
+        expect = min(expect, max_frames)
+    frames, n = None, 0
+    for rgb in iter_video(path, size, max_frames, region):
+        if frames is None or n == len(frames):
+            more = np.empty((max(expect, n + n // 2, 16),) + rgb.shape, np.uint8)   # untouched rows cost no memory
+            if frames is not None:
+                more[:n] = frames[:n]
+            frames = more
+        frames[n] = rgb
+        n += 1
+    if not n:
         raise InputError(f"video has no frames: {path}")
-    return VideoClip(np.stack(frames), fps)
+    return VideoClip(frames[:n], fps)
 
 
 def write_video(path, frames: Iterable[np.ndarray], fps, crf: int | None = None) -> int:
