@@ -441,9 +441,9 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
 
 # What an encode holds: about ENCODE_BASE bytes (body model, MediaPipe, torch) and ENCODE_PER_PIXEL bytes per pixel
 # of every working frame (the frames, the person masks, the key search's and the closed loop's copies at their
-# sizes). Measured on taichi_04 at 384 x 384, the main process's peak: 1.11 GB for 100 frames, 1.62 GB for 380
-# (docs/BENCHMARKS.md, "Long clips: memory").
-ENCODE_BASE = 1.0e9
+# sizes). Measured at 384 x 384: the main process's peak 1.11 GB for 100 frames and 1.62 GB for 380 (taichi_04),
+# 2.84 GB for 1,024 (taichi_03), with the worker processes 2.99 GB (docs/BENCHMARKS.md, "Long clips: memory").
+ENCODE_BASE = 1.2e9
 ENCODE_PER_PIXEL = 13.0
 
 
