@@ -328,7 +328,8 @@ def test_a_clip_too_long_for_the_memory_left_is_refused_before_reading(tmp_path,
     clip = tmp_path / "long.mkv"
     _write(clip, [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(20)])
     assert video.frame_count(clip) == 20
-    need = lambda n, size: encoder.ENCODE_BASE + encoder.ENCODE_PER_PIXEL * size * size * n  # noqa: E731
+    need = lambda n, size: encoder.ENCODE_BASE + size * size * (  # noqa: E731
+        encoder.ENCODE_PER_PIXEL * n + encoder.DRAFT_CACHE_PER_PIXEL * n)
     monkeypatch.setattr(workers, "available_memory", lambda: int(need(10, 384)))
     read = []
     monkeypatch.setattr(video, "read_video", lambda *a, **k: read.append(a) or pytest.fail("read"))

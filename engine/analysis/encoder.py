@@ -311,6 +311,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                 progress("key picture", gi + 1, len(starts))
             gops.append(GroupOfPictures(start=s, key_picture=kp, key=key, frames=sem))
         coder.limit(None)
+        if has_cam and not keep_analysis and analysis is None:
+            lm = replace(lm, masks=None)          # the person masks served the camera motion only (0.15 MB a frame)
         chained = chain and len(gops) > 1
         if chained and not auto:
             t = time.perf_counter()
@@ -439,12 +441,15 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         coder.close()
 
 
-# What an encode holds: about ENCODE_BASE bytes (body model, MediaPipe, torch) and ENCODE_PER_PIXEL bytes per pixel
-# of every working frame (the frames, the person masks, the key search's and the closed loop's copies at their
-# sizes). Measured at 384 x 384: the main process's peak 1.11 GB for 100 frames and 1.62 GB for 380 (taichi_04),
-# 2.84 GB for 1,024 (taichi_03), with the worker processes 2.99 GB (docs/BENCHMARKS.md, "Long clips: memory").
-ENCODE_BASE = 1.2e9
-ENCODE_PER_PIXEL = 13.0
+# What an encode holds at its peak (the group boundaries' draft workers beside the chain's encoders), all its
+# processes together (their summed PSS): about ENCODE_BASE bytes (body model, MediaPipe, torch, the workers),
+# ENCODE_PER_PIXEL bytes per pixel of every working frame (the frames, the fit, what the main process keeps),
+# and DRAFT_CACHE_PER_PIXEL per pixel of the frames the draft workers cache (a DecodeCache holds at most 256
+# frames a worker). Measured on the whole tree at 384 x 384: 1.48 GB for 100 frames, 2.59 GB for 380
+# (taichi_04), 3.61 to 3.89 GB for 1,024 (taichi_03) (docs/BENCHMARKS.md, "Long clips: memory").
+ENCODE_BASE = 1.5e9
+ENCODE_PER_PIXEL = 7.0
+DRAFT_CACHE_PER_PIXEL = 18.0
 
 
 def _check_memory(path, size: int, max_frames: int | None) -> None:
@@ -458,7 +463,8 @@ def _check_memory(path, size: int, max_frames: int | None) -> None:
     avail = available_memory()
     if not n or avail is None:
         return
-    need = ENCODE_BASE + ENCODE_PER_PIXEL * size * size * n
+    from engine.workers import cpu_workers
+    need = ENCODE_BASE + size * size * (ENCODE_PER_PIXEL * n + DRAFT_CACHE_PER_PIXEL * min(n, 256 * cpu_workers()))
     if need > avail:
         raise InputError(f"{path}: {n} frames at {size}x{size} need about {need / 2 ** 30:.1f} GiB of memory to encode, "
                          f"{avail / 2 ** 30:.1f} GiB is free: encode a part (--max-frames) or at a smaller --size")

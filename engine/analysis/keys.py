@@ -154,8 +154,7 @@ def area_resize(frames: np.ndarray, side: int) -> np.ndarray:
 @dataclass
 class _SearchState:
     """What the key search's worker processes inherit (engine.workers.ForkPool)."""
-    originals: np.ndarray          # N x H x W x 3 uint8: the frames, the draft decoder's key pictures
-    ref: np.ndarray                # N x side x side x 3 float: the frames at the draft's size
+    originals: np.ndarray          # N x H x W x 3 uint8: the frames, the draft decoder's key pictures and targets
     side: int
     body_model: object
     device: object
@@ -168,7 +167,7 @@ def search_pool(frames: np.ndarray, body_model, device, cache=None):
     of ``cache`` holds are the ones it will be asked for again."""
     from engine.workers import ForkPool, cpu_workers
     side = min(DRAFT_SIDE, *frames.shape[1:3])
-    state = _SearchState(frames, area_resize(frames, side), side, body_model, device, cache)
+    state = _SearchState(frames, side, body_model, device, cache)
     return ForkPool(state, cpu_workers(), device=device)
 
 
@@ -179,7 +178,9 @@ def _draft_errors(state: _SearchState, job) -> np.ndarray:
     dec = Decoder(bs, device=state.device, body_model=state.body_model, size=(state.side, state.side),
                   pictures=lambda g: state.originals[g.key_frame], cache=state.cache)
     out = dec.decode_all(idx).astype(np.float32)
-    return ((out - state.ref[idx]) ** 2).mean(-1).sum((1, 2))
+    # The targets at the draft's size, made again for each draft (a few ms): kept for the whole clip they
+    # would cost 0.2 MB a frame for as long as the pool lives.
+    return ((out - area_resize(state.originals[idx], state.side)) ** 2).mean(-1).sum((1, 2))
 
 
 def _score(bs: Bitstream, pool, frames=None) -> np.ndarray:
