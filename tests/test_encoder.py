@@ -364,6 +364,12 @@ def test_read_video_fills_one_array_whatever_the_container_says(tmp_path, monkey
         got = video.read_video(clip).frames
         assert got.shape == (40, 32, 32, 3) and np.array_equal(got, want) and got.flags["C_CONTIGUOUS"]
         assert np.array_equal(video.read_video(clip, max_frames=7).frames, want[:7])
+    from engine import workers
+    monkeypatch.setattr(video, "frame_count", lambda p: 10 ** 15)        # a header that claims absurd lengths
+    assert np.array_equal(video.read_video(clip).frames, want)
+    monkeypatch.setattr(workers, "available_memory", lambda: None)
+    with pytest.raises(InputError, match="not enough memory to read"):
+        video.read_video(clip)
 
 
 def test_bad_options(tmp_path, synthetic_video):

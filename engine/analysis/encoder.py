@@ -456,14 +456,13 @@ def _check_memory(path, size: int, max_frames: int | None) -> None:
     """Refuse, before reading anything, a clip whose encode would not fit in the memory this machine has left:
     a clear error instead of the system killing the encoder midway."""
     from engine.codec.video import frame_count
-    from engine.workers import available_memory
+    from engine.workers import available_memory, cpu_workers
     n = frame_count(path)
     if n is not None and max_frames is not None:
         n = min(n, max_frames)
     avail = available_memory()
-    if not n or avail is None:
+    if not n or avail is None or not size:
         return
-    from engine.workers import cpu_workers
     need = ENCODE_BASE + size * size * (ENCODE_PER_PIXEL * n + DRAFT_CACHE_PER_PIXEL * min(n, 256 * cpu_workers()))
     if need > avail:
         raise InputError(f"{path}: {n} frames at {size}x{size} need about {need / 2 ** 30:.1f} GiB of memory to encode, "

@@ -150,7 +150,6 @@ def area_resize(frames: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
-
 @dataclass
 class _SearchState:
     """What the key search's worker processes inherit (engine.workers.ForkPool)."""

@@ -112,13 +112,21 @@ def read_video(path, size: int | None = None, max_frames: int | None = None, reg
     fps = video_fps(path)
     # Into one array sized from the container's count: a list of frames stacked at the end would hold the
     # clip twice at the peak.
+    from engine.workers import available_memory
     expect = frame_count(path) or 0
     if max_frames is not None:
         expect = min(expect, max_frames)
     frames, n = None, 0
     for rgb in iter_video(path, size, max_frames, region):
         if frames is None or n == len(frames):
-            more = np.empty((max(expect, n + n // 2, 16),) + rgb.shape, np.uint8)   # untouched rows cost no memory
+            rows = max(expect, n + n // 2, 16)
+            if frames is None and (avail := available_memory()) is not None:
+                rows = min(rows, max(16, avail // rgb.nbytes))      # a header that claims absurd lengths
+            try:
+                more = np.empty((rows,) + rgb.shape, np.uint8)       # untouched rows cost no memory
+            except MemoryError:
+                raise InputError(f"not enough memory to read {path}: {n} frames of {rgb.shape[1]}x{rgb.shape[0]} "
+                                 f"read, more to come (try --max-frames or a smaller --size)") from None
             if frames is not None:
                 more[:n] = frames[:n]
             frames = more
