@@ -328,8 +328,8 @@ def test_a_clip_too_long_for_the_memory_left_is_refused_before_reading(tmp_path,
     clip = tmp_path / "long.mkv"
     _write(clip, [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(20)])
     assert video.frame_count(clip) == 20
-    need = lambda n, size: encoder.ENCODE_BASE + size * size * (  # noqa: E731
-        encoder.ENCODE_PER_PIXEL * n + encoder.DRAFT_CACHE_PER_PIXEL * n)
+    need = encoder.memory_estimate
+    assert need(20, 384) > need(10, 384) > need(10, 256) > encoder.ENCODE_BASE
     monkeypatch.setattr(workers, "available_memory", lambda: int(need(10, 384)))
     read = []
     monkeypatch.setattr(video, "read_video", lambda *a, **k: read.append(a) or pytest.fail("read"))
@@ -349,6 +349,17 @@ def test_a_clip_too_long_for_the_memory_left_is_refused_before_reading(tmp_path,
     monkeypatch.setattr(workers, "available_memory", lambda: None)   # a system that does not say: no check
     with pytest.raises(InputError, match="^read$"):
         encode_video(clip)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="bench --memory reads Linux's /proc")
+def test_bench_memory_sees_what_a_child_process_holds():
+    """The sampler behind ``bench --memory``: a child that holds 300 MB for a second is seen holding it."""
+    import sys
+    from engine.benchmarks.memory import tree_peak
+    code = "import time; b = bytearray(300 * 2 ** 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
+    peak, secs, rc = tree_peak([sys.executable, "-c", code], interval=0.1)
+    assert rc == 0 and 300 * 2 ** 20 <= peak < 600 * 2 ** 20 and secs >= 1.5
+    assert tree_peak([sys.executable, "-c", "raise SystemExit(3)"])[2] == 3
 
 
 def test_read_video_fills_one_array_whatever_the_container_says(tmp_path, monkeypatch):

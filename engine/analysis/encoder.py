@@ -452,18 +452,26 @@ ENCODE_PER_PIXEL = 7.0
 DRAFT_CACHE_PER_PIXEL = 18.0
 
 
+def memory_estimate(n_frames: int, size: int) -> float:
+    """Bytes an encode of ``n_frames`` working frames of ``size`` x ``size`` is expected to need, all its
+    processes together (see ENCODE_BASE; ``bench --memory`` measures it)."""
+    from engine.workers import cpu_workers
+    return ENCODE_BASE + size * size * (ENCODE_PER_PIXEL * n_frames
+                                        + DRAFT_CACHE_PER_PIXEL * min(n_frames, 256 * cpu_workers()))
+
+
 def _check_memory(path, size: int, max_frames: int | None) -> None:
     """Refuse, before reading anything, a clip whose encode would not fit in the memory this machine has left:
     a clear error instead of the system killing the encoder midway."""
     from engine.codec.video import frame_count
-    from engine.workers import available_memory, cpu_workers
+    from engine.workers import available_memory
     n = frame_count(path)
     if n is not None and max_frames is not None:
         n = min(n, max_frames)
     avail = available_memory()
     if not n or avail is None or not size:
         return
-    need = ENCODE_BASE + size * size * (ENCODE_PER_PIXEL * n + DRAFT_CACHE_PER_PIXEL * min(n, 256 * cpu_workers()))
+    need = memory_estimate(n, size)
     if need > avail:
         raise InputError(f"{path}: {n} frames at {size}x{size} need about {need / 2 ** 30:.1f} GiB of memory to encode, "
                          f"{avail / 2 ** 30:.1f} GiB is free: encode a part (--max-frames) or at a smaller --size")

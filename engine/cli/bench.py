@@ -16,6 +16,7 @@ BENCHES = {
     "effort": ("engine.benchmarks.effort", "run", "encode speed and quality per effort level, end to end, TED clips"),
     "closed-loop": ("engine.benchmarks.closed_loop", "run", "semantics refined against the decoder's frames, TED clips"),
     "regions": ("engine.benchmarks.error_regions", "run", "where the analytic decoder's error lies (body, band, disocclusions)"),
+    "memory": ("engine.benchmarks.memory", "run", "an encode's peak memory, all its processes together, long clips"),
     "preview": ("app.bench_preview", "run", "studio edit-to-preview latency and scrubbing memory"),
 }
 
