@@ -311,7 +311,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                 progress("key picture", gi + 1, len(starts))
             gops.append(GroupOfPictures(start=s, key_picture=kp, key=key, frames=sem))
         coder.limit(None)
-        if has_cam and not keep_analysis and analysis is None:
+        if not keep_analysis:
             lm = replace(lm, masks=None)          # the person masks served the camera motion only (0.15 MB a frame)
         chained = chain and len(gops) > 1
         if chained and not auto:

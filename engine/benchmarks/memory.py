@@ -54,12 +54,11 @@ def tree_peak(cmd: list[str], interval: float = INTERVAL) -> tuple[int, float, i
     if not Path("/proc/self/smaps_rollup").exists():
         raise InputError("bench --memory needs Linux's /proc/<pid>/smaps_rollup")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)   # an unread pipe could fill
     peak = 0
     while proc.poll() is None:
         peak = max(peak, sum(_pss(p) for p in _tree(proc.pid)))
         time.sleep(interval)
-    proc.stderr.close()
     return peak, time.perf_counter() - t0, proc.returncode
 
 
@@ -67,7 +66,7 @@ def run(args) -> int:
     from engine.analysis.encoder import memory_estimate
     from engine.codec.video import frame_count
     from engine.training.dataset import find_clips
-    found = {p.stem.split("_256")[0]: p for p in find_clips(args.data) if p.stem.startswith(("taichi_03", "taichi_04"))}
+    found = {p.stem[:9]: p for p in find_clips(args.data) if p.stem.startswith(("taichi_03", "taichi_04"))}
     if not found:
         raise InputError(f"no taichi_03 or taichi_04 clip under {args.data}")
     main = Path(__file__).resolve().parents[2] / "main.py"
