@@ -188,3 +188,16 @@ class ForkPool:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def release_memory() -> None:
+    """Give the memory this process has freed back to the system (a collection, then glibc's
+    ``malloc_trim``): freed arrays otherwise stay in the heap, and processes forked later inherit it.
+    Nothing where there is no glibc."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

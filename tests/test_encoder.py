@@ -332,7 +332,8 @@ def test_a_clip_too_long_for_the_memory_left_is_refused_before_reading(tmp_path,
     assert need(20, 384) > need(10, 384) > need(10, 256) > encoder.ENCODE_BASE
     monkeypatch.setattr(workers, "available_memory", lambda: int(need(10, 384)))
     read = []
-    monkeypatch.setattr(video, "read_video", lambda *a, **k: read.append(a) or pytest.fail("read"))
+    for name in ("read_video", "read_parts"):
+        monkeypatch.setattr(video, name, lambda *a, **k: read.append(a) or pytest.fail("read"))
     with pytest.raises(InputError, match=r"20 frames at 384x384 need about .* GiB of memory.*--max-frames"):
         encode_video(clip)
     out = tmp_path / "o.ihvc"
@@ -343,6 +344,7 @@ def test_a_clip_too_long_for_the_memory_left_is_refused_before_reading(tmp_path,
     def reached(*a, **k):
         raise InputError("read")
     monkeypatch.setattr(video, "read_video", reached)
+    monkeypatch.setattr(video, "read_parts", reached)
     for kw in (dict(max_frames=10), dict(size=256)):             # what the error suggests gets past the check
         with pytest.raises(InputError, match="^read$"):
             encode_video(clip, **kw)
@@ -466,6 +468,138 @@ def test_a_clip_longer_than_the_search_window_is_searched_window_by_window(synth
     assert any(k < 4 for k in keys) and any(k >= 4 for k in keys)
     assert sum(x.startswith("1 keys:") for x in lines) == 2            # one count search per window
     assert res.bitstream.n_frames == 8
+
+
+def test_part_lengths_cover_the_clip_in_equal_parts_of_whole_groups():
+    from engine.analysis.encoder import ENCODE_PART, part_lengths
+    assert part_lengths(ENCODE_PART) == [ENCODE_PART]                   # encoded whole, as before
+    import argparse
+    from engine.cli import encode
+    p = argparse.ArgumentParser()
+    encode.add_arguments(p)
+    assert f"longer than {ENCODE_PART:,} frames" in " ".join(p.format_help().split())     # --keys one's help
+    for n, part in ((3070, 1024), (1025, 1024), (7, 3), (1, 4)):
+        got = part_lengths(n, part)
+        assert sum(got) == n and max(got) <= part and max(got) - min(got) <= 1 and len(got) == -(-n // part)
+    for n, part, gop in ((100, 30, 20), (95, 40, 20), (7, 4, 3), (10, 3, 5)):
+        got = part_lengths(n, part, gop)
+        assert sum(got) == n and all(x % gop == 0 for x in got[:-1])
+        assert max(got) <= max(part, gop) and len(got) == -(-n // max(gop, part // gop * gop))
+
+
+def test_read_parts_gives_the_frames_in_order_whatever_the_container_says(tmp_path):
+    from engine.codec import video
+    rng = np.random.default_rng(2)
+    clip = tmp_path / "c.mkv"
+    _write(clip, [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(40)])
+    want = np.stack(list(video.iter_video(clip)))
+    for lengths, starts in (([14, 13, 13], [0, 14, 27]), ([10], [0, 10, 20, 30]), ([30, 30], [0, 30]),
+                            ([50], [0])):
+        parts = list(video.read_parts(clip, lengths))
+        assert [a for a, _ in parts] == starts
+        assert np.array_equal(np.concatenate([p.frames for _, p in parts]), want)
+    assert [len(p.frames) for _, p in video.read_parts(clip, [8], max_frames=20)] == [8, 8, 4]
+    empty = tmp_path / "e.mkv"
+    import av
+    with av.open(str(empty), "w") as c:
+        c.add_stream("ffv1", rate=25).width = 32
+    with pytest.raises(InputError):
+        list(video.read_parts(empty, [8]))
+
+
+def test_a_clip_longer_than_a_part_is_encoded_part_by_part(model, synthetic_video, monkeypatch, tmp_path):
+    """A clip longer than ENCODE_PART frames is read, encoded and dropped one part at a time (the memory an
+    encode needs stops growing with the clip), and the file joins the parts: one chain of key pictures that
+    restarts at each part, every frame drawing from its neighbouring keys, decoding about as well as the
+    clip encoded whole. The memory check then counts one part."""
+    from engine import workers
+    from engine.analysis import encoder
+    from engine.codec.container import from_bytes, to_bytes
+    from engine.codec.keypicture import decode_key_chain
+    from engine.codec.video import read_video
+    from engine.synthesis.decoder import Decoder
+    path, _, S = synthetic_video
+    kw = dict(size=S, effort="fast", fit_options=dict(key_iters=60, iters=30))
+    whole = encoder.encode_video(path, **kw).bitstream
+    monkeypatch.setattr(encoder, "ENCODE_PART", 4)
+    assert encoder.memory_estimate(4, S, parts=2) == encoder.memory_estimate(4, S) + encoder.PART_OVERHEAD
+    monkeypatch.setattr(encoder, "PART_OVERHEAD", 0.0)        # (0.5 GB: more than 8 frames of 256 x 256)
+    monkeypatch.setattr(workers, "available_memory", lambda: int(encoder.memory_estimate(5, S)))
+    lines, stages = [], set()
+    res = encoder.encode_video(path, log=lines.append, progress=lambda st, d, t: stages.add(st), **kw)
+    assert [x for x in lines if x.startswith("part ")] == ["part 1: frames 0 to 3", "part 2: frames 4 to 7"]
+    assert "part 2: landmarks" in stages and "part 1: fit" in stages
+    bs = from_bytes(to_bytes(res.bitstream))
+    assert bs.n_frames == 8 and 4 in [g.start for g in bs.gops] and res.undetected == 0
+    assert any(g.key_frame < 4 for g in bs.gops) and any(g.key_frame >= 4 for g in bs.gops)
+    assert len(bs.gops) >= 2 and bs.max_refs == 4 and all(g.refs for g in bs.gops)
+    assert res.rate.bytes == len(to_bytes(res.bitstream)) and np.isfinite(res.fit_error_px[0])
+    src = read_video(path, size=S).frames.astype(float)
+
+    def psnr(b):
+        dec = Decoder(b, device="cpu", body_model=model)
+        out = np.stack([dec.decode_frame(i) for i in range(8)]).astype(float)
+        return 10 * np.log10(255 ** 2 / ((out - src) ** 2).mean()), dec
+    got, dec = psnr(bs)
+    assert got > psnr(whole)[0] - 2.0 and got > 20
+    if bs.chained:
+        for g, p in zip(bs.gops, decode_key_chain([g.key_picture for g in bs.gops])):
+            assert np.array_equal(dec.decode_frame(g.key_frame), p)
+    with pytest.raises(InputError, match="parts of 4 frames .* smaller --size"):      # one part does not fit
+        monkeypatch.setattr(workers, "available_memory", lambda: int(encoder.memory_estimate(3, S)))
+        encoder.encode_video(path, **kw)
+
+
+def test_joined_parts_decode_every_key_picture_as_its_part_did(model, synthetic_video, tmp_path):
+    """A part with one key codes it alone, one with several as a chain: joined, the file is a chain that
+    restarts at each part, and every key frame decodes to the picture its own part's file gave."""
+    import time
+    from engine.analysis import encoder
+    from engine.codec.container import from_bytes, to_bytes
+    from engine.codec.video import read_video
+    from engine.synthesis.decoder import Decoder
+    path, _, S = synthetic_video
+    second = tmp_path / "second.mkv"
+    _write(second, read_video(path).frames[4:])
+    kw = dict(size=S, effort="fast", fit_options=dict(key_iters=60, iters=30))
+    chained = encoder.encode_video(path, gop=2, max_frames=4, **kw)
+    alone = encoder.encode_video(second, keys="one", **kw)
+    assert chained.bitstream.chained and not alone.bitstream.chained
+    joined = encoder._join_parts([(chained, np.zeros(3)), (alone, np.zeros(2))], [0, 4], 4, time.perf_counter())
+    bs = from_bytes(to_bytes(joined.bitstream))
+    assert bs.chained and [g.start for g in bs.gops] == [0, 2, 4] and bs.n_frames == 8
+    assert [g.refs for g in bs.gops] == [(1,), (2, 0), (1, 0)] and joined.fit_error_px[0] == 0
+    dec = Decoder(bs, device="cpu", body_model=model)
+    for part, a in ((chained.bitstream, 0), (alone.bitstream, 4)):
+        own = Decoder(part, device="cpu", body_model=model)
+        for g in part.gops:
+            assert np.array_equal(dec.decode_frame(a + g.key_frame), own.decode_frame(g.key_frame))
+
+
+def test_a_part_with_nobody_holds_the_state_of_a_neighbouring_part(synthetic_video, monkeypatch, tmp_path):
+    """Encoded part by part, a part with no person holds the last state of the part before; a first part with
+    nobody in it holds the state of the first person further on. A clip with nobody anywhere still fails."""
+    from engine.analysis import encoder
+    from engine.codec.video import read_video
+    path, _, S = synthetic_video
+    monkeypatch.setattr(encoder, "ENCODE_PART", 4)
+    frames = read_video(path).frames
+    grey = np.full_like(frames[:4], 128)
+    for name, clip, nobody in (("leaves", np.concatenate([frames[:4], grey]), slice(4, 8)),
+                               ("arrives", np.concatenate([grey, frames[4:]]), slice(0, 4))):
+        p = tmp_path / f"{name}.mkv"
+        _write(p, clip)
+        res = encoder.encode_video(p, size=S, key_codec="hevc", effort="fast",
+                                   fit_options=dict(key_iters=60, iters=30))
+        sem = res.bitstream.semantics()
+        assert res.undetected == 4 and res.bitstream.n_frames == 8, name
+        held = sem[nobody, :21]
+        assert np.array_equal(held, np.repeat(held[:1], 4, 0)), name               # one state, held
+        assert np.isfinite(sem).all()
+    p = tmp_path / "nobody.mkv"
+    _write(p, np.concatenate([grey, grey]))
+    with pytest.raises(InputError, match="no person detected in"):
+        encoder.encode_video(p, size=S, key_codec="hevc", effort="fast")
 
 
 def test_overlay_cli_draws_the_coded_mesh(synthetic_video, tmp_path):

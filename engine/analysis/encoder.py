@@ -164,17 +164,11 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
 
     Raises InputError for unreadable input, bad options or a video with no person.
     """
-    from engine.analysis.fit import fit_errors, fit_sequence
-    from engine.analysis.landmarks import detect_landmarks
     from engine.synthesis.body import load_body_model
-    from engine.analysis.camera_motion import estimate_camera_motion
-    from engine.codec.keypicture import QP_RANGE, PictureCoder
-    from engine.analysis.keys import (QP_STEPS, chain_stand_in, choose_group_starts, choose_key_qp, choose_keys,
-                                      cost_samples, key_qp_offsets, search_pool)
-    from engine.synthesis.decoder import DecodeCache
-    from engine.codec.video import read_video
-    from engine.analysis.closed_loop import effort_of, refine_bitstream
-    from engine.workers import torch_threads
+    from engine.codec.keypicture import QP_RANGE
+    from engine.codec.video import frame_count, read_parts, read_video
+    from engine.analysis.closed_loop import effort_of
+    from engine.workers import release_memory
 
     effort_spec = effort_of(effort)
     if key_codec not in QP_RANGE:
@@ -211,14 +205,74 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         raise InputError(f"--max-frames must be at least 1, got {max_frames}")
     region = _parse_region(region)
     quant = quant or QuantSpec()
-    _check_memory(path, size, max_frames)
+    whole = keep_analysis or analysis is not None         # the analysis is of the whole clip
+    count = frame_count(path) if not whole else None
+    if count is not None and max_frames is not None:
+        count = min(count, max_frames)
+    lengths = part_lengths(count or ENCODE_PART, ENCODE_PART, gop)
+    _check_memory(path, size, max_frames, None if whole else max(lengths))
+    options = dict(path=path, key_codec=key_codec, key_qp=key_qp, qp_search=qp_search, gop=gop, camera=camera,
+                   progress=progress, device=device, quant=quant, hold=hold, fit_options=fit_options,
+                   keep_analysis=keep_analysis, keys=keys, rate_kbps=rate_kbps, lam=lam, max_refs=max_refs,
+                   log=log, analysis=analysis, effort_spec=effort_spec, chain=chain)
     t0 = time.perf_counter()
-    timings = {}
-    clip = read_video(path, size=size, max_frames=max_frames, region=region)
+    if whole:
+        clip = read_video(path, size=size, max_frames=max_frames, region=region)
+        read = time.perf_counter() - t0
+        model = load_body_model(body_model, body_model_path, device)     # validates the model first
+        return _encode_clip(clip, t0, read, model, **options)[0]
+    # A clip longer than ENCODE_PART frames is encoded part by part (part_lengths), each read, encoded and
+    # dropped before the next: the memory an encode needs no longer grows with the clip's length.
+    parts = read_parts(path, lengths, size=size, max_frames=max_frames, region=region)
+    model, results, starts, carry, betas = None, [], [], None, None
+    while True:
+        t = time.perf_counter()
+        item = next(parts, None)
+        if item is None:
+            break
+        start, clip = item
+        read = time.perf_counter() - t
+        model = model or load_body_model(body_model, body_model_path, device)
+        end = start + len(clip.frames)
+        several = start > 0 or len(lengths) > 1
+        if several and log is not None:
+            log(f"part {len(results) + 1}: frames {start} to {end - 1}")
+        options["progress"] = progress if progress is None or not several else (
+            lambda stage, done, total, n=len(results) + 1: progress(f"part {n}: {stage}", done, total))
+        more = count is None or end < count
+        res, errors, last = _encode_clip(
+            clip, time.perf_counter() - read, read, model, init_betas=betas, carry=carry,
+            look_ahead=(lambda a=end: _first_person_fit(path, a, size, max_frames, region, model, device))
+            if more else None, **options)
+        del clip, item                        # before the next part is read
+        release_memory()
+        results.append((res, errors))
+        starts.append(start)
+        carry, betas = last, last.betas
+    return results[0][0] if len(results) == 1 else _join_parts(results, starts, max_refs, t0)
+
+
+def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_qp, qp_search, gop, camera, progress,
+                 device, quant, hold, fit_options, keep_analysis, keys, rate_kbps, lam, max_refs, log, analysis,
+                 effort_spec, chain, init_betas=None, carry=None, look_ahead=None):
+    """encode_video's work on the frames of ``clip``: the whole clip, or one part of it (``init_betas``: the
+    shape the part before found; ``carry``: that part's last fit, whose last state a group with no person
+    holds; ``look_ahead()``: the fit of the first person further on, for a first part with nobody in it).
+    Returns the EncodeResult, the landmark error of each coded frame, and the last group's fit."""
+    from engine.analysis.fit import fit_errors, fit_sequence
+    from engine.analysis.landmarks import detect_landmarks
+    from engine.analysis.camera_motion import estimate_camera_motion
+    from engine.codec.keypicture import QP_RANGE, PictureCoder
+    from engine.analysis.keys import (QP_STEPS, chain_stand_in, choose_group_starts, choose_key_qp, choose_keys,
+                                      cost_samples, key_qp_offsets, search_pool)
+    from engine.synthesis.decoder import DecodeCache
+    from engine.analysis.closed_loop import refine_bitstream
+    from engine.workers import torch_threads
+
+    lo, hi = QP_RANGE[key_codec]
+    timings = {"read": read_s}
     frames = clip.frames
     N, H, W = frames.shape[:3]
-    timings["read"] = time.perf_counter() - t0
-    model = load_body_model(body_model, body_model_path, device)     # validates the model first
     if analysis is not None and (gop is not None or len(analysis.fits) != 1 or analysis.fits[0].n_frames != N
                                  or bool(analysis.camera) != bool(camera)):
         raise InputError("a reused analysis must come from a one-fit encode of the same frames (no --gop)")
@@ -233,7 +287,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     lm = analysis.landmarks if analysis is not None else detect_landmarks(
         frames, n_frames=N, progress=lm_progress, segmentation=camera)
     timings["landmarks"] = time.perf_counter() - t
-    if not lm.detected.any():
+    if not lm.detected.any() and carry is None and look_ahead is None:
         raise InputError(f"no person detected in {path}")
 
     gop = gop or N
@@ -258,7 +312,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
             coder.submit(starts, q)
     try:
         gops, fits, cams = [], [], []
-        betas = None
+        betas = init_betas
         has_cam = bool(camera)
         steps = quant.steps(has_cam)
         hold = hold_vector(hold, len(steps))
@@ -281,7 +335,10 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
                                        progress=fit_progress, **(fit_options or {}))
                     betas = fit.betas
                 else:
-                    fit = _carry_fit(fits[-1] if fits else None, sub, lm, model, device, str(path))
+                    # Nobody in this group: the last state seen (in the part before, or further on).
+                    prev = fits[-1] if fits else carry if carry is not None else (
+                        None if lm.detected.any() else look_ahead())
+                    fit = _carry_fit(prev, sub, lm, model, device, str(path))
             fits.append(fit)
             t_fit += time.perf_counter() - t
             if progress is not None:
@@ -434,9 +491,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
         return EncodeResult(
             bitstream=bs, rate=rate, encode_fps=N / seconds if seconds > 0 else float("inf"), seconds=seconds,
             undetected=int((~lm.detected).sum()),
-            fit_error_px=(float(e.mean()) if e.size else float("nan"),
-                          float(np.percentile(e, 90)) if e.size else float("nan")),
-            timings=timings, analysis=analysis, closed_loop=report)
+            fit_error_px=_error_summary(e),
+            timings=timings, analysis=analysis, closed_loop=report), e, fits[-1]
     finally:
         coder.close()
 
@@ -450,19 +506,24 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
 ENCODE_BASE = 1.5e9
 ENCODE_PER_PIXEL = 7.0
 DRAFT_CACHE_PER_PIXEL = 18.0
+# A part after the first inherits the heap the ones before it left in the encoder's process (its workers fork
+# from it): a 3,070-frame clip in parts of 1,024 peaked 0.45 GB above taichi_03's 1,024 frames encoded whole.
+PART_OVERHEAD = 0.5e9
 
 
-def memory_estimate(n_frames: int, size: int) -> float:
+def memory_estimate(n_frames: int, size: int, parts: int = 1) -> float:
     """Bytes an encode of ``n_frames`` working frames of ``size`` x ``size`` is expected to need, all its
-    processes together (see ENCODE_BASE; ``bench --memory`` measures it)."""
+    processes together (see ENCODE_BASE; ``bench --memory`` measures it); for a clip in ``parts`` parts, its
+    longest part's ``n_frames`` and PART_OVERHEAD more."""
     from engine.workers import cpu_workers
-    return ENCODE_BASE + size * size * (ENCODE_PER_PIXEL * n_frames
-                                        + DRAFT_CACHE_PER_PIXEL * min(n_frames, 256 * cpu_workers()))
+    return ENCODE_BASE + (PART_OVERHEAD if parts > 1 else 0.0) + size * size * (
+        ENCODE_PER_PIXEL * n_frames + DRAFT_CACHE_PER_PIXEL * min(n_frames, 256 * cpu_workers()))
 
 
-def _check_memory(path, size: int, max_frames: int | None) -> None:
+def _check_memory(path, size: int, max_frames: int | None, part: int | None = None) -> None:
     """Refuse, before reading anything, a clip whose encode would not fit in the memory this machine has left:
-    a clear error instead of the system killing the encoder midway."""
+    a clear error instead of the system killing the encoder midway. ``part``: the clip is encoded in parts of
+    at most that many frames (only one part's frames are held at a time)."""
     from engine.codec.video import frame_count
     from engine.workers import available_memory
     n = frame_count(path)
@@ -471,10 +532,87 @@ def _check_memory(path, size: int, max_frames: int | None) -> None:
     avail = available_memory()
     if not n or avail is None or not size:
         return
-    need = memory_estimate(n, size)
+    total, n = n, min(n, part or n)
+    need = memory_estimate(n, size, parts=-(-total // n))
     if need > avail:
-        raise InputError(f"{path}: {n} frames at {size}x{size} need about {need / 2 ** 30:.1f} GiB of memory to encode, "
-                         f"{avail / 2 ** 30:.1f} GiB is free: encode a part (--max-frames) or at a smaller --size")
+        what, fix = (f"parts of {n} frames", "encode at a smaller --size") if n < total else (
+            f"{n} frames", "encode a part (--max-frames) or at a smaller --size")
+        raise InputError(f"{path}: {what} at {size}x{size} need about {need / 2 ** 30:.1f} GiB of memory to encode, "
+                         f"{avail / 2 ** 30:.1f} GiB is free: {fix}")
+
+
+# A clip longer than this is encoded part by part (encode_video), each a clip of its own for the key search
+# and the closed loop; the file joins them (part_lengths, _join_parts). At 384 x 384 a 3,070-frame clip in
+# three parts peaked at 4.37 GB, all the encoder's processes together, where encoded whole it took 7.54
+# (docs/BENCHMARKS.md, "Long clips: part by part").
+ENCODE_PART = 1024
+
+
+def part_lengths(n_frames: int, part: int = ENCODE_PART, gop: int | None = None) -> list[int]:
+    """The lengths of the parts a clip of ``n_frames`` is encoded in: as equal as they can be, at most
+    ``part`` long; with a fixed key period ``gop``, whole groups of it (the last may be shorter)."""
+    if not gop:
+        return [b - a for a, b in search_windows(n_frames, part)]
+    groups = -(-n_frames // gop)
+    per = max(1, part // gop)
+    per = -(-groups // -(-groups // per))                     # as equal as they can be, in whole groups
+    out = []
+    while sum(out) < n_frames:
+        out.append(min(per * gop, n_frames - sum(out)))
+    return out
+
+
+def _first_person_fit(path, start: int, size: int, max_frames, region, model, device):
+    """The fit of the first frame at or after ``start`` that shows a person (a clip whose first part has nobody
+    in it holds that person's first state there); InputError when no frame does."""
+    from engine.analysis.fit import fit_sequence
+    from engine.analysis.landmarks import HolisticDetector, detect_landmarks
+    from engine.codec.video import iter_video
+    with HolisticDetector(segmentation=False) as d:
+        for t, rgb in enumerate(iter_video(path, size, max_frames, region)):
+            if t >= start and d.process(rgb)["detected"]:
+                lm = detect_landmarks([rgb], n_frames=1, segmentation=False)
+                return fit_sequence(lm, model, 0, device=device, source=str(path))
+    raise InputError(f"no person detected in {path}")
+
+
+def _error_summary(e: np.ndarray) -> tuple[float, float]:
+    """The landmark error's mean and 90th percentile (NaN where no frame has a person)."""
+    return (float(e.mean()), float(np.percentile(e, 90))) if e.size else (float("nan"), float("nan"))
+
+
+def _join_parts(results, starts: list[int], max_refs: int, t0: float) -> EncodeResult:
+    """One EncodeResult of the parts' (``results``: (EncodeResult, landmark errors) each, starting at frames
+    ``starts``): their groups in one bitstream, each frame drawing from the neighbouring key pictures as in a
+    clip encoded whole (at a part's edge that is a key of the next or the part before too)."""
+    from engine.analysis.closed_loop import RefineReport
+    first = results[0][0].bitstream
+    gops = [replace(g, start=g.start + a, refs=()) for (r, _), a in zip(results, starts) for g in r.bitstream.gops]
+    bs = replace(first, gops=gops, sizes={}, max_refs=1, chained=any(r.bitstream.chained for r, _ in results))
+    bs = with_references(bs, max_refs) if len(gops) > 1 and max_refs > 1 else bs
+    bs.sizes = with_sizes(bs).sizes
+    e = np.concatenate([err for _, err in results])
+    timings = {}
+    for r, _ in results:
+        for k, v in r.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    reports = [r.closed_loop for r, _ in results if r.closed_loop is not None]
+    report = None
+    if reports:
+        w = np.array([x.frames for x in reports], float)
+        mean = (lambda a: float(np.average(a, weights=w)) if w.sum() else 0.0)       # noqa: E731
+        report = RefineReport(
+            frames=int(w.sum()), kept=sum(x.kept for x in reports), mse_before=mean([x.mse_before for x in reports]),
+            mse_after=mean([x.mse_after for x in reports]), seconds=sum(x.seconds for x in reports),
+            bpf_fit=mean([x.bpf_fit for x in reports]), bpf=mean([x.bpf for x in reports]),
+            reverted_for_rate=sum(x.reverted_for_rate for x in reports), hold=max(x.hold for x in reports),
+            fit_hold=max(x.fit_hold for x in reports))
+    seconds = time.perf_counter() - t0
+    return EncodeResult(
+        bitstream=bs, rate=rate_of(bs), encode_fps=bs.n_frames / seconds if seconds > 0 else float("inf"),
+        seconds=seconds, undetected=sum(r.undetected for r, _ in results),
+        fit_error_px=_error_summary(e),
+        timings=timings, closed_loop=report)
 
 
 def _fill_rate(builder, qp: int, keys: list[int], rate_kbps: float, min_qp: int, closed_loop: bool, log) -> int:

@@ -25,7 +25,8 @@ def add_arguments(p):
                    help="key-picture QP (default 37, or auto with --rate); auto: with --rate, the encoder chooses it "
                         "with the keys so that the file meets the rate")
     p.add_argument("--keys", default="auto", choices=("auto", "one"),
-                   help="auto (default): key pictures where the decoder needs them, by rate-distortion; one: a single key")
+                   help="auto (default): key pictures where the decoder needs them, by rate-distortion; one: a "
+                        "single key (for each part of a clip longer than 1,024 frames, which is encoded part by part)")
     p.add_argument("--rate", type=float, default=None, metavar="KBPS",
                    help="with --keys auto: total rate target in kbps at 25 fps (default: a lambda from the key QP)")
     p.add_argument("--lambda", dest="lam", type=float, default=None, metavar="L",
@@ -67,8 +68,8 @@ def run(args) -> int:
         def progress(stage, done, total):
             b = bars.get(stage)
             if b is None:
-                b = bars[stage] = tqdm(total=total, desc=stage, unit={"landmarks": "frame", "fit": "%", "closed loop": "frame"}.get(stage, "gop"),
-                                       leave=False, file=sys.stderr)
+                unit = {"landmarks": "frame", "fit": "%", "closed loop": "frame"}.get(stage.split(": ")[-1], "gop")
+                b = bars[stage] = tqdm(total=total, desc=stage, unit=unit, leave=False, file=sys.stderr)
             b.n = done
             b.refresh()
             if done >= total:

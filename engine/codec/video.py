@@ -7,6 +7,7 @@ same geometry.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -110,14 +111,42 @@ def frame_count(path) -> int | None:
 
 def read_video(path, size: int | None = None, max_frames: int | None = None, region=None) -> VideoClip:
     fps = video_fps(path)
-    # Into one array sized from the container's count: a list of frames stacked at the end would hold the
-    # clip twice at the peak.
-    from engine.workers import available_memory
     expect = frame_count(path) or 0
     if max_frames is not None:
         expect = min(expect, max_frames)
+    frames = _fill(iter_video(path, size, max_frames, region), expect, path)
+    if frames is None:
+        raise InputError(f"video has no frames: {path}")
+    return VideoClip(frames, fps)
+
+
+def read_parts(path, lengths: list[int], size: int | None = None, max_frames: int | None = None,
+               region=None) -> Iterator[tuple[int, VideoClip]]:
+    """The clip as consecutive parts, each read when the one before has been taken: (first frame, part).
+    Parts are ``lengths`` long (the last one shorter if the video ends sooner); frames past them (a
+    container that counted too few) come in parts as long as the longest. One decode of the file, and at
+    most one part in memory besides what the caller keeps."""
+    fps = video_fps(path)
+    frames_in = iter_video(path, size, max_frames, region)
+    start, k, longest = 0, 0, max(lengths)
+    while True:
+        n = lengths[k] if k < len(lengths) else longest
+        part = _fill(itertools.islice(frames_in, n), n, path)
+        if part is None:
+            if start == 0:
+                raise InputError(f"video has no frames: {path}")
+            return
+        yield start, VideoClip(part, fps)
+        del part
+        start, k = start + n, k + 1
+
+
+def _fill(frames_in: Iterable[np.ndarray], expect: int, path) -> np.ndarray | None:
+    """The frames into one array sized from the ``expect``\ ed count (None if there are none): a list of frames
+    stacked at the end would hold them twice at the peak."""
+    from engine.workers import available_memory
     frames, n = None, 0
-    for rgb in iter_video(path, size, max_frames, region):
+    for rgb in frames_in:
         if frames is None or n == len(frames):
             rows = max(expect, n + n // 2, 16)
             if frames is None and (avail := available_memory()) is not None:
@@ -132,9 +161,7 @@ def read_video(path, size: int | None = None, max_frames: int | None = None, reg
             frames = more
         frames[n] = rgb
         n += 1
-    if not n:
-        raise InputError(f"video has no frames: {path}")
-    return VideoClip(frames[:n], fps)
+    return frames[:n] if n else None
 
 
 def write_video(path, frames: Iterable[np.ndarray], fps, crf: int | None = None) -> int:
