@@ -470,3 +470,14 @@ def test_the_encode_summary_names_the_key_pictures_codec_and_qp():
     bs.gops[1] = replace(bs.gops[1], key_picture=KeyPicture(kp.codec, 42, kp.width, kp.height, kp.payload))
     first = EncodeResult(bitstream=bs, rate=rate_of(bs), encode_fps=1.0, seconds=40.0, undetected=0).lines()[0]
     assert "key pictures: 2 at frames 0, 20 (HEVC QP 37/42)" in first
+
+
+def test_the_chain_is_sampled_where_keys_go_under_a_lambda():
+    """A chained key's cost is sampled on three pictures CHAIN_SAMPLE_SPACING apart (about as far as the
+    search places keys under a lambda); under a rate target, on the spread cost samples."""
+    d = K.CHAIN_SAMPLE_SPACING
+    assert K.chain_samples(100) == [50 - d, 50, 50 + d]
+    assert K.chain_samples(100, dense=False) == K.cost_samples(100)
+    for n in (2, 3, 9, 17, 1024):
+        got = K.chain_samples(n)
+        assert got == sorted(set(got)) and len(got) >= 2 and 0 <= got[0] and got[-1] < n

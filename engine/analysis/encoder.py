@@ -263,8 +263,8 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
     from engine.analysis.landmarks import detect_landmarks
     from engine.analysis.camera_motion import estimate_camera_motion
     from engine.codec.keypicture import QP_RANGE, PictureCoder
-    from engine.analysis.keys import (QP_STEPS, chain_stand_in, choose_group_starts, choose_key_qp, choose_keys,
-                                      cost_samples, key_qp_offsets, search_pool)
+    from engine.analysis.keys import (QP_STEPS, chain_samples, chain_stand_in, choose_group_starts, choose_key_qp,
+                                      choose_keys, cost_samples, key_qp_offsets, search_pool)
     from engine.synthesis.decoder import DecodeCache
     from engine.analysis.closed_loop import refine_bitstream
     from engine.workers import torch_threads
@@ -305,7 +305,8 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
         if auto:
             coder.submit(cost_samples(N), q)
             if chain:                          # what a key costs after the first one
-                coder.submit_chain(cost_samples(N), q)
+                coder.submit(chain_samples(N, rate_kbps is None), q)
+                coder.submit_chain(chain_samples(N, rate_kbps is None), q)
         elif chain and len(starts) > 1:
             coder.submit_chain(starts, q)
         else:
@@ -389,9 +390,10 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
                 return min(hi, max(lo, qp + (offsets or {}).get(k, 0)))
 
             def chain_ratio(qp):
-                """What a chained key costs after the first, against one coded alone (the cost samples')."""
-                alone = np.mean([len(coder.get(k, qp).payload) for k in cost_samples(N)])
-                return float(np.mean([len(p.payload) for p in coder.chain(cost_samples(N), qp)[1:]]) / alone)
+                """What a chained key costs after the first, against one coded alone (keys.chain_samples')."""
+                samples = chain_samples(N, rate_kbps is None)
+                alone = np.mean([len(coder.get(k, qp).payload) for k in samples])
+                return float(np.mean([len(p.payload) for p in coder.chain(samples, qp)[1:]]) / alone)
 
             def builder(qp, starts=None, offsets=None, span=None):
                 a, b = span or (0, N)

@@ -128,6 +128,23 @@ def cost_samples(n_frames: int) -> list[int]:
     return uniform_keys(3, n_frames)
 
 
+# What a chained key after the first costs depends on how far the key before it is. ted_c's 17 keys at QP 37
+# (about 6 frames apart) cost 0.20 of one coded alone; the chain of the three cost samples (33 frames apart)
+# said 0.39, three pictures 8 frames apart 0.23 (docs/BENCHMARKS.md, "The chain's cost sampled where the
+# keys go"). Under a lambda the search places keys 6 to 11 frames apart on the TED clips: there the chain
+# is sampled that close. Under a rate target the keys are far apart, and the spread samples stay.
+CHAIN_SAMPLE_SPACING = 8
+
+
+def chain_samples(n_frames: int, dense: bool = True) -> list[int]:
+    """The frames whose chain tells what a chained key after the first costs against one coded alone:
+    three CHAIN_SAMPLE_SPACING apart in the middle of the clip (``dense``), else the cost samples."""
+    if not dense:
+        return cost_samples(n_frames)
+    mid, d = n_frames // 2, CHAIN_SAMPLE_SPACING
+    return sorted({max(0, min(n_frames - 1, mid + i * d)) for i in (-1, 0, 1)})
+
+
 @dataclass
 class KeyTrial:
     keys: tuple[int, ...]
