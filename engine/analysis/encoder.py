@@ -206,11 +206,11 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
     region = _parse_region(region)
     quant = quant or QuantSpec()
     whole = keep_analysis or analysis is not None         # the analysis is of the whole clip
-    count = frame_count(path) if not whole else None
+    count = frame_count(path)
     if count is not None and max_frames is not None:
         count = min(count, max_frames)
     lengths = part_lengths(count or ENCODE_PART, ENCODE_PART, gop)
-    _check_memory(path, size, max_frames, None if whole else max(lengths))
+    _check_memory(path, count, size, None if whole else max(lengths))
     options = dict(path=path, key_codec=key_codec, key_qp=key_qp, qp_search=qp_search, gop=gop, camera=camera,
                    progress=progress, device=device, quant=quant, hold=hold, fit_options=fit_options,
                    keep_analysis=keep_analysis, keys=keys, rate_kbps=rate_kbps, lam=lam, max_refs=max_refs,
@@ -522,15 +522,12 @@ def memory_estimate(n_frames: int, size: int, parts: int = 1) -> float:
         ENCODE_PER_PIXEL * n_frames + DRAFT_CACHE_PER_PIXEL * min(n_frames, 256 * cpu_workers()))
 
 
-def _check_memory(path, size: int, max_frames: int | None, part: int | None = None) -> None:
-    """Refuse, before reading anything, a clip whose encode would not fit in the memory this machine has left:
-    a clear error instead of the system killing the encoder midway. ``part``: the clip is encoded in parts of
-    at most that many frames (only one part's frames are held at a time)."""
-    from engine.codec.video import frame_count
+def _check_memory(path, n: int | None, size: int, part: int | None = None) -> None:
+    """Refuse, before reading anything, a clip of ``n`` frames (the container's count, None: unknown) whose
+    encode would not fit in the memory this machine has left: a clear error instead of the system killing the
+    encoder midway. ``part``: the clip is encoded in parts of at most that many frames (only one part's frames
+    are held at a time)."""
     from engine.workers import available_memory
-    n = frame_count(path)
-    if n is not None and max_frames is not None:
-        n = min(n, max_frames)
     avail = available_memory()
     if not n or avail is None or not size:
         return
