@@ -55,3 +55,19 @@ def test_a_pool_forks_only_when_no_subprocess_runs():
     assert when["sub done"] <= when["forked"]
     res = workers.run([sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read().upper())"], input=b"ok")
     assert res.returncode == 0 and res.stdout == b"OK" and workers.GATE._shared == 0
+
+
+def test_finding_the_ffmpeg_binary_holds_the_gate(monkeypatch):
+    """imageio-ffmpeg runs its binary once to check it, on the first call: a pool forked meanwhile would keep
+    that check's pipe open and the call would never return (it hung an encode that reused an analysis, whose
+    key-search pool forks while the first key pictures start on threads)."""
+    import imageio_ffmpeg
+    from engine.codec import keypicture
+    seen = []
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: seen.append(workers.GATE._shared) or "ffmpeg")
+    keypicture.ffmpeg_exe.cache_clear()
+    try:
+        assert keypicture.ffmpeg_exe() == "ffmpeg" and seen == [1]
+    finally:
+        keypicture.ffmpeg_exe.cache_clear()
+    assert workers.GATE._shared == 0

@@ -28,7 +28,7 @@ import numpy as np
 from engine.codec.bitstream import CODEC_IDS, KeyPicture
 from engine.codec.colour import rgb_to_yuv420_bytes, rgb_to_yuv420_frame, yuv420_frame_to_rgb
 from engine.errors import IHVCError, InputError
-from engine.workers import run
+from engine.workers import GATE, run
 
 # QP range per codec (the user-facing scale of each codec).
 QP_RANGE = {"vvc": (0, 63), "hevc": (0, 51), "av1": (0, 63)}
@@ -40,7 +40,12 @@ os.environ.setdefault("SVT_LOG", "1")   # SVT-AV1 prints its whole config on std
 def ffmpeg_exe() -> str:
     """The imageio-ffmpeg static binary (libvvenc, libx265, SVT-AV1, libvmaf)."""
     import imageio_ffmpeg
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    # The first call runs the binary once to check it (a subprocess of imageio-ffmpeg's own): under the
+    # gate, like every subprocess of the engine, or a worker pool forking meanwhile keeps its pipe open
+    # and the call never returns (engine.workers). An encode that reuses an analysis forks its key-search
+    # pool at once, while the first key pictures start coding on threads.
+    with GATE.shared():
+        return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def _check(rgb: np.ndarray, codec: str, qp: int) -> np.ndarray:
