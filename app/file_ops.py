@@ -24,11 +24,13 @@ def open_video(win, path=None):
 
     def job(progress):
         from engine.analysis.encoder import encode_video
-        return encode_video(path, progress=progress).bitstream
+        return encode_video(path, progress=progress)
 
-    def done(bs):
+    def done(res):
+        bs = res.bitstream
         win.set_document(Document(bs, None), untitled=True)
-        win.statusBar().showMessage(f"encoded {Path(path).name}: {bs.n_frames} frames", 8000)
+        win.statusBar().showMessage("; ".join([f"encoded {Path(path).name}: {bs.n_frames} frames", *res.warnings]),
+                                    20000 if res.warnings else 8000)
 
     return win.run_task("Encoding video", job, done)
 

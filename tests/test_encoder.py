@@ -421,6 +421,21 @@ def test_encode_groups_of_pictures_and_no_camera(synthetic_video, tmp_path):
         assert h.key_picture.payload == g.key_picture.payload
 
 
+def test_a_video_that_decodes_short_of_what_its_container_states_is_encoded_with_a_warning(synthetic_video,
+                                                                                             monkeypatch):
+    """A truncated download plays as far as it decodes, and encodes so; the user is told, in one line."""
+    from engine.codec import video
+    path, _, S = synthetic_video
+    opts = dict(size=S, gop=8, camera=False, key_codec="hevc", effort="fast", fit_options=dict(key_iters=60, iters=30))
+    for stated, warned in ((8, False), (9, False), (40, True)):       # a duration's count may run a frame over
+        monkeypatch.setattr(video, "frame_count", lambda p, n=stated: n)
+        res = encode_video(path, **opts)
+        assert res.bitstream.n_frames == 8
+        assert bool(res.warnings) == warned
+    assert res.warnings == [f"{path} decoded to 8 of the 40 frames its container states (truncated or damaged?): "
+                            "the frames that decoded were encoded"]
+
+
 def test_vvc_key_pictures_are_one_chain_unless_told_not_to(model, synthetic_video):
     """A fixed period of VVC keys is coded as one chain by default (engine.codec.keypicture.encode_key_chain):
     the same semantics, fewer key-picture bytes, and each key frame decodes to its picture."""

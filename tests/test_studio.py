@@ -229,11 +229,14 @@ def test_open_video_errors_and_cancel(studio, qtbot, monkeypatch):
     assert studio.adapter.doc is doc and len(shown) == 1
 
     def fine(path, progress=None, **k):
-        return SimpleNamespace(bitstream=opaque_bitstream(12))
+        return SimpleNamespace(bitstream=opaque_bitstream(12),
+                               warnings=[f"{path} decoded to 12 of the 40 frames its container states"])
     monkeypatch.setattr(enc, "encode_video", fine)
     task = file_ops.open_video(studio, "/tmp/ok.mp4")
     qtbot.waitUntil(lambda: studio.adapter.doc is not doc, timeout=10000)
     assert studio.adapter.doc.n_frames == 12 and studio.adapter.needs_save
+    assert studio.statusBar().currentMessage() == ("encoded ok.mp4: 12 frames; /tmp/ok.mp4 decoded to 12 of the 40 "
+                                                   "frames its container states")
 
 
 def test_group_reset_and_paste(studio):

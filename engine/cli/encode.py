@@ -91,6 +91,8 @@ def run(args) -> int:
         print(f"wrote {out} ({n} bytes)")
         for line in res.lines():
             print(line)
+    for line in res.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     missed = rate_missed(args.rate, res.rate)
     if missed:
         print(missed, file=sys.stderr)
