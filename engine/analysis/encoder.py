@@ -256,7 +256,7 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
 def _short_read(res: EncodeResult, count: int | None, path) -> EncodeResult:
     """A warning on ``res`` when fewer frames decoded than the container states: a truncated download or a
     damaged tail is encoded as far as it decodes (as players play it), and the user should know. Counts
-    from a duration run a frame over (13 of 36 clips of ../shared/data by one): two frames or 2 % pass."""
+    from a duration run a frame over (10 of the 52 clips of ../shared/data): two frames or 2 % pass."""
     n = res.bitstream.n_frames
     if count and n < count - max(2, count // 50):
         res.warnings.append(f"{path} decoded to {n} of the {count} frames its container states (truncated or "
