@@ -118,7 +118,8 @@ def test_video_argument_is_offered_for_encoding(studio, qtbot, monkeypatch):
     from app.cli_studio import offer_encode
     asked = []
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: (asked.append(a[2]), QMessageBox.StandardButton.Yes)[1])
-    monkeypatch.setattr(enc, "encode_video", lambda path, progress=None, **k: SimpleNamespace(bitstream=make_bitstream(9)))
+    monkeypatch.setattr(enc, "encode_video", lambda path, progress=None, **k: SimpleNamespace(
+        bitstream=make_bitstream(9), warnings=[]))
     doc = studio.adapter.doc
     assert offer_encode(studio, "/tmp/talk.mp4")
     qtbot.waitUntil(lambda: studio.adapter.doc is not doc, timeout=10000)
