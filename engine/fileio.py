@@ -128,3 +128,18 @@ def refuse_same_file(output, *inputs) -> None:
         if same:
             raise InputError(f"output {out} is the input {inp} (the same file): writing it would destroy "
                              f"the input; choose another output name")
+
+
+def refuse_unwritable(output) -> None:
+    """InputError when ``output`` cannot be written: a file stands where one of its folders would be, or
+    the folder it would go in (or the nearest one that exists, since the folders are made) is not writable.
+    Call before any work: an encode that fails only when it writes has wasted minutes."""
+    from engine.errors import InputError
+    out = Path(output).absolute()
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write {output}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {output}: no permission to write in {folder}")

@@ -263,6 +263,25 @@ def test_output_that_is_the_input_is_refused(run_main, tmp_path):
     refuse_same_file(tmp_path / "new.mp4", src)          # a new name is fine
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(run_main, tmp_path, monkeypatch):
+    """A file where the output's folder would be: one line, before the encode (which would fail only when it
+    writes, minutes later) or the decode begins."""
+    from engine.analysis import encoder
+    from engine.fileio import refuse_unwritable
+    monkeypatch.setattr(encoder, "encode_video", lambda *a, **k: pytest.fail("the encode began"))
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file")
+    edits = tmp_path / "e.json"
+    edits.write_text('{"edits": []}')
+    for argv in (("encode", SAMPLE, "-o", blocker / "x.ihvc"), ("decode", SAMPLE, "-o", blocker / "a" / "x.mp4"),
+                 ("edit", SAMPLE, "--edits", edits, "-o", blocker / "x.ihvc"),
+                 ("overlay", SAMPLE, "-o", blocker / "x.mp4")):
+        rc, err = run_main(*argv)
+        assert rc == 2 and err == [f"error: cannot write {argv[-1]}: {blocker} is a file, not a folder"], (argv, err)
+    assert blocker.read_text() == "a file"
+    refuse_unwritable(tmp_path / "new" / "deeper" / "x.ihvc")        # folders still to be made are fine
+
+
 _HOLD = """
 import sys, time
 sys.path.insert(0, {root!r})

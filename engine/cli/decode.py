@@ -83,8 +83,9 @@ def run(args) -> int:
     if args.crf is not None and args.lossless:
         raise InputError("give --crf or --lossless, not both")
     if args.output is not None:
-        from engine.fileio import refuse_same_file
+        from engine.fileio import refuse_same_file, refuse_unwritable
         refuse_same_file(args.output, args.input)
+        refuse_unwritable(args.output)
     bs = read(args.input)            # a bad file is refused before torch and the body model load
     import torch
 

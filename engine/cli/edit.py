@@ -28,9 +28,10 @@ def apply_to_bitstream(bs, edit_list, source: str = "edit list"):
 
 def run(args) -> int:
     from engine.codec import container
-    from engine.fileio import refuse_same_file
+    from engine.fileio import refuse_same_file, refuse_unwritable
     src, dst = Path(args.input), Path(args.output)
     refuse_same_file(dst, src, args.edits)
+    refuse_unwritable(dst)
     bs = container.read(src)            # says "no such file" or "is a folder" itself
     edit_list = E.load(args.edits)
     E.check_all(edit_list, bs.names, bs.n_frames, Path(args.edits).name)

@@ -58,8 +58,9 @@ def run(args) -> int:
         raise InputError(f"output must be an .ihvc file, got {out.name}")
     if out.exists() and out.is_dir():
         raise InputError(f"output is a folder: {out}")
-    from engine.fileio import refuse_same_file
+    from engine.fileio import refuse_same_file, refuse_unwritable
     refuse_same_file(out, args.input)
+    refuse_unwritable(out)
     progress = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm

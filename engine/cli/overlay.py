@@ -40,6 +40,9 @@ def run(args) -> int:
         raise InputError(f"unsupported output format {out.suffix or '(none)'}: use .mp4 or .mkv")
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha must be within 0..1, got {args.alpha}")
+    from engine.fileio import refuse_same_file, refuse_unwritable
+    refuse_same_file(out, args.input, args.bitstream)
+    refuse_unwritable(out)
     region = _parse_region(args.region)
     if args.bitstream:
         from engine.codec.container import read
