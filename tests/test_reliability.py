@@ -275,9 +275,13 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(run_main, t
     edits.write_text('{"edits": []}')
     for argv in (("encode", SAMPLE, "-o", blocker / "x.ihvc"), ("decode", SAMPLE, "-o", blocker / "a" / "x.mp4"),
                  ("edit", SAMPLE, "--edits", edits, "-o", blocker / "x.ihvc"),
-                 ("overlay", SAMPLE, "-o", blocker / "x.mp4")):
+                 ("overlay", SAMPLE, "-o", blocker / "x.mp4"), ("eval", SAMPLE, "--out", blocker / "ev")):
         rc, err = run_main(*argv)
-        assert rc == 2 and err == [f"error: cannot write {argv[-1]}: {blocker} is a file, not a folder"], (argv, err)
+        assert rc == 2 and len(err) == 1, (argv, err)
+        assert err[0].startswith(f"error: cannot write {argv[-1]}") and err[0].endswith(
+            f": {blocker} is a file, not a folder"), (argv, err)
+    rc, err = run_main("eval", SAMPLE, "--out", blocker)
+    assert rc == 2 and err == [f"error: --out must be a folder, got the file {blocker}"]
     assert blocker.read_text() == "a file"
     refuse_unwritable(tmp_path / "new" / "deeper" / "x.ihvc")        # folders still to be made are fine
 
