@@ -282,6 +282,14 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(run_main, t
             f": {blocker} is a file, not a folder"), (argv, err)
     rc, err = run_main("eval", SAMPLE, "--out", blocker)
     assert rc == 2 and err == [f"error: --out must be a folder, got the file {blocker}"]
+    rc, err = run_main("train", "--data", tmp_path, "--out", blocker / "run")
+    assert rc == 2 and err == [f"error: cannot write {blocker / 'run' / 'last.safetensors'}: {blocker} is a file, "
+                               "not a folder"]
+    rc, err = run_main("decode", SAMPLE, "--png-dir", blocker, "--quiet")
+    assert rc == 2 and err == [f"error: --png-dir must be a folder, got the file {blocker}"]
+    rc, err = run_main("decode", SAMPLE, "--png-dir", blocker / "pngs", "--quiet")
+    assert rc == 2 and err == [f"error: cannot write {blocker / 'pngs' / 'frame_000000.png'}: {blocker} is a file, "
+                               "not a folder"]
     assert blocker.read_text() == "a file"
     refuse_unwritable(tmp_path / "new" / "deeper" / "x.ihvc")        # folders still to be made are fine
 
