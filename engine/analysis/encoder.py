@@ -132,6 +132,9 @@ def _parse_region(region):
 
 
 DEFAULT_KEY_QP = 37
+# Under a rate target with the key QP fixed, the keys are searched again when their real chain costs less
+# than this share of what the search estimated for it (_encode_clip).
+CHAIN_REPRICE = 0.8
 
 
 def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_QP, gop: int | None = None, size: int = 384,
@@ -401,8 +404,12 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
                 """Key k's QP: ``qp`` and its offset (keys.key_qp_offsets), within the codec's range."""
                 return min(hi, max(lo, qp + (offsets or {}).get(k, 0)))
 
+            measured = {}                # qp -> the ratio of a chain the search chose, coded (below)
+
             def chain_ratio(qp):
                 """What a chained key costs after the first, against one coded alone (keys.chain_samples')."""
+                if qp in measured:
+                    return measured[qp]
                 samples = chain_samples(N, rate_kbps is None)
                 alone = np.mean([len(coder.get(k, qp).payload) for k in samples])
                 return float(np.mean([len(p.payload) for p in coder.chain(samples, qp)[1:]]) / alone)
@@ -459,6 +466,23 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
                                            key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
                                            log=log)
                     chosen += [a + k for k in found]
+                if rate_kbps is not None and chain and len(chosen) > 2:
+                    # Under a rate target the chain is priced by the spread cost samples, a third of the clip
+                    # apart; the keys placed are nearer, and a nearer key costs less (ted_c and ted_a at 11
+                    # kbps, key QP 40 to 48: files 13 to 31 % under the rate; docs/BENCHMARKS.md, "The key QP
+                    # fixed under a rate target"). The chosen keys' real chain says what a later key costs
+                    # here: when it is well under the estimate, the keys are searched again at that price
+                    # (the search drops a key when the real file is then over the rate).
+                    alone = np.mean([len(coder.get(k, key_qp).payload) for k in cost_samples(N)])
+                    real = float(np.mean([len(p.payload) for p in coder.chain(chosen, key_qp)[1:]]) / alone)
+                    if real < CHAIN_REPRICE * chain_ratio(key_qp):
+                        if log is not None:
+                            log(f"a later key of the chain of {len(chosen)} keys costs {real:.2f} of one alone, "
+                                f"not {chain_ratio(key_qp):.2f}: keys searched again")
+                        measured[key_qp] = real
+                        chosen, _ = choose_keys(frames, builder(key_qp), lambda k: coder.get(k, key_qp),
+                                                rate_kbps=rate_kbps, key_qp=key_qp, max_refs=max_refs,
+                                                body_model=model, device=device, log=log)
             chained = chain and len(chosen) > 1
             # The boundaries' draft workers fork first: a fork waits for every running subprocess to end
             # (engine.workers), and the chain's encoders would then finish before the boundaries begin.
