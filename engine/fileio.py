@@ -143,3 +143,13 @@ def refuse_unwritable(output) -> None:
         raise InputError(f"cannot write {output}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {output}: no permission to write in {folder}")
+
+
+def refuse_unwritable_folder(folder, option: str, first: str) -> None:
+    """InputError when the folder given as ``option`` is a file, or could not take the file named ``first``
+    (``refuse_unwritable``). Call before any work."""
+    from engine.errors import InputError
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{option} must be a folder, got the file {folder}")
+    refuse_unwritable(folder / first)

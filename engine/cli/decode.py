@@ -82,14 +82,12 @@ def run(args) -> int:
         raise InputError(f"--crf {args.crf} out of range 0..51")
     if args.crf is not None and args.lossless:
         raise InputError("give --crf or --lossless, not both")
-    from engine.fileio import refuse_same_file, refuse_unwritable
+    from engine.fileio import refuse_same_file, refuse_unwritable, refuse_unwritable_folder
     if args.output is not None:
         refuse_same_file(args.output, args.input)
         refuse_unwritable(args.output)
     if args.png_dir is not None:
-        if Path(args.png_dir).exists() and not Path(args.png_dir).is_dir():
-            raise InputError(f"--png-dir must be a folder, got the file {args.png_dir}")
-        refuse_unwritable(Path(args.png_dir) / "frame_000000.png")
+        refuse_unwritable_folder(args.png_dir, "--png-dir", "frame_000000.png")
     bs = read(args.input)            # a bad file is refused before torch and the body model load
     import torch
 

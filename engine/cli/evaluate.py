@@ -90,11 +90,8 @@ def run(args, encoder: Callable | None = None, anchor_qps: dict | None = None) -
     import torch
     if args.threads < 1:
         raise InputError("--threads must be at least 1")
-    from engine.fileio import refuse_unwritable
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out must be a folder, got the file {out}")
-    refuse_unwritable(out / "all_bd.csv")       # before the hours an evaluation takes
+    from engine.fileio import refuse_unwritable_folder
+    refuse_unwritable_folder(args.out, "--out", "all_bd.csv")       # before the hours an evaluation takes
     prev = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

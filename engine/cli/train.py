@@ -35,15 +35,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from engine.errors import InputError
-    from engine.fileio import refuse_unwritable
+    from engine.fileio import refuse_unwritable, refuse_unwritable_folder
     from engine.training.train import train
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out must be a folder, got the file {out}")
-    refuse_unwritable(out / "last.safetensors")          # before the data are prepared
+    refuse_unwritable_folder(args.out, "--out", "last.safetensors")          # before the data are prepared
     if args.export is not None:
         refuse_unwritable(args.export)
     res = train(args.data, config=args.config, device=args.device, resume=args.resume, out_dir=args.out,
