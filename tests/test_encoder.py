@@ -385,6 +385,36 @@ def test_read_video_fills_one_array_whatever_the_container_says(tmp_path, monkey
         video.read_video(clip)
 
 
+def test_a_video_with_a_display_rotation_is_read_as_players_show_it(tmp_path):
+    """A phone stores a portrait video's pictures sideways with a display rotation: they are read upright,
+    so the person is fitted and coded upright and --region is taken from what the user sees."""
+    import subprocess
+
+    from engine.codec import video
+    from engine.codec.keypicture import ffmpeg_exe
+    upright = np.zeros((48, 32, 3), np.uint8)          # portrait, a bright top-left corner
+    upright[:12, :8] = 250
+    upright[36:, 24:, 2] = 200
+    stored = np.rot90(upright, -1)                     # sideways, as the phone stores it
+    _write(tmp_path / "stored.mkv", [stored] * 3)
+    for degrees, k in ((90, -1), (-90, 1), (180, 2)):
+        shown = tmp_path / f"r{degrees}.mkv"
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-display_rotation", str(degrees), "-i",
+                        str(tmp_path / "stored.mkv"), "-c", "copy", str(shown)], check=True)
+        # What FFmpeg itself shows: the stored picture turned by the rotation (then the working square).
+        want = video._square_resize(np.rot90(stored, {90: 1, -90: -1, 180: 2}[degrees]), None)
+        got = next(video.iter_video(shown))
+        assert got.shape == want.shape and np.abs(got.astype(int) - want).max() <= 2
+        if degrees == 90:
+            assert np.abs(got.astype(int) - video._square_resize(upright, None)).max() <= 2
+            square = next(video.iter_video(shown, region=(0, 0, 16, 16)))     # the user's top-left corner
+            assert square.shape == (16, 16, 3) and square[:8, :8].min() >= 240
+            with pytest.raises(InputError, match="reaches outside the 32x48 picture"):
+                next(video.iter_video(shown, region=(0, 0, 48, 32)))      # the stored picture's shape
+    unturned = next(video.iter_video(tmp_path / "stored.mkv"))
+    assert np.abs(unturned.astype(int) - video._square_resize(stored, None)).max() <= 2
+
+
 def test_bad_options(tmp_path, synthetic_video):
     path = synthetic_video[0]
     for kw in (dict(gop=0), dict(max_frames=0), dict(region="1,2,3"), dict(key_codec="mpeg2"), dict(key_qp=99),

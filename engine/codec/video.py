@@ -35,6 +35,9 @@ class VideoClip:
 def _square_resize(rgb: np.ndarray, size: int | None, region=None) -> np.ndarray:
     if region is not None:
         x, y, w, h = region
+        if x + w > rgb.shape[1] or y + h > rgb.shape[0]:
+            raise InputError(f"region {x},{y},{w},{h} (x,y,w,h) reaches outside the {rgb.shape[1]}x{rgb.shape[0]} "
+                             f"picture")
         rgb = rgb[y:y + h, x:x + w]
     h, w = rgb.shape[:2]
     s = min(h, w)
@@ -75,6 +78,14 @@ def video_fps(path) -> Fraction:
     return Fraction(rate)
 
 
+def upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+    """The picture as players show it. Phones store a portrait video's pictures sideways with a display
+    rotation (in degrees counter-clockwise, a multiple of 90); a person read sideways is fitted and coded
+    sideways. ``--region`` and the working square are taken from what the user sees."""
+    k = round((frame.rotation or 0) / 90) % 4
+    return np.rot90(rgb, k) if k else rgb
+
+
 def iter_video(path, size: int | None = None, max_frames: int | None = None, region=None) -> Iterator[np.ndarray]:
     """Yield RGB uint8 frames (size x size when size is given)."""
     if size is not None and not 16 <= size <= MAX_WORKING_SIZE:
@@ -86,7 +97,7 @@ def iter_video(path, size: int | None = None, max_frames: int | None = None, reg
             for frame in container.decode(stream):
                 if max_frames is not None and n >= max_frames:
                     break
-                yield _square_resize(yuv420_frame_to_rgb(frame), size, region)
+                yield _square_resize(upright(yuv420_frame_to_rgb(frame), frame), size, region)
                 n += 1
         except av.error.FFmpegError as exc:
             if n == 0:
