@@ -415,6 +415,23 @@ def test_a_video_with_a_display_rotation_is_read_as_players_show_it(tmp_path):
     assert np.abs(unturned.astype(int) - video._square_resize(stored, None)).max() <= 2
 
 
+def test_a_video_with_non_square_pixels_is_read_as_players_show_it(tmp_path):
+    """Pixels twice as wide as high (sample aspect ratio 2:1) are stretched to square ones along the width."""
+    import subprocess
+
+    from engine.codec import video
+    from engine.codec.keypicture import ffmpeg_exe
+    shown = np.zeros((32, 64, 3), np.uint8)
+    shown[:, :16] = 240                                # the left quarter bright, as it should look
+    _write(tmp_path / "square.mkv", [shown] * 2)
+    narrow = tmp_path / "sar.mkv"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(tmp_path / "square.mkv"), "-vf",
+                    "scale=32:32,setsar=2/1", "-c:v", "ffv1", str(narrow)], check=True)
+    got = next(video.iter_video(narrow))             # 64 x 32 as shown, then its middle square
+    assert got.shape == (32, 32, 3)
+    assert got[:, :12].mean() < 20 and got[:, 20:].mean() < 20       # read as stored, its left quarter is bright
+
+
 def test_bad_options(tmp_path, synthetic_video):
     path = synthetic_video[0]
     for kw in (dict(gop=0), dict(max_frames=0), dict(region="1,2,3"), dict(key_codec="mpeg2"), dict(key_qp=99),

@@ -78,10 +78,19 @@ def video_fps(path) -> Fraction:
     return Fraction(rate)
 
 
-def upright(rgb: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
-    """The picture as players show it. Phones store a portrait video's pictures sideways with a display
-    rotation (in degrees counter-clockwise, a multiple of 90); a person read sideways is fitted and coded
-    sideways. ``--region`` and the working square are taken from what the user sees."""
+def as_shown(rgb: np.ndarray, frame: av.VideoFrame, sar: Fraction | None = None) -> np.ndarray:
+    """The picture as players show it: ``--region`` and the working square are taken from what the user
+    sees, and a person read squeezed or sideways is fitted and coded so.
+    - Non-square pixels (``sar``, the stream's sample aspect ratio: DV, broadcast, some screen recorders)
+      are stretched to square ones along the width, as FFmpeg's players do. A ratio beyond 1/4..4 is taken
+      for a damaged header and ignored.
+    - Phones store a portrait video's pictures sideways with a display rotation (in degrees
+      counter-clockwise, a multiple of 90): the picture is turned upright."""
+    if sar and sar != 1 and Fraction(1, 4) <= sar <= 4:
+        import cv2
+        h, w = rgb.shape[:2]
+        wide = max(1, round(w * sar))
+        rgb = cv2.resize(rgb, (wide, h), interpolation=cv2.INTER_AREA if wide < w else cv2.INTER_CUBIC)
     k = round((frame.rotation or 0) / 90) % 4
     return np.rot90(rgb, k) if k else rgb
 
@@ -91,13 +100,14 @@ def iter_video(path, size: int | None = None, max_frames: int | None = None, reg
     if size is not None and not 16 <= size <= MAX_WORKING_SIZE:
         raise InputError(f"working size {size} out of range 16..{MAX_WORKING_SIZE}")
     container, stream = _open(path)
+    sar = stream.sample_aspect_ratio
     n = 0
     with container:
         try:
             for frame in container.decode(stream):
                 if max_frames is not None and n >= max_frames:
                     break
-                yield _square_resize(upright(yuv420_frame_to_rgb(frame), frame), size, region)
+                yield _square_resize(as_shown(yuv420_frame_to_rgb(frame), frame, sar), size, region)
                 n += 1
         except av.error.FFmpegError as exc:
             if n == 0:
