@@ -186,6 +186,36 @@ def test_background_disocclusion_is_a_hole_and_filled():
     assert (out[0, 0][fras.mask[0]] > 249).float().mean() > 0.85  # the person moved along (edges bilinear)
 
 
+def test_a_pinhole_in_the_frame_mesh_is_body_not_a_hole():
+    """A pixel no triangle covers, every neighbour covered (a fold or seam of the body model), samples the
+    key person's interior like its neighbours: it is drawn as the body around it, not filled as background
+    the person left (which made a black speck)."""
+    from dataclasses import replace
+
+    from engine.synthesis.motion import analytic_frame, person_mask, pinholes
+    m = box((0.4, 0.6, 0.2))
+    pose = ((0, 0, 0), (0, 0, 5), (0.5, 0.5, 1, 1))
+    Vk = torch.as_tensor(np.asarray(m.vertices), dtype=torch.float32)[None]
+    F = torch.as_tensor(np.asarray(m.faces))
+    xy, d = project(Vk, *(_t(x) for x in pose), FOCAL, W, H)
+    ras = rasterize(xy, d, F, H, W)
+    y, x = 32, 32
+    assert ras.mask[0, y - 3:y + 4, x - 3:x + 4].all()
+    tri = ras.tri.clone()
+    tri[0, y, x] = -1                                          # the pinhole
+    holed = replace(ras, tri=tri)
+    assert pinholes(holed.mask)[0].nonzero().tolist() == [[y, x]]
+    kw = to_world(Vk, _t(pose[0]), _t(pose[1]))
+    km = person_mask(ras.mask)
+    assert km.shape[1] == 2 and km[0, 1, y, x] > 0.5          # the key's interior is there
+    mo = analytic_motion(holed, F, kw, _t(pose[1]), _t(pose[2]), FOCAL, ras.depth, key_mask=km)
+    assert mo.hole is None or not mo.hole[0, y, x]
+    img = torch.full((1, 3, H, W), 20.0)
+    img[:, :, ras.mask[0]] = 240.0                             # a dark background, a bright person
+    out = analytic_frame(img, mo)
+    assert out[0, :, y, x].min() > 230
+
+
 def test_dilate_matches_a_square_max_pooling():
     """dilate's running-sum square is the max pooling it replaced, pixel for pixel."""
     import torch.nn.functional as Fn

@@ -16,7 +16,10 @@ import torch
 from engine.codec import container
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference_v1.ihvc"
-FRAMES_SHA256 = "0267a2502924ef39944670f0222a8e9b64be250ae7791f5a134f52d2931c8ebc"
+# 2026-12-06: the rasterizer counts a pixel centre on a shared edge as inside within its rounding error,
+# and a pinhole in the frame mesh is no longer a disocclusion: 264 of the 110,592 pixels changed, two
+# of them specks (green and blue 90 to 105 levels under the decoded value now) made whole. Before: 0267a250...
+FRAMES_SHA256 = "031597ff25c4bbbe9a35ab41002dc43365376f19a891522062e7d4d8b9461be8"
 
 
 @pytest.fixture(scope="module")
