@@ -380,17 +380,12 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
         hole = (samp[:, 0] > 0.5) & ~frame_person & (wgt[:, 0] < 0.5)
         if km.shape[1] > 1:
             # Off the frame mesh but sampling the key mesh's interior: that surface is elsewhere now.
-            # A pinhole in the frame mesh (a pixel no triangle covers, every neighbour covered: a fold
-            # or seam of the body model) is body, not a place the person left.
-            hole |= (samp[:, 1] > 0.5) & ~body & ~pinholes(body)
+            # Not next to the frame mesh: a pixel in a pinhole or a notch of its outline (a fold or seam of
+            # the body model, a silhouette edge through the pixel) samples the key's interior as its
+            # neighbours on the mesh do; taken for a place the person left, it was filled with the
+            # background further off (a dark speck on the outline, several a frame with one key).
+            hole |= (samp[:, 1] > 0.5) & ~_box_any(body.to(dtype)[:, None], 1)[:, 0]
     return Motion(grid=grid, visible=visible, body=body, weight=wgt[:, 0], hole=hole)
-
-
-def pinholes(mask: torch.Tensor) -> torch.Tensor:
-    """B x H x W bool -> the pixels off ``mask`` whose eight neighbours are all on it."""
-    m = mask.to(torch.float32)[:, None]
-    around = Fn.avg_pool2d(Fn.pad(m, (1, 1, 1, 1)), 3, stride=1)[:, 0] * 9       # the 3 x 3 sum
-    return ~mask & (around > 7.5)
 
 
 def dilate(mask: torch.Tensor, radius: int, step: int = 4) -> torch.Tensor:
