@@ -211,6 +211,7 @@ def test_a_pinhole_or_notch_in_the_frame_mesh_is_body_not_a_hole():
     assert km.shape[1] == 2 and km[0, 1, y, x] > 0.5 and km[0, 1, y, right - 1] > 0.5    # the key's interior
     mo = analytic_motion(holed, F, kw, _t(pose[1]), _t(pose[2]), FOCAL, ras.depth, key_mask=km)
     assert mo.hole is None or not (mo.hole[0, y, x] or mo.hole[0, y - 2:y + 3, right - 1:right + 1].any())
+    assert mo.weight[0, y, x] == 1                             # the pinhole moves as the body around it
     img = torch.full((1, 3, H, W), 20.0)
     img[:, :, ras.mask[0]] = 240.0                             # a dark background, a bright person
     out = analytic_frame(img, mo)

@@ -359,7 +359,9 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
         wgt = Fn.interpolate(wgt_lo, size=(H, W), mode="bilinear", align_corners=False)
     else:
         fill, wgt = fill_lo, wgt_lo
-    wgt = torch.where(body[:, None], torch.ones_like(wgt), wgt)
+    # A pinhole in the frame mesh (every neighbour covered: a fold of the body model) moves as the body.
+    solid = body | (~body & (Fn.avg_pool2d(Fn.pad(body.to(dtype)[:, None], (1, 1, 1, 1)), 3, stride=1)[:, 0] > 7.5 / 9))
+    wgt = torch.where(solid[:, None], torch.ones_like(wgt), wgt)
     resid = torch.where(known > 0, resid, fill * wgt)
     grid = bg + resid.permute(0, 2, 3, 1)
     hole = None
