@@ -186,6 +186,30 @@ def test_background_disocclusion_is_a_hole_and_filled():
     assert (out[0, 0][fras.mask[0]] > 249).float().mean() > 0.85  # the person moved along (edges bilinear)
 
 
+def test_a_disocclusion_too_thin_to_hold_a_3x3_square_is_not_a_hole():
+    """Lone pixels and one-pixel lines of a key mask (the fit's noise on its edge) are not filled as
+    background the person left; a real disocclusion is kept whole."""
+    from engine.synthesis.motion import person_mask
+    m = box((0.4, 0.6, 0.2))
+    key = ((0, 0, 0), (0, 0, 5), (0.3, 0.5, 1, 1))
+    frame = ((0, 0, 0), (0, 0, 5), (0.7, 0.5, 1, 1))        # the person walked 25 px right
+    Vk = torch.as_tensor(np.asarray(m.vertices), dtype=torch.float32)[None]
+    F = torch.as_tensor(np.asarray(m.faces))
+    kxy, kd = project(Vk, *(_t(x) for x in key), FOCAL, W, H)
+    kras = rasterize(kxy, kd, F, H, W)
+    fxy, fd = project(Vk, *(_t(x) for x in frame), FOCAL, W, H)
+    fras = rasterize(fxy, fd, F, H, W)
+    kw = to_world(Vk, _t(key[0]), _t(key[1]))
+    km = person_mask(kras.mask).clone()
+    km[0, 0, 60, 2] = 1.0                                      # a lone pixel of the key mask
+    km[0, 0, 2, 30:50] = 1.0                                   # a one-pixel line
+    mo = analytic_motion(fras, F, kw, _t(key[1]), _t(key[2]), FOCAL, kras.depth, key_mask=km)
+    assert not mo.hole[0, 60, 2] and not mo.hole[0, 2, 30:50].any()
+    old = kras.mask[0] & ~person_mask(fras.mask)[0, 0].bool()   # where the key person stood, now background
+    inner = old & ~torch.nn.functional.max_pool2d((~old).float()[None], 3, 1, 1)[0].bool()
+    assert inner.sum() > 30 and mo.hole[0][old].float().mean() > 0.95
+
+
 def test_a_pinhole_or_notch_in_the_frame_mesh_is_body_not_a_hole():
     """A pixel no triangle covers next to the frame mesh (a pinhole at a fold or seam of the body model,
     a notch in its outline) samples the key person's interior like its neighbours on the mesh: it is drawn
