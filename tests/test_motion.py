@@ -158,18 +158,22 @@ def test_background_grid_inverts_camera_motion_convention():
     assert np.allclose(pt + 0.5, identity_grid(40, 50)[0].reshape(-1, 2).numpy(), atol=1e-4)
 
 
-def test_background_disocclusion_is_a_hole_and_filled():
-    from engine.synthesis.motion import fill_holes, person_mask
+def _walked():
+    """A box person in the key frame and 25 px to the right in the frame: (faces, key pose, key raster,
+    frame raster, key world vertices)."""
     m = box((0.4, 0.6, 0.2))
     key = ((0, 0, 0), (0, 0, 5), (0.3, 0.5, 1, 1))
-    frame = ((0, 0, 0), (0, 0, 5), (0.7, 0.5, 1, 1))        # the person walked 25 px right
+    frame = ((0, 0, 0), (0, 0, 5), (0.7, 0.5, 1, 1))
     Vk = torch.as_tensor(np.asarray(m.vertices), dtype=torch.float32)[None]
     F = torch.as_tensor(np.asarray(m.faces))
     kxy, kd = project(Vk, *(_t(x) for x in key), FOCAL, W, H)
-    kras = rasterize(kxy, kd, F, H, W)
     fxy, fd = project(Vk, *(_t(x) for x in frame), FOCAL, W, H)
-    fras = rasterize(fxy, fd, F, H, W)
-    kw = to_world(Vk, _t(key[0]), _t(key[1]))
+    return F, key, rasterize(kxy, kd, F, H, W), rasterize(fxy, fd, F, H, W), to_world(Vk, _t(key[0]), _t(key[1]))
+
+
+def test_background_disocclusion_is_a_hole_and_filled():
+    from engine.synthesis.motion import fill_holes, person_mask
+    F, key, kras, fras, kw = _walked()
     mo = analytic_motion(fras, F, kw, _t(key[1]), _t(key[2]), FOCAL, kras.depth, key_mask=person_mask(kras.mask))
     old = kras.mask[0] & ~person_mask(fras.mask)[0, 0].bool()   # where the key person stood, now background
     assert old.sum() > 50
@@ -190,16 +194,7 @@ def test_a_disocclusion_too_thin_to_hold_a_3x3_square_is_not_a_hole():
     """Lone pixels and one-pixel lines of a key mask (the fit's noise on its edge) are not filled as
     background the person left; a real disocclusion is kept whole."""
     from engine.synthesis.motion import person_mask
-    m = box((0.4, 0.6, 0.2))
-    key = ((0, 0, 0), (0, 0, 5), (0.3, 0.5, 1, 1))
-    frame = ((0, 0, 0), (0, 0, 5), (0.7, 0.5, 1, 1))        # the person walked 25 px right
-    Vk = torch.as_tensor(np.asarray(m.vertices), dtype=torch.float32)[None]
-    F = torch.as_tensor(np.asarray(m.faces))
-    kxy, kd = project(Vk, *(_t(x) for x in key), FOCAL, W, H)
-    kras = rasterize(kxy, kd, F, H, W)
-    fxy, fd = project(Vk, *(_t(x) for x in frame), FOCAL, W, H)
-    fras = rasterize(fxy, fd, F, H, W)
-    kw = to_world(Vk, _t(key[0]), _t(key[1]))
+    F, key, kras, fras, kw = _walked()
     km = person_mask(kras.mask).clone()
     km[0, 0, 60, 2] = 1.0                                      # a lone pixel of the key mask
     km[0, 0, 2, 30:50] = 1.0                                   # a one-pixel line
