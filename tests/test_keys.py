@@ -185,7 +185,13 @@ def test_decoder_draws_from_every_reference_and_shows_each_key_picture():
     from engine.synthesis.decoder import Decoder
     from tests.test_decoder import BoxBody
     bs = make_bitstream(n_frames=16, gop=8, size=64, picture=generated_picture)
-    gops = [replace(g, refs=r, key_offset=o) for g, r, o in zip(bs.gops, K.reference_lists(2, 3), (2, 5))]
+    gops = []
+    for g, r, o in zip(bs.gops, K.reference_lists(2, 3), (2, 5)):
+        f = g.frames.copy()
+        # The person walks up to 13 px away from where the key saw her: a disocclusion wider than the
+        # thin ones the decoder leaves unfilled, which the other key's background fills.
+        f[:, 27] += 0.2 * np.abs(np.arange(len(f)) - o) / len(f)
+        gops.append(replace(g, refs=r, key_offset=o, frames=f))
     multi = replace(bs, gops=gops, max_refs=3, sizes={})
     dec = Decoder(multi, device="cpu", body_model=BoxBody())
     for g in multi.gops:                                # the key frame shows its key picture, wherever it is
