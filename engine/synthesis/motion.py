@@ -360,8 +360,8 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
     else:
         fill, wgt = fill_lo, wgt_lo
     # A pinhole in the frame mesh (every neighbour covered: a fold of the body model) moves as the body.
-    solid = body | (~body & (Fn.avg_pool2d(Fn.pad(body.to(dtype)[:, None], (1, 1, 1, 1)), 3, stride=1)[:, 0] > 7.5 / 9))
-    wgt = torch.where(solid[:, None], torch.ones_like(wgt), wgt)
+    covered_around = Fn.avg_pool2d(Fn.pad(body.to(dtype)[:, None], (1, 1, 1, 1)), 3, stride=1) * 9   # 3 x 3 count
+    wgt = torch.where(body[:, None] | (covered_around > 7.5), torch.ones_like(wgt), wgt)
     resid = torch.where(known > 0, resid, fill * wgt)
     grid = bg + resid.permute(0, 2, 3, 1)
     hole = None
@@ -390,7 +390,8 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
         # A disocclusion is a region: what is too thin to hold a 3 x 3 square (lone pixels, a one-pixel
         # line) is the fit's noise on a key mask's edge, and filled from the background it made a speck
         # (white on ubc_2's dress, dark on a TED stage). An opening keeps the rest exactly.
-        hole = hole & _box_any(_box_any((~hole).to(dtype)[:, None], 1).logical_not().to(dtype), 1)[:, 0]
+        core = ~_box_any((~hole).to(dtype)[:, None], 1)                 # the centres of 3 x 3 squares of hole
+        hole = hole & _box_any(core.to(dtype), 1)[:, 0]
     return Motion(grid=grid, visible=visible, body=body, weight=wgt[:, 0], hole=hole)
 
 
