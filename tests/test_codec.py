@@ -396,7 +396,7 @@ def test_picture_coder_limit_codes_one_at_a_time_then_side_by_side(monkeypatch):
     busy, most = [0], [0]
     lock = threading.Lock()
 
-    def fake(rgb, codec, qp):
+    def fake(rgb, codec, qp, preset):
         with lock:
             busy[0] += 1
             most[0] = max(most[0], busy[0])

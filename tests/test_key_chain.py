@@ -13,7 +13,7 @@ from engine.codec import container
 from engine.codec.bitstream import CODEC_IDS
 from engine.codec.keypicture import decode_key_chain, decode_key_picture, encode_key_chain, encode_key_picture
 from engine.errors import BitstreamError, IHVCError, InputError
-from tests.factories import make_bitstream, real_picture
+from tests.factories import SHARED_DATA, make_bitstream, real_picture
 
 
 def _moving(n=4, size=96):
@@ -45,6 +45,37 @@ def test_a_chain_decodes_to_its_pictures_in_fewer_bytes_than_pictures_coded_alon
     one = encode_key_chain(pics[:1], "vvc", 32)
     assert len(one) == 1 and one[0].payload == alone[0].payload
     assert np.array_equal(decode_key_chain(one)[0], decode_key_picture(alone[0]))
+
+
+def test_each_preset_codes_a_chain_that_decodes_and_the_slower_search_spends_no_more_bytes(chain):
+    """The encoder's effort picks the key pictures' preset (closed_loop.EFFORTS): every preset's chain decodes to
+    its pictures, the presets really differ, and fast costs at least as many bytes as medium, medium as slow
+    (on a real picture, as libvvenc's presets promise); an unknown preset is one clear error."""
+    pics = _moving()
+    size = {}
+    for preset in ("fast", "medium", "slow"):
+        kps = chain if preset == "medium" else encode_key_chain(pics, "vvc", 32, preset)
+        assert min(_psnr(d, p) for d, p in zip(decode_key_chain(kps), pics)) > 30
+        size[preset] = [len(k.payload) for k in kps]
+    assert size["fast"] != size["medium"] != size["slow"]
+    assert sum(size["fast"]) >= sum(size["medium"]) >= sum(size["slow"])
+    for codec in ("vvc", "hevc", "av1"):
+        fast, slow = (encode_key_picture(pics[0], codec, 32, p) for p in ("fast", "slow"))
+        assert fast.payload != slow.payload and _psnr(decode_key_picture(slow), pics[0]) > 30
+    with pytest.raises(InputError, match="preset 'placebo'"):
+        encode_key_picture(pics[0], "vvc", 32, "placebo")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ted" / "ted_a_384.mkv").exists(),
+                    reason=f"real clips not available at {SHARED_DATA}")
+def test_the_slow_preset_codes_a_long_chain_of_real_keys():
+    """With two threads libvvenc's slow preset wrote an empty stream for these 15 keys of ted_a (the keys of
+    its slow encode); the slow preset now codes on one thread."""
+    from engine.codec.video import read_video
+    frames = read_video(SHARED_DATA / "ted" / "ted_a_384.mkv", max_frames=97).frames
+    keys = [4, 10, 16, 23, 31, 36, 44, 50, 56, 62, 70, 76, 82, 90, 96]
+    kps = encode_key_chain([frames[k] for k in keys], "vvc", 37, "slow")
+    assert min(_psnr(d, frames[k]) for d, k in zip(decode_key_chain(kps), keys)) > 30
 
 
 def test_a_chain_refuses_other_codecs_and_mixed_sizes():

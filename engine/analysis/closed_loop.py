@@ -24,7 +24,8 @@ encoder searches motion vectors (analysis by synthesis):
   is the one whose decoded frame was scored.
 
 Effort levels (``encode --effort``), like a video encoder's presets: ``fast`` is the landmark fit
-alone; ``default`` refines at 128 px with a few iterations; ``slow`` at full size with more.
+alone; ``default`` refines at 128 px with a few iterations; ``slow`` at full size with more, and
+codes the key pictures at libvvenc's slow preset instead of medium.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class Effort:
     lr: float = 0.6
     raster_every: int = 4     # optimiser steps that share one triangle assignment
     score_side: int = 0       # the real decoder's size when it scores the rows (0: the bitstream's)
+    key_preset: str = "medium"  # the key-picture encoder's preset (engine.codec.keypicture.PRESETS)
 
 
 # Measured on ted_f (its first 58 inter frames, auto keys, ``RATE_WEIGHT`` 0, loaded 2-core machine):
@@ -60,10 +62,16 @@ class Effort:
 # PSNR within 0.01 dB of scoring at 384, VMAF within 0.08, the closed loop 11.5 -> 8.4 s on ted_c. At
 # 128 px it gave 0.6 s more and lost up to 0.13 VMAF against 192 (ted_c, ted_e); 7 optimiser steps
 # instead of 10 lost 0.46 dB on ted_c (docs/BENCHMARKS.md, "Encode speed, session 6").
+# The slow effort codes its key pictures with libvvenc's slow preset: ted_c's chain of 17 keys takes three
+# times as long as medium for 2 % fewer bytes and 0.17 dB more; slow encodes of ted_a, ted_c and ted_g came
+# out 1.9 to 3.1 % smaller, 0.05 to 0.12 dB and 0.002 to 0.005 SSIM better, in 0 to 23 % more time. The
+# fast preset is not worth its loss for the fast effort: a chain 3.3 times as fast, but the whole encode
+# only 9 % faster (the chain codes beside the key search), for 0.19 dB and 1.9 VMAF less at the same rate
+# (docs/BENCHMARKS.md, "The slow effort's key pictures at libvvenc's slow preset").
 EFFORTS = {
     "fast": Effort("fast", 0, 0),
     "default": Effort("default", 128, 10, score_side=192),
-    "slow": Effort("slow", 384, 24),
+    "slow": Effort("slow", 384, 24, key_preset="slow"),
 }
 
 # Trust region of each semantic group around the landmark fit (value units: rad, rad, m, frame

@@ -310,7 +310,7 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
     auto = gop == N and keys == "auto" and N > 1        # the key search places the key pictures
     # Key pictures code on a thread pool while the fit works on one core (engine.codec.keypicture).
     qps = sorted({min(hi, key_qp + d) for d in QP_STEPS}) if auto and qp_search else [key_qp]
-    coder = PictureCoder(frames, key_codec, key_qp)
+    coder = PictureCoder(frames, key_codec, key_qp, preset=effort_spec.key_preset)
     if auto and len(qps) == 1:
         # The three cost samples code beside the fit one at a time (the camera motion takes the rest):
         # two at a time slowed the fit by a sixth. (Under --key-qp auto there are fifteen, and the

@@ -45,7 +45,8 @@ def add_arguments(p):
     p.add_argument("--body-model-path", default=None, help="SMPL-X model folder (with SMPLX_NEUTRAL.npz)")
     p.add_argument("--effort", default="default", choices=("fast", "default", "slow"),
                    help="fast: semantics from the landmark fit alone; default: then refined against the frames "
-                        "the decoder draws (at half size); slow: refined at full size, longer")
+                        "the decoder draws (at half size); slow: refined at full size, and the key pictures at "
+                        "the VVC encoder's slow preset, longer")
     p.add_argument("--device", default=None, help="fit on cpu or cuda (default: cuda when present)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 

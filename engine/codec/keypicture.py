@@ -33,6 +33,12 @@ from engine.workers import GATE, run
 # QP range per codec (the user-facing scale of each codec).
 QP_RANGE = {"vvc": (0, 63), "hevc": (0, 51), "av1": (0, 63)}
 _MAX_SIDE = 4096
+# How hard the key-picture encoder searches: libvvenc's and libx265's presets by name, SVT-AV1's by number.
+# The encoder's effort picks one (engine.analysis.closed_loop.EFFORTS): a chain of ted_c's 17 keys at QP
+# 37 took 3.6 s fast, 11.6 s medium, 34.6 s slow, for 11,806, 11,059 and 10,843 bytes at 33.28, 33.31
+# and 33.48 dB (docs/BENCHMARKS.md, "The slow effort's key pictures at libvvenc's slow preset").
+PRESETS = ("fast", "medium", "slow")
+_SVT_PRESET = {"fast": "8", "medium": "6", "slow": "4"}
 os.environ.setdefault("SVT_LOG", "1")   # SVT-AV1 prints its whole config on stderr otherwise
 
 
@@ -48,9 +54,11 @@ def ffmpeg_exe() -> str:
         return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _check(rgb: np.ndarray, codec: str, qp: int) -> np.ndarray:
+def _check(rgb: np.ndarray, codec: str, qp: int, preset: str) -> np.ndarray:
     if codec not in CODEC_IDS:
         raise InputError(f"unknown key-picture codec {codec!r}: choose vvc, hevc or av1")
+    if preset not in PRESETS:
+        raise InputError(f"unknown key-picture preset {preset!r}: choose {', '.join(PRESETS)}")
     lo, hi = QP_RANGE[codec]
     if not lo <= qp <= hi:
         raise InputError(f"QP {qp} out of range {lo}..{hi} for {codec}")
@@ -63,7 +71,7 @@ def _check(rgb: np.ndarray, codec: str, qp: int) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def _encode_vvc(rgb: np.ndarray, qp: int) -> bytes:
+def _encode_vvc(rgb: np.ndarray, qp: int, preset: str) -> bytes:
     # RGB -> YUV here (engine.codec.colour), so that every codec gets the same conversion. One thread:
     # on a single 384 x 384 picture libvvenc's second thread only spins (1.74 s of CPU for 0.90 s of
     # wall time, against 0.89 and 0.89 with one; the same bytes). The encode's wall time did not change
@@ -74,15 +82,16 @@ def _encode_vvc(rgb: np.ndarray, qp: int) -> bytes:
     # pictures of 7 clips at QP 32 to 57 (docs/BENCHMARKS.md, "Key pictures in vvenc's all-intra
     # configuration"): BD-rate -17 % on PSNR, -21 % on SSIM, -23 % on MS-SSIM, 14 % faster. (The
     # decoder ignores the VUI: engine.codec.colour converts with its own fixed matrix and range.)
-    return _vvenc([rgb], qp, 1, "")
+    return _vvenc([rgb], qp, 1, "", preset=preset)
 
 
-def _vvenc(pictures: list[np.ndarray], qp: int, intra_period: int, params: str, threads: int = 1) -> bytes:
+def _vvenc(pictures: list[np.ndarray], qp: int, intra_period: int, params: str, threads: int = 1,
+           preset: str = "medium") -> bytes:
     """libvvenc on ``pictures`` (one size), no perceptual QP adaptation -> the elementary stream."""
     h, w = pictures[0].shape[:2]
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p10le",
            "-s", f"{w}x{h}", "-i", "-", "-frames:v", str(len(pictures)), "-c:v", "libvvenc", "-qp", str(qp),
-           "-preset", "medium", "-qpa", "0", "-threads", str(threads), "-g", str(intra_period),
+           "-preset", preset, "-qpa", "0", "-threads", str(threads), "-g", str(intra_period),
            "-vvenc-params", "AccessUnitDelimiter=0:HrdParametersPresent=0:VuiParametersPresent=0" + params,
            "-f", "vvc", "-"]
     res = run(cmd, input=b"".join(rgb_to_yuv420_bytes(p, "yuv420p10le") for p in pictures))
@@ -91,14 +100,14 @@ def _vvenc(pictures: list[np.ndarray], qp: int, intra_period: int, params: str, 
     return res.stdout
 
 
-def _encode_pyav(rgb: np.ndarray, codec: str, qp: int) -> bytes:
+def _encode_pyav(rgb: np.ndarray, codec: str, qp: int, preset: str) -> bytes:
     h, w = rgb.shape[:2]
     if codec == "hevc":
         ctx = av.CodecContext.create("libx265", "w")
-        ctx.options = {"x265-params": f"qp={qp}:keyint=1:info=0:log-level=error", "preset": "medium"}
+        ctx.options = {"x265-params": f"qp={qp}:keyint=1:info=0:log-level=error", "preset": preset}
     else:
         ctx = av.CodecContext.create("libsvtav1", "w")
-        ctx.options = {"qp": str(qp), "preset": "6", "svtav1-params": "rc=0"}
+        ctx.options = {"qp": str(qp), "preset": _SVT_PRESET[preset], "svtav1-params": "rc=0"}
     ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"
     ctx.time_base = Fraction(1, 25)
     frame = rgb_to_yuv420_frame(rgb, "yuv420p")
@@ -163,7 +172,7 @@ def _opens_sequence(payload: bytes) -> bool:
     return False
 
 
-def encode_key_chain(pictures, codec: str = "vvc", qp: int = 37) -> list[KeyPicture]:
+def encode_key_chain(pictures, codec: str = "vvc", qp: int = 37, preset: str = "medium") -> list[KeyPicture]:
     """Code RGB pictures (each uint8 H x W x 3, one size) as one chain: low-delay VVC in which each picture
     is predicted from the ones before it, every picture at ``qp``. Returns one KeyPicture per picture, its
     payload the picture's access unit; the first of every CHAIN_SEGMENT is intra, with the parameter sets,
@@ -171,37 +180,43 @@ def encode_key_chain(pictures, codec: str = "vvc", qp: int = 37) -> list[KeyPict
     Segments are coded side by side."""
     if codec != "vvc":
         raise InputError(f"chained key pictures are VVC only, not {codec}")
-    pics = [_check(p, codec, qp) for p in pictures]
+    pics = [_check(p, codec, qp, preset) for p in pictures]
     if not pics:
         return []
     if any(p.shape != pics[0].shape for p in pics):
         raise InputError("the pictures of a key chain must all have one size")
     parts = [pics[a:a + CHAIN_SEGMENT] for a in range(0, len(pics), CHAIN_SEGMENT)]
     if len(parts) == 1:
-        return _encode_segment(parts[0], codec, qp)
+        return _encode_segment(parts[0], codec, qp, preset)
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(2) as pool:
-        return [kp for seg in pool.map(lambda part: _encode_segment(part, codec, qp), parts) for kp in seg]
+        return [kp for seg in pool.map(lambda part: _encode_segment(part, codec, qp, preset), parts) for kp in seg]
 
 
-def _encode_segment(pics: list[np.ndarray], codec: str, qp: int) -> list[KeyPicture]:
+def _encode_segment(pics: list[np.ndarray], codec: str, qp: int, preset: str) -> list[KeyPicture]:
     if len(pics) == 1:
-        return [encode_key_picture(pics[0], codec, qp)]
+        return [encode_key_picture(pics[0], codec, qp, preset)]
     h, w = pics[0].shape[:2]
     # Two pictures at a time (vvenc's frame parallelism, two threads, whatever the machine): the same bytes
     # as one after the other, 12 to 20 % faster (17 keys of ted_c at QP 32, 42, 52: 8.5 -> 7.5, 5.7 -> 4.8,
     # 3.6 -> 2.9 s), though its threads wait busily (QP 37: 8.6 s user and 3.9 s system for 6.4 s of wall
     # time; one thread 7.2 s for 7.3). It overlaps only the group boundaries' drafts, and the whole encode
     # was still faster with it (ted_c 32.2 -> 31.4 s, ted_a 29.0 -> 27.9; docs/BENCHMARKS.md, session 13).
-    data = _vvenc(pics, qp, _CHAIN_INTRA_PERIOD, ":" + _CHAIN_PARAMS + ":MaxParallelFrames=2", threads=2)
+    # The slow preset codes one picture at a time on one thread: with two threads libvvenc 1.15 wrote nothing
+    # at all for 14 or more of ted_a's keys (exit status 0, an empty stream), and gave the same bytes as one
+    # thread, no faster (13 keys: 14.0 s against 14.3).
+    n = 1 if preset == "slow" else 2
+    data = _vvenc(pics, qp, _CHAIN_INTRA_PERIOD, ":" + _CHAIN_PARAMS + f":MaxParallelFrames={n}", threads=n,
+                  preset=preset)
     return [KeyPicture(codec=CODEC_IDS[codec], qp=qp, width=w, height=h, payload=u)
             for u in _split_access_units(data, len(pics))]
 
 
-def encode_key_picture(rgb: np.ndarray, codec: str = "vvc", qp: int = 37) -> KeyPicture:
-    """Intra-code one RGB picture (uint8 H x W x 3, even sides) at a fixed QP."""
-    rgb = _check(rgb, codec, qp)
-    data = _encode_vvc(rgb, qp) if codec == "vvc" else _encode_pyav(rgb, codec, qp)
+def encode_key_picture(rgb: np.ndarray, codec: str = "vvc", qp: int = 37, preset: str = "medium") -> KeyPicture:
+    """Intra-code one RGB picture (uint8 H x W x 3, even sides) at a fixed QP, the encoder searching as
+    hard as ``preset`` (PRESETS) says."""
+    rgb = _check(rgb, codec, qp, preset)
+    data = _encode_vvc(rgb, qp, preset) if codec == "vvc" else _encode_pyav(rgb, codec, qp, preset)
     h, w = rgb.shape[:2]
     return KeyPicture(codec=CODEC_IDS[codec], qp=qp, width=w, height=h, payload=data)
 
@@ -218,9 +233,10 @@ class PictureCoder:
             coder.submit([0, 40]); ...; kp = coder.get(40); coarse = coder.get(40, qp=47)
     """
 
-    def __init__(self, frames: np.ndarray, codec: str = "vvc", qp: int = 37, workers: int | None = None):
+    def __init__(self, frames: np.ndarray, codec: str = "vvc", qp: int = 37, workers: int | None = None,
+                 preset: str = "medium"):
         from concurrent.futures import ThreadPoolExecutor
-        self.frames, self.codec, self.qp = frames, codec, int(qp)
+        self.frames, self.codec, self.qp, self.preset = frames, codec, int(qp), preset
         # ``pool`` takes other work that waits on a subprocess or native code too (the encoder's camera
         # motion).
         self.workers = max(1, workers or min(4, os.cpu_count() or 1))
@@ -245,8 +261,8 @@ class PictureCoder:
             self._running += 1
         try:
             if isinstance(k, tuple):
-                return encode_key_chain([self.frames[i] for i in k], self.codec, qp)
-            return encode_key_picture(self.frames[k], self.codec, qp)
+                return encode_key_chain([self.frames[i] for i in k], self.codec, qp, self.preset)
+            return encode_key_picture(self.frames[k], self.codec, qp, self.preset)
         finally:
             with self._turns:
                 self._running -= 1
