@@ -78,6 +78,21 @@ def test_the_slow_preset_codes_a_long_chain_of_real_keys():
     assert min(_psnr(d, frames[k]) for d, k in zip(decode_key_chain(kps), keys)) > 30
 
 
+def test_a_chain_the_encoder_fails_at_another_preset_is_coded_at_medium(chain, monkeypatch):
+    import engine.codec.keypicture as kp
+    real = kp._vvenc
+
+    def failing(pictures, qp, intra_period, params, threads=1, preset="medium"):
+        if preset != "medium":
+            raise IHVCError("VVC encoder failed: ")
+        return real(pictures, qp, intra_period, params, threads, preset)
+    monkeypatch.setattr(kp, "_vvenc", failing)
+    assert [k.payload for k in encode_key_chain(_moving(), "vvc", 32, "slow")] == [k.payload for k in chain]
+    monkeypatch.setattr(kp, "_vvenc", lambda *a, **k: (_ for _ in ()).throw(IHVCError("VVC encoder failed: ")))
+    with pytest.raises(IHVCError, match="VVC encoder failed"):
+        encode_key_chain(_moving(), "vvc", 32, "slow")
+
+
 def test_a_chain_refuses_other_codecs_and_mixed_sizes():
     pics = _moving(2, 64)
     with pytest.raises(InputError, match="VVC only"):

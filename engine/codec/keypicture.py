@@ -205,9 +205,19 @@ def _encode_segment(pics: list[np.ndarray], codec: str, qp: int, preset: str) ->
     # The slow preset codes one picture at a time on one thread: with two threads libvvenc 1.15 wrote nothing
     # at all for 14 or more of ted_a's keys (exit status 0, an empty stream), and gave the same bytes as one
     # thread, no faster (13 keys: 14.0 s against 14.3).
-    n = 1 if preset == "slow" else 2
-    data = _vvenc(pics, qp, _CHAIN_INTRA_PERIOD, ":" + _CHAIN_PARAMS + f":MaxParallelFrames={n}", threads=n,
-                  preset=preset)
+    # Should the fast or slow preset still fail so on other pictures, the chain is coded at medium, which has
+    # coded every chain so far:
+    # a valid file rather than a long encode lost at its end.
+    def code(preset):
+        n = 1 if preset == "slow" else 2
+        return _vvenc(pics, qp, _CHAIN_INTRA_PERIOD, ":" + _CHAIN_PARAMS + f":MaxParallelFrames={n}", threads=n,
+                      preset=preset)
+    try:
+        data = code(preset)
+    except IHVCError:
+        if preset == "medium":
+            raise
+        data = code("medium")
     return [KeyPicture(codec=CODEC_IDS[codec], qp=qp, width=w, height=h, payload=u)
             for u in _split_access_units(data, len(pics))]
 
