@@ -206,8 +206,7 @@ def _encode_segment(pics: list[np.ndarray], codec: str, qp: int, preset: str) ->
     # at all for 14 or more of ted_a's keys (exit status 0, an empty stream), and gave the same bytes as one
     # thread, no faster (13 keys: 14.0 s against 14.3).
     # Should the fast or slow preset still fail so on other pictures, the chain is coded at medium, which has
-    # coded every chain so far:
-    # a valid file rather than a long encode lost at its end.
+    # coded every chain so far: a valid file rather than a long encode lost at its end.
     def code(preset):
         n = 1 if preset == "slow" else 2
         return _vvenc(pics, qp, _CHAIN_INTRA_PERIOD, ":" + _CHAIN_PARAMS + f":MaxParallelFrames={n}", threads=n,
