@@ -63,6 +63,28 @@ def test_metrics_basic():
     assert set(st) == {"lpips", "dists"} and all(s.startswith(("available", "unavailable")) for s in st.values())
 
 
+def test_step_error_sees_a_jump_between_frames_that_a_frame_by_frame_metric_does_not():
+    """Two decodings with the same per-frame error: one always 6 too bright, one 6 too bright then 6 too dark
+    from frame 3 on (a group giving way to the next one's). PSNR cannot tell them apart; the step into frame 3
+    can, and only that step."""
+    a = np.full((6, 16, 16, 3), 100, np.uint8)
+    a[:, :, :8] = 150                                       # a still scene
+    steady = a + np.uint8(6)
+    pop = steady.copy()
+    pop[3:] = a[3:] - np.uint8(6)
+    assert np.allclose(metrics.psnr_frames(a, steady), metrics.psnr_frames(a, pop))
+    assert metrics.step_errors(a, a).tolist() == [0.0] * 5
+    assert metrics.step_errors(a, steady).tolist() == [0.0] * 5
+    assert metrics.step_errors(a, pop).tolist() == [0.0, 0.0, 12.0, 0.0, 0.0]
+    assert metrics.boundary_steps(a, pop, [0, 3]) == (12.0, 0.0)
+    # the source's own motion is not an error: a decoding that follows it exactly has none
+    moving = np.stack([np.roll(a[0], 2 * t, axis=1) for t in range(6)])
+    assert metrics.step_errors(moving, moving).max() == 0.0
+    assert metrics.step_errors(moving, np.repeat(moving[:1], 6, 0)).min() > 0
+    at, inside = metrics.boundary_steps(a, pop, [0])        # no boundary but frame 0's
+    assert np.isnan(at) and inside == pytest.approx(12.0 / 5)
+
+
 def test_bd_rate_math():
     def pts(codec, rates, q):
         return [ev.Point(codec, i, int(r * 1000 / 8 / 25 * 10), 10, {"psnr": v}) for i, (r, v) in enumerate(zip(rates, q))]

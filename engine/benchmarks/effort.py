@@ -4,7 +4,9 @@ Per TED clip (every TED clip under --data, ../shared/data/more included; the fir
 default 100), the real ``encode_video`` call at each effort level (fast, then default) with the default
 settings otherwise (key pictures chosen by content, key QP 37): its wall seconds and frames per second,
 where the time went (landmarks, fit, key search, closed loop), then the analytic decoder's frames
-scored against the working frames (PSNR, SSIM, MS-SSIM, VMAF) and the rate. Wall-clock figures: run it
+scored against the working frames (PSNR, SSIM, MS-SSIM, VMAF), the rate, and the step error into the
+first frame of a group and into the others (``metrics.boundary_steps``: a key's group giving way to the
+next key's shows as a jump no frame-by-frame metric sees). Wall-clock figures: run it
 on an otherwise idle machine, and say so when it was not.
 """
 from __future__ import annotations
@@ -21,13 +23,14 @@ STAGES = ("landmarks", "fit", "keys", "closed_loop")
 def measure(path, effort: str, max_frames: int, device=None) -> dict:
     """One clip encoded end to end at one effort level, decoded and scored."""
     from engine.analysis.encoder import encode_video
-    from engine.evaluation.metrics import evaluate
+    from engine.evaluation.metrics import boundary_steps, evaluate
     from engine.synthesis.decoder import Decoder
     res = encode_video(path, max_frames=max_frames, effort=effort, device=device, keep_analysis=True)
     frames = res.analysis.frames
     out = Decoder(res.bitstream, device=device, body_model=res.analysis.model).decode_all()
     r = res.rate
-    return {**evaluate(frames, out), "seconds": res.seconds, "frames": len(frames), "fps": res.encode_fps,
+    at, inside = boundary_steps(frames, out, [g.start for g in res.bitstream.gops])
+    return {**evaluate(frames, out), "step_at": at, "step_inside": inside, "seconds": res.seconds, "frames": len(frames), "fps": res.encode_fps,
             "keys": len(res.bitstream.gops), "kbps": r.kbps_at_25fps, "sem_bpf": r.semantics_bpf + r.camera_bpf,
             **{"t_" + s: res.timings.get(s, 0.0) for s in STAGES}}
 
@@ -41,8 +44,8 @@ def run(args) -> int:
     mf = getattr(args, "max_frames", None) or DEFAULT_FRAMES
     device = getattr(args, "device", None)
     head = ("| clip | effort | encode s | frames/s | landmarks / fit / keys / closed loop s | keys | kbps "
-            "| sem bits/frame | PSNR | SSIM | MS-SSIM | VMAF |")
-    lines = [head, "|" + "---|" * 12]
+            "| sem bits/frame | PSNR | SSIM | MS-SSIM | VMAF | step error at / off a boundary |")
+    lines = [head, "|" + "---|" * 13]
     print(head, flush=True)
     rows = []
     for path in clips:
@@ -53,17 +56,17 @@ def run(args) -> int:
             line = (f"| {path.stem} | {effort} | {s['seconds']:.1f} | {s['fps']:.2f} | "
                     + " / ".join(f"{s['t_' + k]:.1f}" for k in STAGES)
                     + f" | {s['keys']} | {s['kbps']:.2f} | {s['sem_bpf']:.1f} | {s['psnr']:.2f} | {s['ssim']:.4f} "
-                    f"| {s['ms_ssim']:.4f} | {s.get('vmaf', float('nan')):.1f} |")
+                    f"| {s['ms_ssim']:.4f} | {s.get('vmaf', float('nan')):.1f} | {s['step_at']:.2f} / {s['step_inside']:.2f} |")
             lines.append(line)
             print(line, flush=True)
     for effort in EFFORTS:
         sel = [r for r in rows if r["effort"] == effort]
-        m = {k: float(np.mean([r[k] for r in sel])) for k in ("kbps", "sem_bpf", "psnr", "ssim", "ms_ssim", "vmaf",
-                                                              *("t_" + s for s in STAGES))}
+        m = {k: float(np.nanmean([r[k] for r in sel])) for k in ("kbps", "sem_bpf", "psnr", "ssim", "ms_ssim", "vmaf",
+                                                                 "step_at", "step_inside", *("t_" + s for s in STAGES))}
         secs = sum(r["seconds"] for r in sel)
         lines.append(f"| **all** | {effort} | {secs:.1f} | {sum(r['frames'] for r in sel) / secs:.2f} | "
                      + " / ".join(f"{m['t_' + k]:.1f}" for k in STAGES)
                      + f" | | {m['kbps']:.2f} | {m['sem_bpf']:.1f} | {m['psnr']:.2f} | {m['ssim']:.4f} "
-                     f"| {m['ms_ssim']:.4f} | {m['vmaf']:.1f} |")
+                     f"| {m['ms_ssim']:.4f} | {m['vmaf']:.1f} | {m['step_at']:.2f} / {m['step_inside']:.2f} |")
     print("\n".join(lines))
     return 0

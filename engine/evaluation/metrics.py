@@ -44,6 +44,31 @@ def psnr_frames(ref, dist) -> np.ndarray:
     return np.minimum(p, 100.0)
 
 
+def step_errors(ref, dist) -> np.ndarray:
+    """Per step t -> t+1, how far the decoded change is from the source's: mean |(dist[t+1] - dist[t]) -
+    (ref[t+1] - ref[t])| over pixels and channels (0..255), (N - 1,). A frame-by-frame metric does not see
+    a jump between two frames each about as good as the other (a key picture's group giving way to the
+    next one's, docs/BENCHMARKS.md "Pops at group boundaries"); this does."""
+    ref, dist = _pair(ref, dist)
+    out = np.zeros(max(0, len(ref) - 1))
+    for t in range(len(out)):           # one step at a time: a clip's frames in float would not fit
+        d = dist[t + 1].astype(np.int16) - dist[t] - (ref[t + 1].astype(np.int16) - ref[t])
+        out[t] = float(np.abs(d).mean())
+    return out
+
+
+def boundary_steps(ref, dist, starts) -> tuple[float, float]:
+    """The mean step error (``step_errors``) into the frames of ``starts`` (where a group begins; frame 0
+    has no step into it) and into every other frame: (at a boundary, inside); nan where there is none."""
+    e = step_errors(ref, dist)
+    at = np.zeros(len(e), bool)
+    for s in starts:
+        if 1 <= s <= len(e):
+            at[s - 1] = True
+    return (float(e[at].mean()) if at.any() else float("nan"),
+            float(e[~at].mean()) if (~at).any() else float("nan"))
+
+
 def _torch(x: np.ndarray) -> torch.Tensor:
     x = np.ascontiguousarray(x)
     if not x.flags.writeable:
