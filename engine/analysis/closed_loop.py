@@ -63,8 +63,8 @@ class Effort:
 # 128 px it gave 0.6 s more and lost up to 0.13 VMAF against 192 (ted_c, ted_e); 7 optimiser steps
 # instead of 10 lost 0.46 dB on ted_c (docs/BENCHMARKS.md, "Encode speed, session 6").
 # The slow effort codes its key pictures with libvvenc's slow preset: ted_c's chain of 17 keys takes three
-# times as long as medium for 2 % fewer bytes and 0.17 dB more; slow encodes of ted_a, ted_c and ted_g came
-# out 1.9 to 3.1 % smaller, 0.05 to 0.12 dB and 0.002 to 0.005 SSIM better, in 0 to 23 % more time. The
+# times as long as medium for 2 % fewer bytes and 0.17 dB more; slow encodes of three TED clips and two
+# people kept aside came out 1.9 to 6.3 % smaller and 0.05 to 0.12 dB better, in 0 to 23 % more time. The
 # fast preset is not worth its loss for the fast effort: a chain 3.3 times as fast, but the whole encode
 # only 9 % faster (the chain codes beside the key search), for 0.19 dB and 1.9 VMAF less at the same rate
 # (docs/BENCHMARKS.md, "The slow effort's key pictures at libvvenc's slow preset").
