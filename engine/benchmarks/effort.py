@@ -30,7 +30,8 @@ def measure(path, effort: str, max_frames: int, device=None) -> dict:
     out = Decoder(res.bitstream, device=device, body_model=res.analysis.model).decode_all()
     r = res.rate
     at, inside = boundary_steps(frames, out, [g.start for g in res.bitstream.gops])
-    return {**evaluate(frames, out), "step_at": at, "step_inside": inside, "seconds": res.seconds, "frames": len(frames), "fps": res.encode_fps,
+    return {**evaluate(frames, out), "step_at": at, "step_inside": inside,
+            "seconds": res.seconds, "frames": len(frames), "fps": res.encode_fps,
             "keys": len(res.bitstream.gops), "kbps": r.kbps_at_25fps, "sem_bpf": r.semantics_bpf + r.camera_bpf,
             **{"t_" + s: res.timings.get(s, 0.0) for s in STAGES}}
 
@@ -56,7 +57,8 @@ def run(args) -> int:
             line = (f"| {path.stem} | {effort} | {s['seconds']:.1f} | {s['fps']:.2f} | "
                     + " / ".join(f"{s['t_' + k]:.1f}" for k in STAGES)
                     + f" | {s['keys']} | {s['kbps']:.2f} | {s['sem_bpf']:.1f} | {s['psnr']:.2f} | {s['ssim']:.4f} "
-                    f"| {s['ms_ssim']:.4f} | {s.get('vmaf', float('nan')):.1f} | {s['step_at']:.2f} / {s['step_inside']:.2f} |")
+                    f"| {s['ms_ssim']:.4f} | {s.get('vmaf', float('nan')):.1f} "
+                    f"| {s['step_at']:.2f} / {s['step_inside']:.2f} |")
             lines.append(line)
             print(line, flush=True)
     for effort in EFFORTS:

@@ -62,9 +62,7 @@ def boundary_steps(ref, dist, starts) -> tuple[float, float]:
     has no step into it) and into every other frame: (at a boundary, inside); nan where there is none."""
     e = step_errors(ref, dist)
     at = np.zeros(len(e), bool)
-    for s in starts:
-        if 1 <= s <= len(e):
-            at[s - 1] = True
+    at[[s - 1 for s in starts if 1 <= s <= len(e)]] = True
     return (float(e[at].mean()) if at.any() else float("nan"),
             float(e[~at].mean()) if (~at).any() else float("nan"))
 
