@@ -260,3 +260,54 @@ def test_dilate_matches_a_square_max_pooling():
             for radius in (1, 3, 4, 9):
                 for step in (1, 4):
                     assert torch.equal(dilate(m, radius, step), pooled(m, radius, step)), (h, w, p, radius, step)
+
+
+def test_background_beside_a_far_moved_body_is_not_dragged_with_it():
+    """The band around the body follows its motion (hair, loose clothes), but a band pixel whose sample
+    would lie farther from the key's person than the pixel lies from the frame's own, by more than the
+    person margin, is background: it keeps the background's motion instead of dragging the wall along
+    with an arm swung far (a large studio edit). Under a small motion the whole band is kept."""
+    from engine.synthesis.motion import PERSON_MARGIN, person_mask
+    n = 128
+    m = box((0.2, 0.6, 0.2))
+    Vk = torch.as_tensor(np.asarray(m.vertices), dtype=torch.float32)[None]
+    F = torch.as_tensor(np.asarray(m.faces))
+    key = ((0, 0, 0), (0, 0, 5), (0.3, 0.5, 1, 1))
+    kras = rasterize(*project(Vk, *(_t(x) for x in key), FOCAL, n, n), F, n, n)
+    kw = to_world(Vk, _t(key[0]), _t(key[1]))
+    y = n // 2
+    for shift, far in ((0.4, True), (0.02, False)):            # 51 px, then 2.6 px to the right
+        frame = ((0, 0, 0), (0, 0, 5), (0.3 + shift, 0.5, 1, 1))
+        fras = rasterize(*project(Vk, *(_t(x) for x in frame), FOCAL, n, n), F, n, n)
+        plain = analytic_motion(fras, F, kw, _t(key[1]), _t(key[2]), FOCAL, kras.depth)
+        mo = analytic_motion(fras, F, kw, _t(key[1]), _t(key[2]), FOCAL, kras.depth,
+                             key_mask=person_mask(kras.mask))
+        assert torch.equal(mo.grid[mo.body], plain.grid[plain.body])     # the body moves as it did
+        right = int(fras.mask[0, y].nonzero().max())            # the frame body's last column on row y
+        band = slice(right + round(PERSON_MARGIN * n) + 2, right + 12)
+        if far:
+            # Without the key's person (no masks) the band drags the background beside the body along,
+            # by up to tens of pixels; with it, that background stays where it was (identity camera).
+            assert plain.flow[0, y, band, 0].min() < -10
+            assert mo.flow[0, y, band].abs().max() < 1e-3
+        else:
+            assert plain.flow[0, y, band, 0].min() < -0.5
+            moving = plain.flow.norm(dim=-1) > 0.5                # the band near the body, kept
+            assert (moving & ~plain.body).sum() > 100
+            assert torch.equal(mo.grid[moving], plain.grid[moving])
+
+
+def test_outline_distance_is_the_first_dilation_that_reaches_each_pixel():
+    """outline_distance's pooled steps give the pixels of one dilate per step, at every frame size."""
+    from engine.synthesis.motion import OUTLINE_STEPS, dilate, outline_distance
+    g = torch.Generator().manual_seed(1)
+    for n in (384, 128, 50):
+        m = torch.nn.functional.interpolate((torch.rand(3, 1, n // 8 + 1, n // 8 + 1, generator=g) < 0.1).float(),
+                                            size=(n, n))[:, 0] > 0.5
+        ref = torch.full(m.shape, math.inf)
+        for f in reversed(OUTLINE_STEPS):
+            r = max(1, round(f * n))
+            ref = torch.where(dilate(m, r), float(r), ref)
+        d = outline_distance(m, n)
+        assert torch.equal(d, torch.where(m, 0.0, ref))
+        assert len(d.unique()) > 4 and (d[~m] > 0).all()

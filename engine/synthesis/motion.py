@@ -369,16 +369,33 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
         km = key_mask.to(dtype)
         if km.dim() == 3:
             km = km[:, None]
-        # Nearest lookup of the key masks at the sampled positions (B x 1|2 x H x W).
         kh, kw = km.shape[-2:]
-        xi = grid[..., 0].floor().long().clamp(0, kw - 1)
-        yi = grid[..., 1].floor().long().clamp(0, kh - 1)
-        flat = (yi * kw + xi).reshape(B, 1, -1).expand(-1, km.shape[1], -1)
-        samp = torch.gather(km.reshape(km.shape[0], km.shape[1], -1).expand(B, -1, -1), 2, flat)
-        samp = samp.reshape(B, km.shape[1], H, W)
+
+        def lookup(maps, g):
+            # Nearest lookup of key maps (1|B x C x H x W) at the sampled positions: B x C x H x W.
+            xi = g[..., 0].floor().long().clamp(0, kw - 1)
+            yi = g[..., 1].floor().long().clamp(0, kh - 1)
+            flat = (yi * kw + xi).reshape(B, 1, -1).expand(-1, maps.shape[1], -1)
+            return torch.gather(maps.reshape(maps.shape[0], maps.shape[1], -1).expand(B, -1, -1), 2, flat).reshape(
+                B, maps.shape[1], H, W)
+
+        # Band pixels (off the frame mesh, following the body's motion in part) are hair, loose clothes and
+        # the fit's error around the body, which keep about their distance to it. One whose sample lies
+        # farther from the key's person than the pixel lies from the frame's own, by more than
+        # PERSON_MARGIN, is background the body's motion drags along: it takes the background's motion.
+        # Without this an arm swung far (a large studio edit, a dancer's turn) bent the wall behind it
+        # (docs/BENCHMARKS.md "Background no longer dragged by a moving arm").
+        margin = max(1, int(round(PERSON_MARGIN * max(H, W))))
+        frame_person = dilate(body, margin)
+        band = ~body & (wgt[:, 0] > 0) & (wgt[:, 0] < 1)
+        if bool(band.any()):
+            key_dist = outline_distance(km[:, 0] > 0.5, max(H, W))
+            dragged = band & (lookup(key_dist[:, None], grid)[:, 0] > outline_distance(frame_person, max(H, W)) + margin)
+            grid = torch.where(dragged[..., None], bg, grid)
+            wgt = torch.where(dragged[:, None], torch.zeros_like(wgt), wgt)
+        samp = lookup(km, grid)
         # Definitely background in the frame (outside the frame person's own margin), yet
         # sampling where the key frame may show the person.
-        frame_person = dilate(body, max(1, int(round(PERSON_MARGIN * max(H, W)))))
         hole = (samp[:, 0] > 0.5) & ~frame_person & (wgt[:, 0] < 0.5)
         if km.shape[1] > 1:
             # Off the frame mesh but sampling the key mesh's interior: that surface is elsewhere now.
@@ -405,6 +422,31 @@ def dilate(mask: torch.Tensor, radius: int, step: int = 4) -> torch.Tensor:
         lo = _box_any(lo, -(-radius // step))
         return Fn.interpolate(lo.to(torch.float32), scale_factor=step, mode="nearest")[:, 0] > 0.5
     return _box_any(m, radius)[:, 0]
+
+
+# The steps in which outline_distance measures, as fractions of the frame size: coarse, as the band rule
+# of analytic_motion compares two such distances with a margin of PERSON_MARGIN.
+OUTLINE_STEPS = tuple(1 / n for n in (96, 48, 32, 24, 16, 12, 8, 6, 4))
+
+
+def outline_distance(mask: torch.Tensor, size: int, step: int = 4) -> torch.Tensor:
+    """B x H x W bool -> B x H x W float: each pixel's distance in px from ``mask``, rounded up to the
+    next of OUTLINE_STEPS x ``size`` (0 on the mask, inf beyond the last step). Each step is the pixels
+    ``dilate(mask, r)`` adds; the steps of ``step`` px and more are taken together at 1/step resolution
+    (one pooling and one upsampling for all of them, the same pixels as one :func:`dilate` each)."""
+    H, W = mask.shape[-2:]
+    radii = [max(1, int(round(f * size))) for f in OUTLINE_STEPS]
+    coarse = [r for r in radii if step > 1 and r >= step and H % step == 0 and W % step == 0]
+    d = torch.full(mask.shape, math.inf, device=mask.device)
+    if coarse:
+        lo = Fn.max_pool2d(mask.to(torch.float32)[:, None], step)
+        d_lo = torch.full_like(lo, math.inf)
+        for r in reversed(coarse):
+            d_lo = torch.where(_box_any(lo, -(-r // step)), float(r), d_lo)
+        d = Fn.interpolate(d_lo, scale_factor=step, mode="nearest")[:, 0]
+    for r in reversed([r for r in radii if r not in coarse]):
+        d = torch.where(_box_any(mask.to(torch.float32)[:, None], r)[:, 0], float(r), d)
+    return torch.where(mask, 0.0, d)
 
 
 def unseen_interior(unseen: torch.Tensor, radius: int) -> torch.Tensor:
