@@ -331,7 +331,8 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
                the frame size
     key_mask:  1 x H x W or 1 x 2 x H x W float, the person in the key frame (:func:`person_mask`:
                channel 0 the key mesh's coverage dilated to take in hair and clothes, optional
-               channel 1 its interior, eroded); enables ``Motion.hole``
+               channel 1 its interior, eroded); enables ``Motion.hole``, and keeps the band from
+               dragging the background beside a far-moved body (background motion there instead)
     """
     B, H, W = frame.tri.shape
     device, dtype = frame.bary.device, frame.bary.dtype
