@@ -178,7 +178,8 @@ class _Warp:
         camera = rows[:, 31:34] if rows.shape[1] >= 34 else None
         mo = analytic_motion(Raster(tri=tri, bary=bary, depth=depth.detach()), self.faces, st.world, st.trans,
                              st.loc, st.focal, st.depth, camera=camera, tol=st.tol,
-                             key_mask=st.person if dec.fill_disocclusions else None)
+                             key_mask=st.person if dec.fill_disocclusions else None,
+                             key_distance=st.person_distance if dec.fill_disocclusions else None)
         return analytic_frame(st.image, mo), tri
 
 

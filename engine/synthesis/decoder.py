@@ -44,7 +44,8 @@ from engine.errors import IHVCError, InputError
 from engine.synthesis.device import resolve_device
 from engine.synthesis.motion import (BACKGROUND_MARGIN, Motion, ReferenceSample, analytic_frame, analytic_motion,
                                      background_sample, compose_cameras, dilate, fuse_references, hole_of,
-                                     invert_camera, person_mask, reference_sample, unseen_interior)
+                                     invert_camera, outline_distance, person_mask, reference_sample,
+                                     unseen_interior)
 from engine.synthesis.raster import Raster, rasterize
 from engine.codec.semantics import FrameSemantics
 
@@ -94,6 +95,14 @@ class KeyState:
     def mesh(self) -> torch.Tensor:
         """1 x 6 x H x W mesh image of the key frame (engine.synthesis.mesh_image), computed on first use."""
         return self._mesh_of()
+
+    @cached_property
+    def person_distance(self) -> torch.Tensor | None:
+        """1 x H x W distance from the key's person (``person`` channel 0, motion.outline_distance): what
+        analytic_motion's band rule reads for every batch of the group's frames; None without ``person``."""
+        if self.person is None:
+            return None
+        return outline_distance(self.person[:, 0] > 0.5, max(self.person.shape[-2:]))
 
 
 @dataclass
@@ -459,8 +468,10 @@ class Decoder:
             verts = self._vertices(np.stack([s.body_pose for s in sems]), st.betas)
             xy, d = project(verts, rot, trans, loc, st.focal.expand(B, 2), self.width, self.height)
             r = rasterize(xy, d, self._faces_oriented, self.height, self.width, cull_backfaces=self.cull)
+            fill = self.fill_disocclusions
             mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
-                                 camera=camera, tol=st.tol, key_mask=st.person if self.fill_disocclusions else None)
+                                 camera=camera, tol=st.tol, key_mask=st.person if fill else None,
+                                 key_distance=st.person_distance if fill else None)
         return r, verts, rot, trans, mo
 
     def _references(self, gop: GroupOfPictures, r: Raster, mo: Motion, frames) -> list[ReferenceSample]:

@@ -317,7 +317,7 @@ def push_pull(values: torch.Tensor, weight: torch.Tensor, min_size: int = 2) -> 
 def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor, key_trans: torch.Tensor,
                     key_loc: torch.Tensor, focal: torch.Tensor, key_depth: torch.Tensor,
                     camera: torch.Tensor | None = None, tol: float = 0.02, ramp: float = 0.06,
-                    key_mask: torch.Tensor | None = None) -> Motion:
+                    key_mask: torch.Tensor | None = None, key_distance: torch.Tensor | None = None) -> Motion:
     """Backward motion of B frames towards the key frame.
 
     frame:     Raster of the frame meshes (B x H x W)
@@ -333,6 +333,8 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
                channel 0 the key mesh's coverage dilated to take in hair and clothes, optional
                channel 1 its interior, eroded); enables ``Motion.hole``, and keeps the band from
                dragging the background beside a far-moved body (background motion there instead)
+    key_distance: 1 x H x W, :func:`outline_distance` of key_mask's channel 0, when the caller keeps it per key
+               (the decoder's KeyState.person_distance); computed here otherwise
     """
     B, H, W = frame.tri.shape
     device, dtype = frame.bary.device, frame.bary.dtype
@@ -390,8 +392,10 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
         frame_person = dilate(body, margin)
         band = ~body & (wgt[:, 0] > 0) & (wgt[:, 0] < 1)
         if bool(band.any()):
-            key_dist = outline_distance(km[:, 0] > 0.5, max(H, W))
-            dragged = band & (lookup(key_dist[:, None], grid)[:, 0] > outline_distance(frame_person, max(H, W)) + margin)
+            if key_distance is None:
+                key_distance = outline_distance(km[:, 0] > 0.5, max(H, W))
+            sample_distance = lookup(key_distance[:, None], grid)[:, 0]
+            dragged = band & (sample_distance > outline_distance(frame_person, max(H, W)) + margin)
             grid = torch.where(dragged[..., None], bg, grid)
             wgt = torch.where(dragged[:, None], torch.zeros_like(wgt), wgt)
         samp = lookup(km, grid)
