@@ -352,14 +352,15 @@ class MainWindow(QMainWindow):
         self.adapter.set_frame(frame)
         self._on_value_edited(index, value, final)
 
-    def _on_preview(self, serial, frame, original, edited, draft=False):
+    def _on_preview(self, serial, frame, original, edited, draft=False, invented=None):
         # The current frame, or (while playing or scrubbing ahead of the decoder) the newest decoded
         # one: the pane says which frame it shows, and original and edited always come as a pair.
         if self.adapter.doc is not None and 0 <= frame < self.adapter.doc.n_frames:
             edited_here = not np.array_equal(self.adapter.doc.original[frame], self.adapter.doc.edited[frame])
             note = "edited" if edited_here else "unedited"
             self.preview_pane.set_frames(serial, frame, original, edited,
-                                         note + (f" · {self.preview.note}" if self.preview.note else ""), draft)
+                                         note + (f" · {self.preview.note}" if self.preview.note else ""), draft,
+                                         invented)
         # Redrawing the 3D body costs 165-290 ms on the GUI thread with a software GL, which made every
         # drag step (and every played frame) wait for it; while previews stream in (drag, playback,
         # scrubbing) the body follows at most every MESH_DRAG_INTERVAL s, and with the newest full

@@ -1,5 +1,6 @@
-"""``python -m app.screenshot [OUT.png]``: open the sample, make an edit, wait for the preview and the
-3D view, and save a picture of the whole window (docs/screenshot.png). Run under a display or Xvfb:
+"""``python -m app.screenshot [OUT.png] [--compare MODE]``: open the sample, make an edit, wait for the
+preview and the 3D view, and save a picture of the whole window (docs/screenshot.png); ``--compare``
+picks the preview's compare mode (side, wipe, diff, invented; default side). Run under a display or Xvfb:
 
     xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python -m app.screenshot docs/screenshot.png
 """
@@ -11,15 +12,19 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    out = Path(argv[0] if argv else "docs/screenshot.png")
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m app.screenshot")
+    ap.add_argument("out", nargs="?", default="docs/screenshot.png")
+    ap.add_argument("--compare", default="side")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out)
     from .cli_studio import DEFAULT_FILE, create_app
     app = create_app()
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
     from .preferences import Preferences
-    win = MainWindow(Preferences(device="cpu"))
+    win = MainWindow(Preferences(device="cpu", compare_mode=args.compare))
     win.resize(1580, 960)
     win.show()
     if not win.open_path(DEFAULT_FILE):

@@ -52,7 +52,7 @@ DRAFT_MAX_SIDE = 192    # measured on the sample (384 px, analytic, CPU): ~2x fa
 
 
 class PreviewService(QObject):
-    ready = Signal(int, int, object, object, bool)
+    ready = Signal(int, int, object, object, bool, object)   # ..., draft, the edited frame's invented pixels or None
     failed = Signal(object)
 
     @property
@@ -107,14 +107,23 @@ class PreviewService(QObject):
 
     # --- worker thread ----------------------------------------------------------------------------
     def _decode(self, kind, frame, row, semantics, decoder=None, size=None):
-        """size: None for the full frame, else the draft side (part of the key: never mixed up)."""
+        """size: None for the full frame, else the draft side (part of the key: never mixed up).
+        Returns (image, invented): invented, the H x W bool of the pixels no key picture saw (None from
+        a decoder that does not say); it comes with the frame, at no extra decoding."""
         key = (kind, frame, row.tobytes(), self._decoder_gen, size)
-        img = self.cache.get(key)
-        if img is None:
+        got = self.cache.get(key)
+        if got is None:
             dec = decoder if decoder is not None else self._decoder
-            img = _resize(np.asarray(dec.decode_frame(frame, semantics)), size or self.prefs.preview_size)
-            self.cache.put(key, img)
-        return img
+            size = size or self.prefs.preview_size
+            guess = None
+            if getattr(dec, "tells_invented", False):
+                img, guess = dec.decode_frame(frame, semantics, with_invented=True)
+                guess = _resize(np.asarray(guess, bool), size)
+            else:
+                img = dec.decode_frame(frame, semantics)
+            got = (_resize(np.asarray(img), size), guess)
+            self.cache.put(key, got)
+        return got
 
     def _handle(self, req):
         serial, gen, bitstream, frame, orig_row, edit_row, draft = req
@@ -131,22 +140,22 @@ class PreviewService(QObject):
             size = side if draft_dec is not None else None   # no scaled(): full frames, not labelled draft
         # In a draft the original is small too, so that wipe and difference compare like with like;
         # it is decoded once per frame and drag (the cache holds it).
-        original = self._decode("original", frame, orig_row, None, draft_dec, size)
+        original, guessed = self._decode("original", frame, orig_row, None, draft_dec, size)
         if np.array_equal(orig_row, edit_row):
-            edited = original
+            edited, invented = original, guessed
         else:
-            edited = self._decode("edited", frame, edit_row, edit_row, draft_dec, size)
-        return serial, frame, original, edited, size is not None
+            edited, invented = self._decode("edited", frame, edit_row, edit_row, draft_dec, size)
+        return serial, frame, original, edited, size is not None, invented
 
     def _done(self, req, result):
-        serial, frame, original, edited, draft = result
+        serial, frame, original, edited, draft, invented = result
         # Results only move forward: one older than what was already shown is dropped. A result
         # overtaken by a newer *request* is still shown: during playback every decode finishes
         # after the next frame was asked for, and dropping those left the preview frozen
         # (17 previews shown in 60 s of playback before, bench --preview).
         if serial > self.emitted:
             self.emitted = serial
-            self.ready.emit(serial, frame, original, edited, draft)
+            self.ready.emit(serial, frame, original, edited, draft, invented)
 
     def stop(self):
         self.worker.stop()

@@ -6,6 +6,7 @@ The preview pane's compare modes draw these arrays; keeping them free of Qt lets
     wipe_composite(original, edited, split)      H x W x 3 uint8: original left of the divider
     difference_heatmap(original, edited)         (H x W x 3 uint8 inferno image, max |difference|)
     match_size(image, (H, W))                    nearest-neighbour resize so two frames line up
+    invented_tint(edited, invented)              (edited with the invented pixels tinted, their share)
 """
 from __future__ import annotations
 
@@ -88,3 +89,17 @@ def difference_heatmap(original: np.ndarray, edited: np.ndarray,
     scale = max(peak, float(min_scale), 1e-6)
     idx = np.clip(np.round(d * (255.0 / scale)), 0, 255).astype(np.uint8)
     return INFERNO_LUT[idx], peak
+
+
+INVENTED_COLOUR = np.array([255.0, 0.0, 200.0])   # magenta: rare in frames of people, seen over skin and cloth
+INVENTED_ALPHA = 0.6
+
+
+def invented_tint(edited: np.ndarray, invented: np.ndarray) -> tuple[np.ndarray, float]:
+    """The edited frame (H x W x 3 uint8) with the pixels of ``invented`` (H x W bool, the decoder's
+    guesses: what no key picture saw) blended INVENTED_ALPHA of the way to INVENTED_COLOUR, and the
+    share of the frame they cover (0..1). A mask of another size is fitted first (``match_size``)."""
+    mask = match_size(np.asarray(invented, bool), edited.shape[:2])
+    out = edited.astype(np.float32)
+    out[mask] = (1 - INVENTED_ALPHA) * out[mask] + INVENTED_ALPHA * INVENTED_COLOUR
+    return np.round(out).astype(np.uint8), float(mask.mean()) if mask.size else 0.0

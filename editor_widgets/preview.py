@@ -1,13 +1,15 @@
-"""Decoded original and edited frames, always of the same frame, in one of three compare modes.
+"""Decoded original and edited frames, always of the same frame, in one of four compare modes.
 
-    side   original | edited, two synchronised views
-    wipe   one view: the original left of a vertical divider, the edited right of it (drag to move)
-    diff   a heat map of |edited - original| (mean over RGB) with a legend giving the largest difference
+    side      original | edited, two synchronised views
+    wipe      one view: the original left of a vertical divider, the edited right of it (drag to move)
+    diff      a heat map of |edited - original| (mean over RGB) with a legend giving the largest difference
+    invented  the edited frame with the pixels the decoder had to guess tinted magenta (no key picture
+              saw what is there: background an edit uncovers, body surface no key showed), and their share
 
 The header names the mode (a combo box) and says "draft" while a reduced-size frame is shown (the
 studio decodes small frames while a slider is dragged). Wipe and difference need an edit to show
-anything: on a frame whose edited picture equals the original (or before any frame) the pane shows
-side by side and says why (``fallback``), and returns to the chosen mode once there is something to
+anything, and invented needs the decoder to say which pixels it guessed: otherwise (or before any
+frame) the pane shows side by side and says why (``fallback``), and returns to the chosen mode once there is something to
 compare; the chosen mode (``mode``) is what is remembered. The image arithmetic lives in
 compare_images (numpy only).
 """
@@ -20,10 +22,11 @@ from PySide6.QtWidgets import (
     QComboBox, QHBoxLayout, QLabel, QSizePolicy, QStackedWidget, QVBoxLayout, QWidget,
 )
 
-from .compare_images import INFERNO_LUT, difference_heatmap, match_size, wipe_column, wipe_composite
+from .compare_images import (INFERNO_LUT, difference_heatmap, invented_tint, match_size, wipe_column,
+                             wipe_composite)
 from .images import to_pixmap
 
-COMPARE_MODES = {"side": "Side by side", "wipe": "Wipe", "diff": "Difference"}
+COMPARE_MODES = {"side": "Side by side", "wipe": "Wipe", "diff": "Difference", "invented": "Invented pixels"}
 
 
 class ImageView(QWidget):
@@ -167,6 +170,23 @@ class HeatView(ImageView):
         p.drawText(QRect(bar.left(), lab.bottom(), bar_w, fm.height()), Qt.AlignmentFlag.AlignLeft, text)
 
 
+class InventedView(ImageView):
+    """The edited frame with the pixels no key picture saw tinted (compare_images.invented_tint), and
+    their share of the frame."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.share = 0.0
+
+    def set_images(self, edited: np.ndarray, invented: np.ndarray):
+        tinted, self.share = invented_tint(edited, invented)
+        self.set_image(tinted)
+
+    def paint_overlay(self, p: QPainter, rect: QRect):
+        _caption(p, rect, f"invented: {100 * self.share:.1f} % of the frame (no key picture saw it)",
+                 Qt.AlignmentFlag.AlignLeft)
+
+
 class PreviewPane(QWidget):
     """Original and edited frames in the chosen compare mode; ``shown`` is emitted after a new pair
     is displayed, ``modeChanged`` when the user picks another mode."""
@@ -177,13 +197,14 @@ class PreviewPane(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.original, self.edited = ImageView(self), ImageView(self)
-        self.wipe, self.heat = WipeView(self), HeatView(self)
+        self.wipe, self.heat, self.invented = WipeView(self), HeatView(self), InventedView(self)
         self.frame = -1
         self.serial = -1
         self.draft = False
         self.mode = "side"             # the mode chosen (remembered in preferences)
         self.shown_mode = "side"       # the page shown: "side" while wipe / diff have nothing to compare
         self._pair: tuple[np.ndarray, np.ndarray] | None = None
+        self._invented: np.ndarray | None = None     # the edited frame's guessed pixels, if the decoder says
         self.status = QLabel("", self)
         self.fallback = QLabel("", self)
         self.fallback.setStyleSheet("color: #9ab8e6;")
@@ -221,7 +242,7 @@ class PreviewPane(QWidget):
             col.addWidget(view, 1)
             row.addLayout(col, 1)
         self.stack = QStackedWidget(self)
-        self._pages = {"side": side, "wipe": self.wipe, "diff": self.heat}
+        self._pages = {"side": side, "wipe": self.wipe, "diff": self.heat, "invented": self.invented}
         for page in self._pages.values():
             self.stack.addWidget(page)
 
@@ -253,16 +274,25 @@ class PreviewPane(QWidget):
         a, b = self._pair
         return a is not b and not np.array_equal(a, b)
 
+    def _available(self, mode: str) -> bool:
+        if mode == "side":
+            return True
+        if mode == "invented":
+            return self._pair is not None and self._invented is not None
+        return self.has_difference
+
     def _show_compare(self):
         # Only the visible compare view is computed: the heat map costs a few ms per frame.
-        shown = self.mode if self.mode == "side" or self.has_difference else "side"
+        shown = self.mode if self._available(self.mode) else "side"
         self.shown_mode = shown
         self.stack.setCurrentWidget(self._pages[shown])
         if shown != self.mode:
             what = COMPARE_MODES[self.mode]
-            why = "no frame yet" if self._pair is None else "this frame is not edited, nothing to compare"
+            why = ("no frame yet" if self._pair is None
+                   else "this decoder does not say which pixels it guessed" if self.mode == "invented"
+                   else "this frame is not edited, nothing to compare")
             self.fallback.setText(f"{what}: {why}; showing side by side")
-            self.fallback.setToolTip(f"{what} shows once the frame has an edit; the choice is kept")
+            self.fallback.setToolTip(f"{what} shows once there is something to show; the choice is kept")
             self.fallback.show()
         else:
             self.fallback.hide()
@@ -272,11 +302,15 @@ class PreviewPane(QWidget):
             self.wipe.set_images(*self._pair)
         elif shown == "diff":
             self.heat.set_images(*self._pair)
+        elif shown == "invented":
+            self.invented.set_images(self._pair[1], self._invented)
 
     # --- frames ---------------------------------------------------------------------------------
     def set_frames(self, serial: int, frame: int, original: np.ndarray, edited: np.ndarray, note: str = "",
-                   draft: bool = False):
+                   draft: bool = False, invented: np.ndarray | None = None):
+        """``invented``: H x W bool, the edited frame's pixels no key picture saw (None: not known)."""
         self.serial, self.frame, self.draft = serial, frame, bool(draft)
+        self._invented = invented
         # The two frames come from one decode request, so they normally share a size; if not, the
         # edited one is fitted to the original so that wipe and difference compare like with like.
         self._pair = (original, match_size(edited, original.shape[:2]))

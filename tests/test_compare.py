@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from editor_widgets.compare_images import (
-    INFERNO_LUT, difference_heatmap, difference_map, match_size, wipe_column, wipe_composite,
+    INFERNO_LUT, INVENTED_ALPHA, INVENTED_COLOUR, difference_heatmap, difference_map, invented_tint, match_size,
+    wipe_column, wipe_composite,
 )
 
 from .conftest import FakeDecoder
@@ -193,6 +194,54 @@ def test_compare_modes_show_the_expected_image(studio, qtbot):
     assert pane.wipe.split == 1.0 and np.all(pane.wipe.image == orig_c)
 
 
+def test_invented_tint_marks_only_the_guessed_pixels():
+    a, _ = two_images(20, 30)
+    mask = np.zeros((10, 15), bool)                  # half size: fitted to the frame first
+    mask[:5, :5] = True
+    out, share = invented_tint(a, mask)
+    big = match_size(mask, a.shape[:2])
+    assert big.sum() == 100 and share == pytest.approx(100 / 600)
+    assert np.array_equal(out[~big], a[~big])
+    want = np.round((1 - INVENTED_ALPHA) * a[big].astype(np.float32) + INVENTED_ALPHA * INVENTED_COLOUR)
+    assert np.array_equal(out[big], want.astype(np.uint8))
+    assert invented_tint(a, np.zeros((20, 30), bool))[1] == 0.0
+
+
+class GuessingFakeDecoder(FakeDecoder):
+    """The fake decoder, saying which pixels it guessed: the left quarter of an edited frame, none of a
+    frame decoded as coded."""
+    tells_invented = True
+
+    def decode_frame(self, index, semantics=None, with_invented=False):
+        img = super().decode_frame(index, semantics)
+        if not with_invented:
+            return img
+        guess = np.zeros(img.shape[:2], bool)
+        if semantics is not None:
+            guess[:, :img.shape[1] // 4] = True
+        return img, guess
+
+
+def test_invented_mode_tints_what_the_decoder_guessed(studio, qtbot):
+    pane = studio.preview_pane
+    pane.set_mode("invented")
+    # conftest's fake decoder does not say what it guessed: side by side, and why.
+    assert pane.shown_mode == "side" and "does not say" in pane.fallback.text()
+    studio.preview.decoder_factory = GuessingFakeDecoder
+    studio.preview.reset_decoder()
+    studio._refresh_frame()
+    wait_shown(studio, qtbot)
+    assert pane.stack.currentWidget() is pane.invented and not pane.fallback.isVisible()
+    assert pane.invented.share == 0.0                        # nothing edited: every pixel seen
+    studio.panel.row("left_elbow.z").spin.setValue(40.0)
+    wait_shown(studio, qtbot)
+    assert pane.invented.share == pytest.approx(0.25)
+    edited = GuessingFakeDecoder(studio.adapter.doc.bitstream).decode_frame(0, studio.adapter.doc.edited[0])
+    w = edited.shape[1] // 4
+    assert np.array_equal(pane.invented.image[:, w:], edited[:, w:])
+    assert not np.array_equal(pane.invented.image[:, :w], edited[:, :w])
+
+
 def test_compare_mode_persists_in_preferences(studio):
     from app.preferences import Preferences
     studio.preview_pane.mode_box.setCurrentIndex(2)              # what a user's pick does
@@ -241,7 +290,7 @@ def test_drag_decodes_drafts_release_decodes_full(sized_studio, qtbot):
     final_row = studio.adapter.doc.edited[0].tobytes()
     same_row = [k for k in edited_keys if k[2] == final_row]
     assert {k[-1] for k in same_row} == {24, None}               # the same edit, cached twice
-    shapes = {k[-1]: svc.cache.get(k).shape[:2] for k in same_row}
+    shapes = {k[-1]: svc.cache.get(k)[0].shape[:2] for k in same_row}
     assert shapes == {24: (24, 24), None: (48, 48)}
     assert studio.adapter.doc.edited[0, i] == pytest.approx((s + 8) * 0.02)
 

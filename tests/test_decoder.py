@@ -267,3 +267,29 @@ def test_cpu_batches_hold_about_the_same_pixels_whatever_the_size(stream):
     assert Decoder(bs, device="cpu", body_model=body, size=(384, 384)).batch == CPU_BATCH_PIXELS // 384 ** 2
     assert Decoder(bs, device="cpu", body_model=body, size=(1080, 1920)).batch == 1
     assert Decoder(bs, device="cpu", body_model=body, batch=2).batch == 2
+
+
+def test_the_decoder_says_which_pixels_no_key_picture_saw(stream):
+    """decode_frame(with_invented=True): the same frame, and the background a moved body uncovers (the
+    one key showed the body there) as guessed pixels; none on the key frame or in the key's own pose."""
+    from engine.synthesis.decoder import Decoder
+    dec = Decoder(stream, device="cpu", body_model=BoxBody())
+    key, none = dec.decode_frame(0, with_invented=True)
+    assert np.array_equal(key, dec.decode_frame(0)) and none.shape == (SIZE, SIZE) and not none.any()
+    row = stream.gops[0].frames[0].copy()
+    _, same_pose = dec.decode_frame(3, semantics=row, with_invented=True)
+    assert not same_pose.any()
+    row[27] += 0.35                                      # the box about 22 px to the right
+    moved, guess = dec.decode_frame(3, semantics=row, with_invented=True)
+    assert np.array_equal(moved, dec.decode_frame(3, semantics=row))
+    gop = stream.gops[0]
+    key_body = torch.isfinite(dec.key_state(gop).depth)[0].numpy()
+    frame_body = dec.analyse(gop, row[None]).raster.mask[0].numpy()
+    assert guess.sum() > 40
+    assert not (guess & frame_body).any()                # the box's front was seen in the key
+    from engine.synthesis.motion import dilate
+    # Where the key showed the box and the frame shows background (away from the box's band): guessed.
+    left = (~dilate(torch.as_tensor(~key_body)[None], 2, step=1) & ~dilate(torch.as_tensor(frame_body)[None], 8,
+                                                                          step=1))[0].numpy()
+    assert left.sum() > 40 and guess[left].all()
+    assert not guess[:, :16].any() and not guess[:12].any() and not guess[-12:].any()   # background both saw

@@ -311,3 +311,36 @@ def test_outline_distance_is_the_first_dilation_that_reaches_each_pixel():
         d = outline_distance(m, n)
         assert torch.equal(d, torch.where(m, 0.0, ref))
         assert len(d.unique()) > 4 and (d[~m] > 0).all()
+
+
+def test_invented_pixels_are_those_no_key_saw():
+    """``invented``: body surface the own key did not see and disocclusions, less what another key's
+    sample saw (weight > 0); a sample of weight 0 (that key did not see it either) leaves the guess."""
+    from engine.synthesis.motion import Motion, ReferenceSample, invented
+    B, h, w = 1, 4, 6
+    body = torch.zeros(B, h, w, dtype=torch.bool)
+    body[0, :, :3] = True
+    visible = torch.ones(B, h, w, dtype=torch.bool)
+    visible[0, 0:2, 0:2] = False                         # 4 body pixels the own key did not see
+    hole = torch.zeros(B, h, w, dtype=torch.bool)
+    hole[0, 2:4, 4:6] = True                             # 4 background pixels the key's person hid
+    mo = Motion(grid=identity_grid(h, w).expand(B, -1, -1, -1), visible=visible, body=body, weight=body.float(),
+                hole=hole)
+    alone = invented(mo)
+    assert alone.sum() == 8 and bool(alone[0, 0, 0]) and bool(alone[0, 3, 5]) and not bool(alone[0, 3, 0])
+
+    def sample(flat, weight):
+        idx = torch.tensor(flat)
+        return ReferenceSample(idx=idx, colour=torch.zeros(len(flat), 3), weight=torch.tensor(weight))
+    refs = [sample([0, 1], [1.0, 0.0])]                  # another key saw pixel (0, 0), not (0, 1)
+    back = [sample([2 * w + 4, 3 * w + 5], [0.5, 1.0])]   # another key saw two of the four background pixels
+    both = invented(mo, background=back, references=refs)
+    assert both.sum() == 5
+    assert not bool(both[0, 0, 0]) and bool(both[0, 0, 1])
+    assert not bool(both[0, 2, 4]) and not bool(both[0, 3, 5]) and bool(both[0, 2, 5])
+    none = Motion(grid=identity_grid(h, w).expand(B, -1, -1, -1), visible=torch.ones_like(visible), body=body,
+                  weight=mo.weight, hole=None)
+    assert not bool(invented(none).any())
+    panned = Motion(grid=none.grid + torch.tensor([2.5, 0.0]), visible=none.visible, body=body, weight=mo.weight)
+    beyond = invented(panned)                            # background sampled right of the key picture's edge
+    assert beyond.sum() == 2 * h and bool(beyond[0, :, 4:].all()) and not bool(beyond[0, :, :4].any())

@@ -317,6 +317,6 @@ def test_previews_move_forward_during_playback(studio, qtbot):
     base = studio.preview.emitted
     studio.preview.serial = base + 10                       # newer requests already made
     for serial, frame in ((base + 3, 3), (base + 2, 2), (base + 5, 5)):
-        studio.preview._done(None, (serial, frame, img, img, False))
+        studio.preview._done(None, (serial, frame, img, img, False, None))
     assert got == [(base + 3, 3), (base + 5, 5)]
     assert studio.preview_pane.frame == 5                   # shown, though frame 5 is not current

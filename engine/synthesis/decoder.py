@@ -44,7 +44,7 @@ from engine.errors import IHVCError, InputError
 from engine.synthesis.device import resolve_device
 from engine.synthesis.motion import (BACKGROUND_MARGIN, Motion, ReferenceSample, analytic_frame, analytic_motion,
                                      background_sample, compose_cameras, dilate, fuse_references, hole_of,
-                                     invert_camera, outline_distance, person_mask, reference_sample,
+                                     invented, invert_camera, outline_distance, person_mask, reference_sample,
                                      unseen_interior)
 from engine.synthesis.raster import Raster, rasterize
 from engine.codec.semantics import FrameSemantics
@@ -223,6 +223,10 @@ class Decoder:
                 boxes, so the semantics need no change
     cache:      a :class:`DecodeCache` shared with other decoders of the same clip (same frames, faster)
     """
+
+    # decode_frame(..., with_invented=True) says which pixels no key picture saw (the studio's
+    # "Invented pixels" compare mode asks decoders for it only when they say they can).
+    tells_invented = True
 
     def __init__(self, bitstream: Bitstream, device=None, body_model=None, cull_backfaces: bool = True,
                  batch: int | None = None, cache_gops: int = 4, refiner=None, fill_disocclusions: bool = True,
@@ -568,11 +572,13 @@ class Decoder:
             out = out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return out.cpu().numpy()
 
-    def decode_frame(self, index: int, semantics: np.ndarray | None = None) -> np.ndarray:
+    def decode_frame(self, index: int, semantics: np.ndarray | None = None, with_invented: bool = False):
         """Frame ``index`` as uint8 H x W x 3.
 
         semantics: optional (31,) or (34,) flat vector replacing the frame's coded semantics
         (the studio's live preview of an edit); the frame's GOP still provides the key.
+        with_invented: return (frame, H x W bool) instead, the pixels drawn where no key picture saw
+        what is there (engine.synthesis.motion.invented; none on a key frame shown as coded).
         """
         try:
             gop, j = self.bs.gop_of(int(index))
@@ -580,11 +586,17 @@ class Decoder:
             raise InputError(str(exc)) from None
         if semantics is None:
             if j == gop.key_offset:
-                return self.key_state(gop).rgb.copy()
+                rgb = self.key_state(gop).rgb.copy()
+                return (rgb, np.zeros(rgb.shape[:2], bool)) if with_invented else rgb
             row = gop.frames[j]
         else:
             row = self._check_semantics(semantics)
-        return self._synthesize(gop, row[None], [int(index)])[0]
+        if not with_invented:
+            return self._synthesize(gop, row[None], [int(index)])[0]
+        fa = self.analyse(gop, row[None], [int(index)])
+        with torch.no_grad():
+            guess = invented(fa.motion, fa.background, fa.references)[0].cpu().numpy()
+        return self.render(fa)[0], guess
 
     def iter_frames(self, frames: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (index, uint8 H x W x 3) for the chosen frames (default: all), batched per GOP."""

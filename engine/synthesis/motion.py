@@ -524,6 +524,36 @@ def hole_of(mo: Motion) -> torch.Tensor | None:
     return hole if hole is not None and bool(hole.any()) else None
 
 
+def _seen(samples: list[ReferenceSample], shape: tuple[int, int, int], device) -> torch.Tensor:
+    """B x H x W bool: the pixels at least one of ``samples`` saw (weight > 0)."""
+    seen = torch.zeros(shape[0] * shape[1] * shape[2], dtype=torch.bool, device=device)
+    for s in samples:
+        seen[s.idx[s.weight > 0]] = True
+    return seen.reshape(shape)
+
+
+def invented(mo: Motion, background: list[ReferenceSample] | None = None,
+             references: list[ReferenceSample] | None = None) -> torch.Tensor:
+    """B x H x W bool: the pixels the decoder draws where no key picture saw what is there, so their
+    colour is a guess: background disocclusions (``Motion.hole``) that no other key's ``background``
+    sample saw (filled smoothly), background beyond the edge of the key picture (its edge repeated: a
+    camera pan), and body surface the frame's own key did not see that no other key's ``references``
+    sample saw either (drawn with what covered the point in the key: often an arm or a hand). The key
+    picture is the frames' size. The studio shows them after an edit ("Invented pixels" compare mode)."""
+    shape = tuple(mo.body.shape)
+    H, W = shape[1:]
+    x, y = mo.grid[..., 0], mo.grid[..., 1]
+    out = (mo.body & ~mo.visible) | (~mo.body & ((x < 0) | (x > W) | (y < 0) | (y > H)))
+    if references:
+        out &= ~_seen(references, shape, out.device)
+    hole = hole_of(mo)
+    if hole is not None:
+        if background:
+            hole = hole & ~_seen(background, shape, out.device)
+        out |= hole
+    return out
+
+
 def analytic_frame(image: torch.Tensor, mo: Motion, background: list[ReferenceSample] | None = None) -> torch.Tensor:
     """The analytic decoder's frames: the key picture (1 x 3 x H x W, 0..255) warped by ``mo``,
     disocclusions filled from the other key pictures that saw that background (``background``:
