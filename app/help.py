@@ -79,8 +79,9 @@ angles in radians (or degrees with <code>"unit": "deg"</code>) and the box as fr
 (drag the divider); <b>Difference</b> is a heat map of what changed. On a frame without edits Wipe and
 Difference have nothing to compare, so the studio shows side by side and says so. <b>Invented pixels</b>
 tints magenta what the decoder had to guess in the edited frame, because no key picture saw it (the wall an
-arm uncovers, the inside of a forearm no key showed), and says how much of the frame that is: a large edit
-asks for more of it, and there the preview is a guess, not the person.</p>
+arm uncovers, the inside of a forearm no key showed), and says how much of the frame that is (the line under
+the preview says it in every mode): a large edit asks for more of it, and there the preview is a guess,
+not the person.</p>
 <h3>Files</h3>
 <p>Save writes the edited bitstream, reads it back and checks it before replacing anything.
 File &gt; Export video writes an H.264 MP4 that common players open.

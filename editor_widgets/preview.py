@@ -319,7 +319,9 @@ class PreviewPane(QWidget):
         self._show_compare()
         self.draft_label.setVisible(self.draft)
         size = f"{original.shape[1]}×{original.shape[0]} draft" if self.draft else ""
-        self.status.setText(" · ".join(s for s in (f"frame {frame}", note, size) if s))
+        # What the decoder guessed, in every mode: a large edit's share is worth knowing without switching.
+        guessed = f"{100 * float(np.mean(invented)):.1f} % invented" if invented is not None and invented.any() else ""
+        self.status.setText(" · ".join(s for s in (f"frame {frame}", note, size, guessed) if s))
         self.shown.emit(serial, frame)
 
     def set_message(self, text: str):

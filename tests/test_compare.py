@@ -232,10 +232,13 @@ def test_invented_mode_tints_what_the_decoder_guessed(studio, qtbot):
     studio._refresh_frame()
     wait_shown(studio, qtbot)
     assert pane.stack.currentWidget() is pane.invented and not pane.fallback.isVisible()
-    assert pane.invented.share == 0.0                        # nothing edited: every pixel seen
+    assert pane.invented.share == 0.0 and "invented" not in pane.status.text()   # nothing edited: every pixel seen
     studio.panel.row("left_elbow.z").spin.setValue(40.0)
     wait_shown(studio, qtbot)
     assert pane.invented.share == pytest.approx(0.25)
+    assert "25.0 % invented" in pane.status.text()
+    pane.set_mode("side")                                    # said in every mode
+    assert "25.0 % invented" in pane.status.text()
     edited = GuessingFakeDecoder(studio.adapter.doc.bitstream).decode_frame(0, studio.adapter.doc.edited[0])
     w = edited.shape[1] // 4
     assert np.array_equal(pane.invented.image[:, w:], edited[:, w:])
