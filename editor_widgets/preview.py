@@ -9,8 +9,8 @@
 The header names the mode (a combo box) and says "draft" while a reduced-size frame is shown (the
 studio decodes small frames while a slider is dragged). Wipe and difference need an edit to show
 anything, and invented needs the decoder to say which pixels it guessed: otherwise (or before any
-frame) the pane shows side by side and says why (``fallback``), and returns to the chosen mode once there is something to
-compare; the chosen mode (``mode``) is what is remembered. The image arithmetic lives in
+frame) the pane shows side by side and says why (``fallback``), and returns to the chosen mode once
+there is something to compare; the chosen mode (``mode``) is what is remembered. The image arithmetic lives in
 compare_images (numpy only).
 """
 from __future__ import annotations
