@@ -182,5 +182,53 @@ def detect_landmarks(frames: Iterable[np.ndarray], n_frames: int | None = None,
     if width is None:
         return Landmarks(0, 0, np.zeros((0, 33, 2)), np.zeros((0, 33)), np.zeros((0, 33, 3)),
                          np.zeros((0, 468, 2)), np.zeros((0, 2, 21, 2)), np.zeros(0, bool), None)
-    return Landmarks(width, height, np.stack(pose2d), np.stack(vis), np.stack(pose3d), np.stack(face),
-                     np.stack(hands), np.array(det, bool), np.stack(masks) if segmentation else None)
+    return drop_jumps(Landmarks(width, height, np.stack(pose2d), np.stack(vis), np.stack(pose3d), np.stack(face),
+                                np.stack(hands), np.array(det, bool), np.stack(masks) if segmentation else None))
+
+
+# A pose far from where the frames around it put the person, while those frames agree with each other,
+# is the pose model's mistake, not the person's motion. taichi_lia1 opens with a fade-in: on its blurred
+# first frame the model drew the torso upside down above the picture (3.1 torso lengths from the next
+# detection), and the fit turned it into a giant arm across the first two decoded frames (16 dB against
+# 30 for the clip). Nobody moves the torso JUMP torso lengths within JUMP_REACH frames: the largest step
+# between two frames measured on the clips of ../shared/data, dancers included, is in docs/BENCHMARKS.md
+# ("A pose model's mistake dropped").
+JUMP = 1.5                 # torso lengths (shoulders' midpoint to hips' midpoint)
+JUMP_REACH = 4             # frames either side that are compared
+_TORSO = (11, 12, 23, 24)  # shoulders and hips
+
+
+def pose_jumps(lm: Landmarks) -> list[int]:
+    """Frames whose pose detection jumps away from its neighbours' (the nearest two detected frames on
+    each side within JUMP_REACH): farther than JUMP from more than half of them, those far ones agreeing
+    with each other. A cut to another shot is not a jump: on each side of it the frames agree."""
+    pts = lm.pose2d[:, list(_TORSO)].astype(np.float64)
+    size = np.linalg.norm(pts[:, :2].mean(1) - pts[:, 2:].mean(1), axis=1)
+    size = np.maximum(np.nan_to_num(size), 0.05 * min(lm.width, lm.height))   # a torso seen end on
+    det = np.flatnonzero(lm.detected)
+
+    def far(i, j):
+        # The median of the four points' moves: one mislocated hip is not a jump.
+        return np.median(np.linalg.norm(pts[i] - pts[j], axis=1)) > JUMP * min(size[i], size[j])
+    out = []
+    for n, i in enumerate(det):
+        near = [j for j in (*det[max(0, n - 2):n], *det[n + 1:n + 3]) if abs(j - i) <= JUMP_REACH]
+        away = [j for j in near if far(i, j)]
+        if len(near) >= 2 and 2 * len(away) > len(near) and any(
+                not far(a, b) for k, a in enumerate(away) for b in away[k + 1:]):
+            out.append(int(i))
+    return out
+
+
+def drop_jumps(lm: Landmarks) -> Landmarks:
+    """``lm`` with the detections of :func:`pose_jumps` removed: the fit carries its neighbours' state there."""
+    bad = pose_jumps(lm)
+    if not bad:
+        return lm
+    pose2d, vis, pose3d, face, hands, det = (a.copy() for a in (lm.pose2d, lm.pose_vis, lm.pose3d, lm.face,
+                                                                 lm.hands, lm.detected))
+    for a in (pose2d, pose3d, face, hands):
+        a[bad] = np.nan
+    vis[bad] = 0.0
+    det[bad] = False
+    return Landmarks(lm.width, lm.height, pose2d, vis, pose3d, face, hands, det, lm.masks)

@@ -1,0 +1,85 @@
+"""A pose detection that jumps away from its neighbours is dropped (engine.analysis.landmarks.pose_jumps)."""
+import numpy as np
+
+import engine.analysis.landmarks as landmarks
+from engine.analysis.landmarks import Landmarks, drop_jumps, pose_jumps
+
+SIZE = 384
+# Shoulders (11, 12) and hips (23, 24) of a person facing the camera, torso length 100 px.
+TORSO = {11: (30.0, 0.0), 12: (-30.0, 0.0), 23: (20.0, 100.0), 24: (-20.0, 100.0)}
+
+
+def _track(centres, upside_down=()) -> Landmarks:
+    """Landmarks of a torso whose top centre follows ``centres`` (N x 2 px); the frames listed in
+    ``upside_down`` have the hips above the shoulders (the pose model's mistake on a blurred frame)."""
+    n = len(centres)
+    pose2d = np.full((n, 33, 2), np.nan, np.float32)
+    for i, c in enumerate(centres):
+        for k, (dx, dy) in TORSO.items():
+            pose2d[i, k] = (c[0] + dx, c[1] + (-dy if i in upside_down else dy))
+    vis = np.where(np.isnan(pose2d[..., 0]), 0.0, 0.9).astype(np.float32)
+    return Landmarks(SIZE, SIZE, pose2d, vis, np.zeros((n, 33, 3), np.float32),
+                     np.full((n, 468, 2), np.nan, np.float32), np.full((n, 2, 21, 2), np.nan, np.float32),
+                     np.ones(n, bool), None)
+
+
+def _walk(n, step=2.0):
+    return np.stack([150.0 + step * np.arange(n), np.full(n, 100.0)], 1)
+
+
+def test_a_pose_far_from_its_agreeing_neighbours_is_dropped():
+    c = _walk(20)
+    c[0] = (330.0, -150.0)                       # the first frame of a fade-in: drawn above the picture
+    c[12] = (40.0, 250.0)                        # and one frame in the middle
+    lm = _track(c, upside_down=(0,))
+    lm.detected[1] = False                       # the frame after it: nothing found
+    lm.pose2d[1] = np.nan
+    assert pose_jumps(lm) == [0, 12]
+    out = drop_jumps(lm)
+    assert not out.detected[0] and not out.detected[12] and out.detected[2:12].all()
+    assert np.isnan(out.pose2d[[0, 12]]).all() and (out.pose_vis[[0, 12]] == 0).all()
+    keep = [i for i in range(20) if i not in (0, 1, 12)]
+    assert np.array_equal(out.pose2d[keep], lm.pose2d[keep], equal_nan=True)
+    assert lm.detected[0] and lm.detected[12]    # the input is left as it was
+
+
+def test_two_wrong_frames_in_a_row_are_both_dropped():
+    c = _walk(16)
+    c[7] = c[8] = (330.0, 320.0)
+    assert pose_jumps(_track(c)) == [7, 8]
+
+
+def test_a_cut_fast_motion_and_a_lone_detection_are_not_jumps():
+    cut = _walk(20)
+    cut[10:] += (150.0, 120.0)                   # another shot from frame 10 on: both sides agree
+    assert pose_jumps(_track(cut)) == []
+    assert pose_jumps(_track(_walk(20, step=30.0))) == []      # 0.3 torso lengths a frame, a dancer's leap
+    lone = _track(_walk(8))
+    lone.detected[1:] = False                    # a detection with nothing to compare it with
+    assert pose_jumps(lone) == []
+    assert drop_jumps(lone) is lone
+
+
+def test_detect_landmarks_drops_the_jumps(monkeypatch):
+    """The encoder's landmarks come without them (the fit then carries the neighbours' state)."""
+    c = _walk(10)
+    c[0] = (330.0, -150.0)
+    truth = _track(c, upside_down=(0,))
+
+    class Scripted:
+        def __init__(self, *args, **kwargs):
+            self.i = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def process(self, rgb):
+            i, self.i = self.i, self.i + 1
+            return {"detected": True, "pose2d": truth.pose2d[i], "pose_vis": truth.pose_vis[i]}
+
+    monkeypatch.setattr(landmarks, "HolisticDetector", Scripted)
+    lm = landmarks.detect_landmarks(np.zeros((10, SIZE, SIZE, 3), np.uint8), segmentation=False)
+    assert lm.detected.tolist() == [False] + [True] * 9
