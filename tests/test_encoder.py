@@ -127,6 +127,33 @@ def test_frames_next_to_the_key_stay_with_the_key_fit(model):
     assert step[0] < 0.07, f"frame 1 body rotation jumps {step[0]:.3f} rad from the key's"
 
 
+def test_a_person_turning_past_their_back_is_fitted_turning_that_way(model):
+    """The shortest axis-angle jumps from about -pi to pi as the back turns past the camera; the fit's
+    smoothness must not turn the body the long way round, through the front (ubc_1: its face drawn on
+    its back). Frames 0..9 turn 150 to 210 degrees about the vertical, 7 a frame."""
+    from engine.analysis.fit import unwrap_rotations
+    n, size = 10, 384
+    pose, _, trans, loc = _truth(n)
+    yaw = np.radians(150 + 7 * np.arange(n))
+    rot = np.stack([np.zeros(n), yaw, np.zeros(n)], 1)
+    lm = _synth_landmarks(model, pose, rot, trans, loc, size)
+    fit = fit_sequence(lm, model, 0, key_iters=120, iters=60)
+    R_fit = axis_angle_to_matrix(_t(fit.rot))
+    R_true = axis_angle_to_matrix(_t(rot))
+    # the angle between the fitted and the true body orientation, per frame
+    cos = ((torch.einsum("nij,nij->n", R_fit, R_true) - 1) / 2).clamp(-1, 1)
+    err = np.degrees(np.arccos(cos.numpy()))
+    assert err.max() < 20, f"fitted orientation off by up to {err.max():.0f} degrees"
+    step = np.linalg.norm(np.diff(fit.rot, axis=0), axis=1)
+    assert step.max() < 0.5, "the coded rotation jumps where the body turns past pi"
+    # unwrap_rotations: the same rotations, each the nearest to its neighbour
+    canon = torch.tensor([[0.0, 3.0, 0.0], [0.0, -3.1, 0.0], [0.0, -2.9, 0.0], [0.0, 0.0, 0.0]])
+    out = unwrap_rotations(canon, 0)
+    assert torch.allclose(out[:3, 1], torch.tensor([3.0, 2 * np.pi - 3.1, 2 * np.pi - 2.9]))
+    assert torch.allclose(axis_angle_to_matrix(out), axis_angle_to_matrix(canon), atol=1e-5)
+    assert torch.equal(out[3], canon[3])        # no rotation: nothing to turn about
+
+
 def test_no_person_anywhere_is_input_error(model):
     lm = _synth_landmarks(model, *_truth(2), 128)
     lm.detected[:] = False

@@ -28,6 +28,7 @@ detected frame's for leading ones) and are counted.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -189,6 +190,31 @@ def _torso_frame(pts: torch.Tensor) -> torch.Tensor:
 def _matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
     import roma
     return roma.rotmat_to_rotvec(R)
+
+
+def unwrap_rotations(rot: torch.Tensor, anchor: int) -> torch.Tensor:
+    """N x 3 axis-angle rotations of consecutive frames, each replaced by the equivalent one (the same
+    axis, the angle 2 pi more or less) nearest its neighbour's, going out from frame ``anchor``.
+
+    A person turning their back to the camera crosses the angle pi, where the shortest axis-angle jumps
+    from about (0, -pi, 0) to (0, pi, 0). The fit's smoothness on first differences then held the
+    frames off that jump by turning the body the other way round, through the front: ubc_1's model
+    turned 240 degrees past the camera where she turned 120 past her back, and the decoder drew her
+    face on her back for four frames. The equivalents stay within 2 pi a component, the studio's range.
+    """
+    out = rot.clone()
+    angle = rot.norm(dim=1, keepdim=True)
+    ok = angle[:, 0] > 1e-6
+    axis = torch.where(ok[:, None], rot / angle.clamp(min=1e-6), torch.zeros_like(rot))
+    cand = torch.stack([rot, axis * (angle - 2 * math.pi), axis * (angle + 2 * math.pi)], 1)   # N x 3 x 3
+    cand_ok = (cand.abs() <= 2 * math.pi).all(-1)
+    cand_ok[:, 1:] &= ok[:, None]                 # no axis to turn about: the rotation itself
+    order = list(range(anchor + 1, len(rot))) + list(range(anchor - 1, -1, -1))
+    for t in order:
+        prev = out[t - 1] if t > anchor else out[t + 1]
+        dist = torch.where(cand_ok[t], (cand[t] - prev).norm(dim=1), torch.full((3,), math.inf, device=rot.device))
+        out[t] = cand[t, int(dist.argmin())]
+    return out
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -375,6 +401,7 @@ def fit_sequence(lm: Landmarks, model: BodyModel, key_index: int = 0, *, key_ite
     base = key_pose_d.expand(N, -1, -1)
     rot_all = P.init_rot(idx, base, betas_d, key_rot[0])
     rot_all[kd] = key_rot[0]
+    rot_all = unwrap_rotations(rot_all, kd)
     oxa, oya, lza = P.init_trans(idx, base, betas_d, rot_all)
     with torch.no_grad():
         oxa[kd], oya[kd], lza[kd] = ox.detach()[0], oy.detach()[0], logz.detach()[0]
