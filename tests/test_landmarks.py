@@ -83,3 +83,45 @@ def test_detect_landmarks_drops_the_jumps(monkeypatch):
     monkeypatch.setattr(landmarks, "HolisticDetector", Scripted)
     lm = landmarks.detect_landmarks(np.zeros((10, SIZE, SIZE, 3), np.uint8), segmentation=False)
     assert lm.detected.tolist() == [False] + [True] * 9
+
+
+def test_a_frame_with_nobody_found_is_tried_again_inside_a_border(monkeypatch):
+    """MediaPipe misses a person who fills the frame from top to bottom (taichi_14: no detection in 180
+    frames); inside a border it finds them. The landmarks come back in the frame's own pixels."""
+    c = _walk(6)
+    truth = _track(c)
+    b = int(round(landmarks.RETRY_BORDER * SIZE))
+    seen = []
+
+    class NeedsRoom:
+        """Finds the torso only in a frame larger than the clip's (as if bordered), frames 2 and 4 only."""
+        made = 0
+
+        def __init__(self, *args, **kwargs):
+            NeedsRoom.made += 1
+            self.i = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def process(self, rgb):
+            i = int(rgb[rgb.shape[0] // 2, rgb.shape[1] // 2, 0])       # the frame's index, painted in
+            seen.append((i, rgb.shape[0]))
+            if rgb.shape[0] == SIZE or i not in (2, 4):
+                return {"detected": False}
+            assert rgb[0, 0, 0] == 127                                      # a grey border
+            return {"detected": True, "pose2d": truth.pose2d[i] + b, "pose_vis": truth.pose_vis[i],
+                    "mask": np.pad(np.full((SIZE, SIZE), 200, np.uint8), b)}
+
+    monkeypatch.setattr(landmarks, "HolisticDetector", NeedsRoom)
+    frames = np.zeros((6, SIZE, SIZE, 3), np.uint8)
+    for i in range(6):
+        frames[i] = i
+    lm = landmarks.detect_landmarks(frames, segmentation=True)
+    assert NeedsRoom.made == 2 and [s for _, s in seen[6:]] == [SIZE + 2 * b] * 6
+    assert lm.detected.tolist() == [False, False, True, False, True, False]
+    assert np.allclose(lm.pose2d[[2, 4]], truth.pose2d[[2, 4]], equal_nan=True)
+    assert lm.masks.shape == (6, SIZE, SIZE) and (lm.masks[2] == 200).all() and (lm.masks[0] == 0).all()
