@@ -125,3 +125,45 @@ def test_a_frame_with_nobody_found_is_tried_again_inside_a_border(monkeypatch):
     assert lm.detected.tolist() == [False, False, True, False, True, False]
     assert np.allclose(lm.pose2d[[2, 4]], truth.pose2d[[2, 4]], equal_nan=True)
     assert lm.masks.shape == (6, SIZE, SIZE) and (lm.masks[2] == 200).all() and (lm.masks[0] == 0).all()
+
+
+def _turned(yaws) -> Landmarks:
+    """Landmarks whose metric torso is turned ``yaws`` degrees from the camera (0 facing it, 180 its back);
+    the 2D points are numbered so that a permutation shows."""
+    from engine.analysis.landmarks import _TORSO
+    body = np.array([[0.2, 0.5, 0.0], [-0.2, 0.5, 0.0], [0.1, 0.0, 0.0], [-0.1, 0.0, 0.0]])
+    lm = _track(_walk(len(yaws)))
+    lm.pose2d[:] = np.arange(66, dtype=np.float32).reshape(33, 2)
+    lm.pose_vis[:] = np.linspace(0.1, 0.9, 33, dtype=np.float32)
+    for i, y in enumerate(np.radians(yaws)):
+        R = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+        lm.pose3d[i, list(_TORSO)] = body @ R.T
+    lm.hands[:, 0] = 1.0
+    lm.hands[:, 1] = 2.0
+    return lm
+
+
+def test_a_back_read_as_a_front_for_a_few_frames_is_read_as_the_rest():
+    """Seen from behind, MediaPipe may swap left and right (taichi_11's back read as a front every few
+    frames); nobody turns 120 degrees between two frames, so the fewer frames are read as the rest."""
+    from engine.analysis.landmarks import _MIRROR, facing_flips, one_facing, torso_yaw
+    truth = _turned([170, 175, 180, 185, 190, 188, 186, 184, 182, 180, 178, 176])
+    seen = one_facing(truth)
+    assert seen is truth                                           # one reading throughout: as it was
+    wrong = _turned([170, 175, 180, 185, 190, 188, 186, 184, 182, 180, 178, 176])
+    for i in (4, 5, 6, 7):                                         # the other reading: left <-> right
+        wrong.pose2d[i] = truth.pose2d[i][_MIRROR]
+        wrong.pose_vis[i] = truth.pose_vis[i][_MIRROR]
+        wrong.pose3d[i] = truth.pose3d[i][_MIRROR] * [1, 1, -1]
+        wrong.hands[i] = truth.hands[i][::-1]
+    assert np.abs(torso_yaw(wrong)[4:8]).max() < 20                # read as facing the camera
+    assert np.flatnonzero(facing_flips(wrong)).tolist() == [4, 5, 6, 7]
+    fixed = one_facing(wrong)
+    for a in ("pose2d", "pose_vis", "pose3d", "hands"):
+        assert np.allclose(getattr(fixed, a), getattr(truth, a), equal_nan=True), a
+
+
+def test_a_real_turn_is_not_a_swap():
+    """A person turning from the camera to their back, 30 degrees a frame (ubc_1's model turns 20)."""
+    from engine.analysis.landmarks import facing_flips
+    assert not facing_flips(_turned(list(range(0, 181, 30)) + [180] * 5)).any()

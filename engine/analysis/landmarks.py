@@ -207,9 +207,9 @@ def detect_landmarks(frames: Iterable[np.ndarray], n_frames: int | None = None,
     get = lambda k, shape, fill=np.nan: np.stack([r.get(k, np.full(shape, fill, np.float32)) for r in results])  # noqa: E731
     hands = np.stack([get("hand0", (21, 2)), get("hand1", (21, 2))], 1)
     masks = np.stack([r.get("mask", np.zeros((height, width), np.uint8)) for r in results]) if segmentation else None
-    return drop_jumps(Landmarks(width, height, get("pose2d", (33, 2)), get("pose_vis", (33,), 0.0),
-                                get("pose3d", (33, 3)), get("face", (468, 2)), hands,
-                                np.array([r["detected"] for r in results], bool), masks))
+    return one_facing(drop_jumps(Landmarks(width, height, get("pose2d", (33, 2)), get("pose_vis", (33,), 0.0),
+                                           get("pose3d", (33, 3)), get("face", (468, 2)), hands,
+                                           np.array([r["detected"] for r in results], bool), masks)))
 
 
 # A pose far from where the frames around it put the person, while those frames agree with each other,
@@ -258,3 +258,58 @@ def drop_jumps(lm: Landmarks) -> Landmarks:
     vis[bad] = 0.0
     det[bad] = False
     return Landmarks(lm.width, lm.height, pose2d, vis, pose3d, face, hands, det, lm.masks)
+
+
+# Seen from behind, MediaPipe may read a back as a front: the same 2D points with left and right swapped
+# and the depth mirrored. taichi_11's woman, her back to the camera throughout, had her torso read
+# turning between -160 and +5 degrees of yaw every few frames, and the decoder mapped her back onto her
+# front wherever a key and a frame disagreed. Nobody turns FLIP degrees between two frames (a dancer's
+# spin measured below 60 a frame): such a step is the other reading. The clip's frames are split into runs
+# at those steps, alternately one reading and the other; the reading held by more frames is kept, and the
+# other runs are swapped to it.
+FLIP = 120.0              # degrees of torso yaw between two detected frames at most FLIP_REACH apart
+FLIP_REACH = 2
+_MIRROR = np.arange(33)
+for _a in (1, 2, 3, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31):
+    _b = _a + 3 if _a < 4 else _a + 1                 # eyes: 1-3 <-> 4-6; the rest in (left, right) pairs
+    _MIRROR[_a], _MIRROR[_b] = _b, _a
+
+
+def torso_yaw(lm: Landmarks) -> np.ndarray:
+    """N: the degrees MediaPipe's metric torso is turned from facing the camera about the vertical (NaN
+    where no pose); 0 facing the camera, +-180 its back."""
+    p = lm.pose3d[:, list(_TORSO)].astype(np.float64)
+    left = (p[:, 0] - p[:, 1]) + 0.5 * (p[:, 2] - p[:, 3])
+    up = (p[:, 0] + p[:, 1] - p[:, 2] - p[:, 3]) / 2
+    fwd = np.cross(left, up)
+    return np.degrees(np.arctan2(fwd[:, 0], fwd[:, 2]))
+
+
+def facing_flips(lm: Landmarks) -> np.ndarray:
+    """N bool: the frames that :func:`one_facing` reads the other way round (left and right swapped)."""
+    yaw = torso_yaw(lm)
+    det = np.flatnonzero(lm.detected & np.isfinite(yaw))
+    other = np.zeros(lm.n_frames, bool)
+    reading = False
+    for a, b in zip(det[:-1], det[1:]):
+        if b - a <= FLIP_REACH and abs((yaw[b] - yaw[a] + 180.0) % 360.0 - 180.0) > FLIP:
+            reading = not reading
+        other[b] = reading
+    if 2 * other[det].sum() > len(det):              # the other reading holds more frames: it is kept
+        other[det] = ~other[det]
+    return other
+
+
+def one_facing(lm: Landmarks) -> Landmarks:
+    """``lm`` with the frames of :func:`facing_flips` read the other way round: left and right swapped
+    (pose points, their visibilities, the hands) and the metric pose's depth mirrored; the 2D points stay
+    where they are."""
+    swap = np.flatnonzero(facing_flips(lm))
+    if not len(swap):
+        return lm
+    pose2d, vis, pose3d, hands = (a.copy() for a in (lm.pose2d, lm.pose_vis, lm.pose3d, lm.hands))
+    pose2d[swap] = lm.pose2d[swap][:, _MIRROR]
+    vis[swap] = lm.pose_vis[swap][:, _MIRROR]
+    pose3d[swap] = lm.pose3d[swap][:, _MIRROR] * np.array([1.0, 1.0, -1.0], np.float32)
+    hands[swap] = lm.hands[swap][:, ::-1]
+    return Landmarks(lm.width, lm.height, pose2d, vis, pose3d, lm.face, hands, lm.detected, lm.masks)
