@@ -60,22 +60,28 @@ def test_a_cut_fast_motion_and_a_lone_detection_are_not_jumps():
     assert drop_jumps(lone) is lone
 
 
+class _FakeDetector:
+    """Stands in for landmarks.HolisticDetector: a context manager whose ``process`` a test scripts."""
+    made = 0
+
+    def __init__(self, *args, **kwargs):
+        type(self).made += 1
+        self.i = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
 def test_detect_landmarks_drops_the_jumps(monkeypatch):
     """The encoder's landmarks come without them (the fit then carries the neighbours' state)."""
     c = _walk(10)
     c[0] = (330.0, -150.0)
     truth = _track(c, upside_down=(0,))
 
-    class Scripted:
-        def __init__(self, *args, **kwargs):
-            self.i = 0
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
-
+    class Scripted(_FakeDetector):
         def process(self, rgb):
             i, self.i = self.i, self.i + 1
             return {"detected": True, "pose2d": truth.pose2d[i], "pose_vis": truth.pose_vis[i]}
@@ -93,19 +99,8 @@ def test_a_frame_with_nobody_found_is_tried_again_inside_a_border(monkeypatch):
     b = int(round(landmarks.RETRY_BORDER * SIZE))
     seen = []
 
-    class NeedsRoom:
+    class NeedsRoom(_FakeDetector):
         """Finds the torso only in a frame larger than the clip's (as if bordered), frames 2 and 4 only."""
-        made = 0
-
-        def __init__(self, *args, **kwargs):
-            NeedsRoom.made += 1
-            self.i = 0
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            pass
 
         def process(self, rgb):
             i = int(rgb[rgb.shape[0] // 2, rgb.shape[1] // 2, 0])       # the frame's index, painted in

@@ -10,6 +10,11 @@ Coordinates: pixels of the analysed frame (x right, y down). ``pose3d`` is
 MediaPipe's metric "world" pose turned into the engine's camera axes
 (x right, y up, z towards the camera), origin between the hips.
 Hands are the person's own left / right (index 0 / 1).
+
+What MediaPipe returns is cleaned in three ways before the fit sees it (each comment below says what it
+fixed; docs/BENCHMARKS.md, "People the pose model gets wrong"): a frame with nobody found is tried again
+inside a border; a detection that jumps away from neighbours that agree is dropped; a back read as a front
+for a few frames is read as the rest of the clip.
 """
 from __future__ import annotations
 
