@@ -120,6 +120,9 @@ def test_a_frame_with_nobody_found_is_tried_again_inside_a_border(monkeypatch):
     assert lm.detected.tolist() == [False, False, True, False, True, False]
     assert np.allclose(lm.pose2d[[2, 4]], truth.pose2d[[2, 4]], equal_nan=True)
     assert lm.masks.shape == (6, SIZE, SIZE) and (lm.masks[2] == 200).all() and (lm.masks[0] == 0).all()
+    streamed = landmarks.detect_landmarks(iter(frames), segmentation=True)    # frames that cannot be read twice
+    assert streamed.detected.tolist() == lm.detected.tolist() and np.array_equal(streamed.pose2d, lm.pose2d,
+                                                                                  equal_nan=True)
 
 
 def _turned(yaws) -> Landmarks:

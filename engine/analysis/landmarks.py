@@ -186,7 +186,9 @@ def detect_landmarks(frames: Iterable[np.ndarray], n_frames: int | None = None,
                      progress: Callable[[int], None] | None = None, segmentation: bool = True,
                      model_complexity: int = 1) -> Landmarks:
     """Run Holistic over RGB frames (any iterable); ``progress(1)`` after each frame. Frames where it
-    finds nobody are tried again inside a border (RETRY_BORDER); only those frames are kept for that."""
+    finds nobody are tried again inside a border (RETRY_BORDER): taken again from ``frames`` when it is an
+    array, kept aside otherwise (only those frames)."""
+    indexable = isinstance(frames, np.ndarray)
     results, missed = [], {}
     width = height = None
     with HolisticDetector(model_complexity, segmentation) as d:
@@ -195,7 +197,7 @@ def detect_landmarks(frames: Iterable[np.ndarray], n_frames: int | None = None,
                 height, width = rgb.shape[:2]
             r = d.process(rgb)
             if not r["detected"]:
-                missed[len(results)] = np.array(rgb, copy=True)
+                missed[len(results)] = None if indexable else np.array(rgb, copy=True)
             results.append(r)
             if progress is not None:
                 progress(1)
@@ -203,6 +205,7 @@ def detect_landmarks(frames: Iterable[np.ndarray], n_frames: int | None = None,
         b = int(round(RETRY_BORDER * max(height, width)))
         with HolisticDetector(model_complexity, segmentation) as d:
             for i, rgb in missed.items():
+                rgb = frames[i] if indexable else rgb
                 r = d.process(np.pad(rgb, ((b, b), (b, b), (0, 0)), constant_values=_GREY))
                 if r["detected"]:
                     results[i] = _unframed(r, b, height, width)
