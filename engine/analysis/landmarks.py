@@ -226,7 +226,7 @@ def detect_landmarks(frames: Iterable[np.ndarray], n_frames: int | None = None,
 # detection), and the fit turned it into a giant arm across the first two decoded frames (16 dB against
 # 30 for the clip). Nobody moves the torso JUMP torso lengths within JUMP_REACH frames: the largest step
 # between two frames measured on the clips of ../shared/data, dancers included, is in docs/BENCHMARKS.md
-# ("A pose model's mistake dropped").
+# ("People the pose model gets wrong").
 JUMP = 1.5                 # torso lengths (shoulders' midpoint to hips' midpoint)
 JUMP_REACH = 4             # frames either side that are compared
 _TORSO = (11, 12, 23, 24)  # shoulders and hips
@@ -271,10 +271,10 @@ def drop_jumps(lm: Landmarks) -> Landmarks:
 # Seen from behind, MediaPipe may read a back as a front: the same 2D points with left and right swapped
 # and the depth mirrored. taichi_11's woman, her back to the camera throughout, had her torso read
 # turning between -160 and +5 degrees of yaw every few frames, and the decoder mapped her back onto her
-# front wherever a key and a frame disagreed. Nobody turns FLIP degrees between two frames (a dancer's
-# spin measured below 60 a frame): such a step is the other reading. The clip's frames are split into runs
-# at those steps, alternately one reading and the other; the reading held by more frames is kept, and the
-# other runs are swapped to it.
+# front wherever a key and a frame disagreed. Nobody turns FLIP degrees between two frames (the fastest
+# real turn in the data, ubc_1's, is about 20 a frame): such a step is the other reading. The clip's
+# frames are split into runs at those steps, alternately one reading and the other; the reading held by
+# more frames is kept, and the other runs are swapped to it.
 FLIP = 120.0              # degrees of torso yaw between two detected frames at most FLIP_REACH apart
 FLIP_REACH = 2
 _MIRROR = np.arange(33)
