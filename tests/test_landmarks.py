@@ -161,6 +161,25 @@ def test_a_back_read_as_a_front_for_a_few_frames_is_read_as_the_rest():
         assert np.allclose(getattr(fixed, a), getattr(truth, a), equal_nan=True), a
 
 
+def test_detect_landmarks_reads_every_frame_one_way_round(monkeypatch):
+    """The encoder's landmarks come with the back read as a back throughout."""
+    from engine.analysis.landmarks import _MIRROR, torso_yaw
+    truth = _turned([170, 175, 180, 185, 190, 188, 186, 184, 182, 180])
+    swapped = (3, 4, 5)
+
+    class ReadsAFront(_FakeDetector):
+        def process(self, rgb):
+            i, self.i = self.i, self.i + 1
+            m = _MIRROR if i in swapped else np.arange(33)
+            return {"detected": True, "pose2d": truth.pose2d[i][m], "pose_vis": truth.pose_vis[i][m],
+                    "pose3d": truth.pose3d[i][m] * ([1, 1, -1] if i in swapped else [1, 1, 1])}
+
+    monkeypatch.setattr(landmarks, "HolisticDetector", ReadsAFront)
+    lm = landmarks.detect_landmarks(np.zeros((10, SIZE, SIZE, 3), np.uint8), segmentation=False)
+    assert (np.abs(torso_yaw(lm)) > 165).all()
+    assert np.allclose(lm.pose2d, truth.pose2d)
+
+
 def test_a_real_turn_is_not_a_swap():
     """A person turning from the camera to their back, 30 degrees a frame (ubc_1's model turns 20)."""
     from engine.analysis.landmarks import facing_flips
