@@ -40,7 +40,7 @@ from engine.errors import InputError
 from engine.synthesis.device import resolve_device
 from engine.codec.semantics import N_INHERITED_JOINTS, BODY_JOINTS
 from engine.analysis.landmarks import (FACE_LEFT_EYE, FACE_NOSE, FACE_RIGHT_EYE, HAND_LANDMARKS, POSE_LANDMARKS,
-                        Landmarks)
+                        Landmarks, torso_frame)
 
 FOCAL = 5.0                     # crop-camera focal length in crop widths (KeySemantics default)
 BOX_MARGIN = 1.25               # box side / landmark extent
@@ -174,19 +174,6 @@ def _gauss_smooth(a: np.ndarray, sigma: float) -> np.ndarray:
     return np.convolve(pad, k, mode="valid")
 
 
-def _torso_frame(pts: torch.Tensor) -> torch.Tensor:
-    """Rotation (... x 3 x 3) whose columns are the torso's left, up and forward axes,
-    from points ordered l_shoulder, r_shoulder, l_hip, r_hip (engine camera axes)."""
-    ls, rs, lh, rh = pts.unbind(-2)
-    left = (ls - rs) + 0.5 * (lh - rh)
-    up = (ls + rs - lh - rh) / 2
-    left = left / left.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-    up = up - (up * left).sum(-1, keepdim=True) * left
-    up = up / up.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-    fwd = torch.linalg.cross(left, up, dim=-1)
-    return torch.stack([left, up, fwd], -1)
-
-
 def _matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
     import roma
     return roma.rotmat_to_rotvec(R)
@@ -311,8 +298,8 @@ class _Problem:
             body = lmk[:, [LI[n] for n in names]]
             mp = self.p3[idx][:, [_MP_OF[n] for n in names]]
             ok = self.vis3[idx][:, [_MP_OF[n] for n in names[:2]]].min(1).values > 0.3
-            Rm = _torso_frame(mp)
-            Rb = _torso_frame(body)
+            Rm = torso_frame(mp)
+            Rb = torso_frame(body)
             R = Rm @ Rb.transpose(-1, -2)
             rot = _matrix_to_axis_angle(R)
             fb = fallback.expand_as(rot)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+import torch
 
 from engine.errors import IHVCError
 
@@ -283,13 +284,24 @@ for _a in (1, 2, 3, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31):
     _MIRROR[_a], _MIRROR[_b] = _b, _a
 
 
+def torso_frame(pts: torch.Tensor) -> torch.Tensor:
+    """Rotation (... x 3 x 3) whose columns are the torso's left, up and forward axes, from points
+    ordered l_shoulder, r_shoulder, l_hip, r_hip, in any right-handed axes (the engine camera's or
+    MediaPipe's metric ones). The fit's rotation start and :func:`torso_yaw` both read the torso here."""
+    ls, rs, lh, rh = pts.unbind(-2)
+    left = (ls - rs) + 0.5 * (lh - rh)
+    up = (ls + rs - lh - rh) / 2
+    left = left / left.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    up = up - (up * left).sum(-1, keepdim=True) * left
+    up = up / up.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    fwd = torch.linalg.cross(left, up, dim=-1)
+    return torch.stack([left, up, fwd], -1)
+
+
 def torso_yaw(lm: Landmarks) -> np.ndarray:
     """N: the degrees MediaPipe's metric torso is turned from facing the camera about the vertical (NaN
     where no pose); 0 facing the camera, +-180 its back."""
-    p = lm.pose3d[:, list(_TORSO)].astype(np.float64)
-    left = (p[:, 0] - p[:, 1]) + 0.5 * (p[:, 2] - p[:, 3])
-    up = (p[:, 0] + p[:, 1] - p[:, 2] - p[:, 3]) / 2
-    fwd = np.cross(left, up)
+    fwd = torso_frame(torch.from_numpy(lm.pose3d[:, list(_TORSO)].astype(np.float64)))[..., 2].numpy()
     return np.degrees(np.arctan2(fwd[:, 0], fwd[:, 2]))
 
 
