@@ -262,6 +262,21 @@ def test_dilate_matches_a_square_max_pooling():
                     assert torch.equal(dilate(m, radius, step), pooled(m, radius, step)), (h, w, p, radius, step)
 
 
+def test_the_key_person_reaches_the_same_distance_all_along_a_slanted_arm():
+    """The key's person (person_mask, channel 0) is the mesh dilated by the margin pixel by pixel: beside a
+    slanted arm its outline is a straight slanted line, not steps of 4 px that the disocclusions it bounds
+    drew as a sawtooth."""
+    from scipy import ndimage
+
+    from engine.synthesis.motion import PERSON_MARGIN, person_mask
+    H = W = 384
+    y, x = np.mgrid[:H, :W]
+    arm = (np.abs(x - 0.6 * y - 80) < 9) & (y > 40) & (y < 340)        # a forearm at about 30 degrees
+    got = person_mask(torch.as_tensor(arm)[None])[0, 0].numpy() > 0.5
+    r = max(1, round(PERSON_MARGIN * H))
+    assert np.array_equal(got, ndimage.binary_dilation(arm, np.ones((2 * r + 1, 2 * r + 1), bool)))
+
+
 def test_background_beside_a_far_moved_body_is_not_dragged_with_it():
     """The band around the body follows its motion (hair, loose clothes), but a band pixel whose sample
     would lie farther from the key's person than the pixel lies from the frame's own, by more than the

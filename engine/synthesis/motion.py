@@ -476,11 +476,16 @@ def _box_any(m: torch.Tensor, radius: int) -> torch.Tensor:
 
 def person_mask(raster_mask: torch.Tensor, margin: float | None = None, core: float = 0.006) -> torch.Tensor:
     """B x H x W bool mesh coverage -> B x 2 x H x W float: the person dilated by ``margin`` x frame
-    size (hair, loose clothes and fit error around the body) and the mesh interior eroded by ``core``."""
+    size (hair, loose clothes and fit error around the body) and the mesh interior eroded by ``core``.
+
+    The dilation is exact, pixel by pixel (once per key picture: its cost does not matter). At 1/4
+    resolution its outline went in steps of 4 px, and the disocclusions it bounds (``Motion.hole``) drew
+    those steps as a sawtooth beside a moving arm, key sample and filled background in turn (a dancer's
+    sleeve against a wall; docs/BENCHMARKS.md "A sawtooth beside moving arms")."""
     H, W = raster_mask.shape[-2:]
     r = max(1, int(round((PERSON_MARGIN if margin is None else margin) * max(H, W))))
     e = max(1, int(round(core * max(H, W))))
-    dil = dilate(raster_mask, r).to(torch.float32)[:, None]
+    dil = dilate(raster_mask, r, step=1).to(torch.float32)[:, None]
     ero = (~dilate(~raster_mask, e, step=1)).to(torch.float32)[:, None]
     return torch.cat([dil, ero], 1)
 
