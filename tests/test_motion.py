@@ -263,18 +263,20 @@ def test_dilate_matches_a_square_max_pooling():
 
 
 def test_the_key_person_reaches_the_same_distance_all_along_a_slanted_arm():
-    """The key's person (person_mask, channel 0) is the mesh dilated by the margin pixel by pixel: beside a
+    """The person with its margin, in the key (person_mask, channel 0) and in the frame (person_margin, the
+    band's and the disocclusions' bound in analytic_motion), is the mesh dilated pixel by pixel: beside a
     slanted arm its outline is a straight slanted line, not steps of 4 px that the disocclusions it bounds
     drew as a sawtooth."""
     from scipy import ndimage
 
-    from engine.synthesis.motion import PERSON_MARGIN, person_mask
+    from engine.synthesis.motion import PERSON_MARGIN, person_margin, person_mask
     H = W = 384
     y, x = np.mgrid[:H, :W]
     arm = (np.abs(x - 0.6 * y - 80) < 9) & (y > 40) & (y < 340)        # a forearm at about 30 degrees
-    got = person_mask(torch.as_tensor(arm)[None])[0, 0].numpy() > 0.5
     r = max(1, round(PERSON_MARGIN * H))
-    assert np.array_equal(got, ndimage.binary_dilation(arm, np.ones((2 * r + 1, 2 * r + 1), bool)))
+    exact = ndimage.binary_dilation(arm, np.ones((2 * r + 1, 2 * r + 1), bool))
+    assert np.array_equal(person_mask(torch.as_tensor(arm)[None])[0, 0].numpy() > 0.5, exact)   # the key's
+    assert np.array_equal(person_margin(torch.as_tensor(arm)[None])[0].numpy(), exact)          # the frame's
 
 
 def test_background_beside_a_far_moved_body_is_not_dragged_with_it():

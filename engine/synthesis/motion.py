@@ -389,7 +389,7 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
         # Without this an arm swung far (a large studio edit, a dancer's turn) bent the wall behind it
         # (docs/BENCHMARKS.md "Background no longer dragged by a moving arm").
         margin = max(1, int(round(PERSON_MARGIN * max(H, W))))
-        frame_person = dilate(body, margin)
+        frame_person = person_margin(body)
         band = ~body & (wgt[:, 0] > 0) & (wgt[:, 0] < 1)
         if bool(band.any()):
             if key_distance is None:
@@ -474,18 +474,28 @@ def _box_any(m: torch.Tensor, radius: int) -> torch.Tensor:
     return (s[..., k:, :] - s[..., :-k, :]) > 0.5
 
 
+def person_margin(mask: torch.Tensor, margin: float | None = None) -> torch.Tensor:
+    """B x H x W bool mesh coverage dilated by ``margin`` (default PERSON_MARGIN) x frame size, pixel by pixel:
+    the person with hair, loose clothes and fit error, in the key (:func:`person_mask`) and in the frame
+    (analytic_motion's band and disocclusions).
+
+    Exact, not at 1/4 resolution (``dilate``'s default): the outline then went in steps of 4 px, and the
+    disocclusions it bounds drew those steps as a sawtooth beside a moving arm, key sample and filled
+    background in turn (a dancer's sleeve against a wall, and after every arm edit in the studio;
+    docs/BENCHMARKS.md "A sawtooth beside moving arms"). Once per key, and about 0.8 ms more per frame at
+    384 x 384 on one thread."""
+    H, W = mask.shape[-2:]
+    r = max(1, int(round((PERSON_MARGIN if margin is None else margin) * max(H, W))))
+    return dilate(mask, r, step=1)
+
+
 def person_mask(raster_mask: torch.Tensor, margin: float | None = None, core: float = 0.006) -> torch.Tensor:
     """B x H x W bool mesh coverage -> B x 2 x H x W float: the person dilated by ``margin`` x frame
-    size (hair, loose clothes and fit error around the body) and the mesh interior eroded by ``core``.
-
-    The dilation is exact, pixel by pixel (once per key picture: its cost does not matter). At 1/4
-    resolution its outline went in steps of 4 px, and the disocclusions it bounds (``Motion.hole``) drew
-    those steps as a sawtooth beside a moving arm, key sample and filled background in turn (a dancer's
-    sleeve against a wall; docs/BENCHMARKS.md "A sawtooth beside moving arms")."""
+    size (:func:`person_margin`: hair, loose clothes and fit error around the body) and the mesh interior
+    eroded by ``core``."""
     H, W = raster_mask.shape[-2:]
-    r = max(1, int(round((PERSON_MARGIN if margin is None else margin) * max(H, W))))
     e = max(1, int(round(core * max(H, W))))
-    dil = dilate(raster_mask, r, step=1).to(torch.float32)[:, None]
+    dil = person_margin(raster_mask, margin).to(torch.float32)[:, None]
     ero = (~dilate(~raster_mask, e, step=1)).to(torch.float32)[:, None]
     return torch.cat([dil, ero], 1)
 
