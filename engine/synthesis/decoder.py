@@ -44,7 +44,7 @@ from engine.errors import IHVCError, InputError
 from engine.synthesis.device import resolve_device
 from engine.synthesis.motion import (BACKGROUND_MARGIN, Motion, ReferenceSample, analytic_frame, analytic_motion,
                                      background_sample, compose_cameras, dilate, fuse_references, hole_of,
-                                     invented, invert_camera, outline_distance, person_mask, reference_sample,
+                                     invented, invert_camera, outline_distance, person_margin, person_mask, reference_sample,
                                      unseen_interior)
 from engine.synthesis.raster import Raster, rasterize
 from engine.codec.semantics import FrameSemantics
@@ -510,7 +510,7 @@ class Decoder:
         if hole is None:
             return []
         B, H, W = hole.shape
-        hole = hole & ~dilate(r.mask, max(1, int(round(BACKGROUND_MARGIN * max(H, W)))))
+        hole = hole & ~person_margin(r.mask, BACKGROUND_MARGIN)
         idx = hole.reshape(-1).nonzero().squeeze(1)
         if idx.numel() == 0:
             return []
