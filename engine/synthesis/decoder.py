@@ -43,8 +43,8 @@ from engine.synthesis.camera import project, to_world
 from engine.errors import IHVCError, InputError
 from engine.synthesis.device import resolve_device
 from engine.synthesis.motion import (BACKGROUND_MARGIN, Motion, ReferenceSample, analytic_frame, analytic_motion,
-                                     background_sample, compose_cameras, dilate, fuse_references, hole_of,
-                                     invented, invert_camera, outline_distance, person_margin, person_mask, reference_sample,
+                                     background_sample, compose_cameras, fuse_references, hole_of, invented,
+                                     invert_camera, outline_distance, person_margin, person_mask, reference_sample,
                                      unseen_interior)
 from engine.synthesis.raster import Raster, rasterize
 from engine.codec.semantics import FrameSemantics
