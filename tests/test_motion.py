@@ -361,3 +361,52 @@ def test_invented_pixels_are_those_no_key_saw():
     panned = Motion(grid=none.grid + torch.tensor([2.5, 0.0]), visible=none.visible, body=body, weight=mo.weight)
     beyond = invented(panned)                            # background sampled right of the key picture's edge
     assert beyond.sum() == 2 * h and bool(beyond[0, :, 4:].all()) and not bool(beyond[0, :, :4].any())
+
+
+def test_beside_the_body_where_a_moved_arm_hung_is_a_hole():
+    """A pixel right beside the frame's body whose key sample shows an arm that has since moved far away
+    (raised in a studio edit) is background the arm uncovered, not the arm's sleeve dragged along with the
+    body: the forward-backward check (``key_forward``) makes it a disocclusion, filled from the background.
+    Where nothing moved, or the arm moved a little, the check changes nothing."""
+    from engine.synthesis.motion import analytic_frame, dilate, key_forward, key_surface, person_margin, person_mask
+    n = 128
+    torso, arm = box((0.3, 0.6, 0.2)), box((0.1, 0.5, 0.1))
+    arm.apply_translation((0.26, -0.05, 0))                     # hanging 3 px beside the torso
+    mesh = trimesh.util.concatenate([torso, arm])
+    F = torch.as_tensor(np.asarray(mesh.faces))
+    Vk = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32)[None]
+    nt = len(torso.vertices)
+    r, t, loc = _t((0, 0, 0)), _t((0, 0, 5)), _t((0.5, 0.5, 1, 1))
+
+    def raster(V):
+        xy, d = project(V, r, t, loc, FOCAL, n, n)
+        return xy, rasterize(xy, d, F, n, n)
+    _, kras = raster(Vk)
+    hidden = Vk.clone()
+    hidden[0, :nt, 2] -= 9                                      # the torso pushed out of view: the arm alone
+    arm_key = raster(hidden)[1].mask[0]
+    sleeve = dilate(arm_key[None], 3, step=1)[0]                # the picture's arm: a sleeve wider than its mesh
+    img = torch.full((1, 3, n, n), 20.0)                        # dark background,
+    img[:, :, kras.mask[0]] = 120.0                             # grey torso,
+    img[:, :, sleeve] = 250.0                                   # white sleeve
+    kw = to_world(Vk, r, t)
+    for lift, moved in ((0.6, True), (0.01, False), (0.0, False)):
+        Vf = Vk.clone()
+        Vf[0, nt:, 1] += lift                                   # the arm raised (y up), the torso still
+        fxy, fras = raster(Vf)
+        args = (fras, F, kw, t, loc, FOCAL, kras.depth)
+        plain = analytic_motion(*args, key_mask=person_mask(kras.mask))
+        mo = analytic_motion(*args, key_mask=person_mask(kras.mask),
+                             key_forward=key_forward(key_surface(kras), F, fxy))
+        assert torch.equal(mo.grid, plain.grid)                 # the check decides holes, not motion
+        if moved:
+            # Between torso and arm mesh in the key (sleeve), off the frame's body within its person margin.
+            beside = sleeve & ~arm_key & ~fras.mask[0] & person_margin(fras.mask)[0]
+            assert beside.sum() > 30
+            assert plain.hole[0][beside].float().mean() < 0.1   # the old rule kept them: the sleeve's ghost
+            assert analytic_frame(img, plain)[0, 0][beside].mean() > 200
+            assert mo.hole[0][beside].float().mean() > 0.9
+            assert analytic_frame(img, mo)[0, 0][beside].max() < 130    # background (and torso beside it)
+            assert not (mo.hole[0] & fras.mask[0]).any()
+        else:
+            assert torch.equal(mo.hole, plain.hole)

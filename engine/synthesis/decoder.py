@@ -44,8 +44,8 @@ from engine.errors import IHVCError, InputError
 from engine.synthesis.device import resolve_device
 from engine.synthesis.motion import (BACKGROUND_MARGIN, Motion, ReferenceSample, analytic_frame, analytic_motion,
                                      background_sample, compose_cameras, fuse_references, hole_of, invented,
-                                     invert_camera, outline_distance, person_margin, person_mask, reference_sample,
-                                     unseen_interior)
+                                     invert_camera, key_forward, key_surface, outline_distance, person_margin,
+                                     person_mask, reference_sample, unseen_interior)
 from engine.synthesis.raster import Raster, rasterize
 from engine.codec.semantics import FrameSemantics
 
@@ -77,6 +77,7 @@ class KeyState:
     world: 1 x V x 3 key vertices in world space; depth: 1 x H x W key depth buffer;
     trans/loc/focal: 1 x 3, 1 x 4, 1 x 2 key camera; betas: 1 x K or None; tol: visibility tolerance;
     person: 1 x 2 x H x W float, the key mesh's coverage dilated and eroded (engine.synthesis.motion.person_mask).
+    surface: the key mesh's surface points on a coarse grid (engine.synthesis.motion.key_surface).
     """
     rgb: np.ndarray
     image: torch.Tensor
@@ -88,6 +89,7 @@ class KeyState:
     betas: torch.Tensor | None
     tol: float
     person: torch.Tensor | None = None
+    surface: tuple | None = None
     cache_id: tuple | None = field(default=None, repr=False, compare=False)   # its DecodeCache key, if any
     _mesh_of: object = field(default=None, repr=False, compare=False)    # () -> key mesh image, from the decoder
 
@@ -422,7 +424,8 @@ class Decoder:
         ext = (verts[0].max(0).values - verts[0].min(0).values).norm()
         image = torch.as_tensor(rgb, device=self.device).permute(2, 0, 1)[None].to(self.dtype)
         st = KeyState(rgb=rgb, image=image, world=world, depth=r.depth, trans=trans, loc=loc, focal=focal,
-                      betas=betas, tol=float(0.015 * ext), person=person_mask(r.mask))
+                      betas=betas, tol=float(0.015 * ext), person=person_mask(r.mask),
+                      surface=key_surface(r))
         st._mesh_of = lambda: self._key_mesh(st)
         return st
 
@@ -475,7 +478,9 @@ class Decoder:
             fill = self.fill_disocclusions
             mo = analytic_motion(r, self._faces_oriented, st.world, st.trans, st.loc, st.focal, st.depth,
                                  camera=camera, tol=st.tol, key_mask=st.person if fill else None,
-                                 key_distance=st.person_distance if fill else None)
+                                 key_distance=st.person_distance if fill else None,
+                                 key_forward=key_forward(st.surface, self._faces_oriented, xy)
+                                 if fill and st.surface is not None else None)
         return r, verts, rot, trans, mo
 
     def _references(self, gop: GroupOfPictures, r: Raster, mo: Motion, frames) -> list[ReferenceSample]:

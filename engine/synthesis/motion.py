@@ -35,6 +35,12 @@ PERSON_MARGIN = 0.02      # hair, clothes and fit error around the mesh, fractio
 # disocclusions): at 0, ted_c 626 -> 2333 (its speaker is wider than her mesh), the others 10-60 % lower;
 # at 2 x PERSON_MARGIN (16 px at 384) ted_c 653 and the others 5-53 % lower (docs/BENCHMARKS.md).
 BACKGROUND_MARGIN = 2 * PERSON_MARGIN
+# A pixel beside the frame's mesh whose key sample shows the key's person is a disocclusion when what the key
+# shows there goes more than this far from the pixel (fraction of the frame size; ``key_forward``): the arm
+# that stood there has left. Chosen on one-key decodes of eight people, where frames leave the key's pose
+# as after a studio edit (docs/BENCHMARKS.md "Ghosts of a moved arm"): at 2 x PERSON_MARGIN PSNR, SSIM and
+# MS-SSIM rose on all eight; at 1 x it fell on two.
+FORWARD_TOLERANCE = 2 * PERSON_MARGIN
 
 
 @dataclass
@@ -317,7 +323,8 @@ def push_pull(values: torch.Tensor, weight: torch.Tensor, min_size: int = 2) -> 
 def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor, key_trans: torch.Tensor,
                     key_loc: torch.Tensor, focal: torch.Tensor, key_depth: torch.Tensor,
                     camera: torch.Tensor | None = None, tol: float = 0.02, ramp: float = 0.06,
-                    key_mask: torch.Tensor | None = None, key_distance: torch.Tensor | None = None) -> Motion:
+                    key_mask: torch.Tensor | None = None, key_distance: torch.Tensor | None = None,
+                    key_forward: torch.Tensor | None = None) -> Motion:
     """Backward motion of B frames towards the key frame.
 
     frame:     Raster of the frame meshes (B x H x W)
@@ -335,6 +342,9 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
                dragging the background beside a far-moved body (background motion there instead)
     key_distance: 1 x H x W, :func:`outline_distance` of key_mask's channel 0, when the caller keeps it per key
                (the decoder's KeyState.person_distance); computed here otherwise
+    key_forward: B x 2 x h x w, :func:`key_forward` (with key_mask): a pixel off the frame mesh whose sample
+               shows the key's person, and whose content goes farther than FORWARD_TOLERANCE from it in the
+               frame, is a disocclusion too
     """
     B, H, W = frame.tri.shape
     device, dtype = frame.bary.device, frame.bary.dtype
@@ -409,12 +419,64 @@ def analytic_motion(frame: Raster, faces: torch.Tensor, key_world: torch.Tensor,
             # neighbours on the mesh do; taken for a place the person left, it was filled with the
             # background further off (a dark speck on the outline, several a frame with one key).
             hole |= (samp[:, 1] > 0.5) & ~_box_any(body.to(dtype)[:, None], 1)[:, 0]
+        if key_forward is not None:
+            # Beside the frame's mesh (its margin, the band), a pixel may sample a part of the key's person
+            # that has moved far away: where an arm hung in the key, after the arm was raised (a studio
+            # edit, a dancer). The sample then shows that arm's sleeve or hand, a ghost beside the body
+            # with spikes along the shoulder, where the frame shows background. A forward-backward check,
+            # as optical flow tests occlusions: where the key's content at the sample goes in the frame
+            # (``key_forward``), against the pixel itself.
+            test = (~body & (samp[:, 0] > 0.5) & ~hole).reshape(-1).nonzero().squeeze(1)
+            if test.numel():
+                fh, fw = key_forward.shape[-2:]
+                g = grid.reshape(-1, 2)[test]
+                fb = test // (H * W)
+                xi = (g[:, 0] * fw / W).floor().long().clamp(0, fw - 1)
+                yi = (g[:, 1] * fh / H).floor().long().clamp(0, fh - 1)
+                went = g + key_forward[fb if key_forward.shape[0] > 1 else torch.zeros_like(fb), :, yi, xi]
+                here = torch.stack([(test % W).to(dtype) + 0.5, ((test // W) % H).to(dtype) + 0.5], 1)
+                far = (went - here).norm(dim=1) > FORWARD_TOLERANCE * max(H, W)
+                hole = hole.reshape(-1).index_fill(0, test[far], True).reshape(B, H, W)
         # A disocclusion is a region: what is too thin to hold a 3 x 3 square (lone pixels, a one-pixel
         # line) is the fit's noise on a key mask's edge, and filled from the background it made a speck
         # (white on ubc_2's dress, dark on a TED stage). An opening keeps the rest exactly.
         core = ~_box_any((~hole).to(dtype)[:, None], 1)                 # the centres of 3 x 3 squares of hole
         hole = hole & _box_any(core.to(dtype), 1)[:, 0]
     return Motion(grid=grid, visible=visible, body=body, weight=wgt[:, 0], hole=hole)
+
+
+def key_forward(surface: tuple, faces: torch.Tensor, frame_xy: torch.Tensor) -> torch.Tensor:
+    """Where what each key pixel shows goes in each frame: B x 2 x h x w displacements in frame pixels, on the
+    grid of ``surface`` (1/4 resolution), the key mesh's own motion filled smoothly around it (push-pull) to
+    reach the hair, clothes and fit error beside it (analytic_motion's forward-backward check).
+
+    surface: :func:`key_surface` of the key's Raster; faces: F x 3; frame_xy: B x V x 2 projected vertices
+    of the frames (pixels)."""
+    cells, tri, bary, centre, shape = surface
+    h, w = shape
+    pos = (frame_xy[:, faces[tri]] * bary[None, :, :, None].to(frame_xy.dtype)).sum(2)          # B x N x 2
+    B = pos.shape[0]
+    disp = torch.zeros(B, 2, h * w, dtype=pos.dtype, device=pos.device)
+    disp[:, :, cells] = (pos - centre[None].to(pos.dtype)).permute(0, 2, 1)
+    known = torch.zeros(1, 1, h * w, dtype=pos.dtype, device=pos.device)
+    known[..., cells] = 1.0
+    return push_pull(disp.reshape(B, 2, h, w), known.reshape(1, 1, h, w).expand(B, 1, h, w))
+
+
+def key_surface(key: Raster, step: int = 4) -> tuple:
+    """The key mesh's surface points on a grid of one pixel in ``step`` (the centre pixel of each step x step
+    cell), for :func:`key_forward`: (cells, tri, bary, centre, (h, w)), cells the N covered grid cells (flat
+    indices into h*w), tri and bary their surface points, centre their N x 2 pixel centres."""
+    H, W = key.tri.shape[-2:]
+    s = step if min(H, W) >= 16 * step else 1
+    ys = torch.arange(s // 2, H, s, device=key.tri.device)
+    xs = torch.arange(s // 2, W, s, device=key.tri.device)
+    tri = key.tri[0][ys][:, xs].reshape(-1)
+    cells = (tri >= 0).nonzero().squeeze(1)
+    w = xs.numel()
+    centre = torch.stack([xs[cells % w].to(key.bary.dtype) + 0.5, ys[cells // w].to(key.bary.dtype) + 0.5], 1)
+    bary = key.bary[0][ys][:, xs].reshape(-1, 3)[cells]
+    return cells, tri[cells], bary, centre, (ys.numel(), w)
 
 
 def dilate(mask: torch.Tensor, radius: int, step: int = 4) -> torch.Tensor:
