@@ -5,8 +5,9 @@
     pending_change(bs, edited, rate)    -> SizeChange    (what saving edited semantics would change)
 
 Every byte of the file is counted in exactly one part: key-picture payloads (the intra
-codec's bytes; what version 3 stores once for all of them counts once), key semantics (KSEM, or
-that part of a version-3 GRUP section), per-frame semantics (FSEM, likewise; split into the camera
+codec's bytes; what versions 3 and 4 store once for all of them count once), key semantics (KSEM, or
+that part of a version-3 GRUP section; in version 4 the shapes in GRUP and the keys' part of the one
+SEMS stream, split where the decoder stood), per-frame semantics (FSEM, likewise; split into the camera
 group and the rest by the coder's ideal code length per dimension), and headers (magic,
 sequence header, section framing and checksums, key-picture headers, end). The size of
 pending edits is not estimated: the semantics coder is adaptive (context counts follow the
