@@ -40,8 +40,8 @@
 Version 3 stores once what every group repeated: about 120 bytes per group with VVC key pictures
 (the parameter sets, the body shape, two section framings, the frame count, the standard reference
 list) and 40 per file (the default steps). The writer writes version 4, whose one semantics stream
-makes files with keys by content 1.9 to 4.1 % smaller than version 3 with the same content (16 files
-of 11 people; docs/BENCHMARKS.md "Semantics in one stream"). The reader reads all four; ``to_bytes(bs,
+makes files with keys by content 1.9 to 4.1 % smaller than version 3 with the same content (13 people,
+100 frames each; docs/BENCHMARKS.md "Semantics in one stream"). The reader reads all four; ``to_bytes(bs,
 version=2)`` or ``version=3`` still writes those (tests read them back).
 
 All integers are little-endian. Every length is checked against what is left
