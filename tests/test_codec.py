@@ -192,17 +192,25 @@ def test_version_4_codes_all_semantics_in_one_stream():
     sem3 = b.sizes["KSEM"] + b.sizes["FSEM"]
     sem4 = a.sizes["KSEM"] + a.sizes["FSEM"]
     assert sem4 < 0.9 * sem3 and len(v4) < len(v3)
-    assert [t for t, _ in _split(v4)] == [b"SEQH"] + [b"GRUP"] * 10 + [b"SEMS"]
-    assert sum(a.sizes.values()) == len(v4) and a.sizes["SEMS"] == 12 and a.sizes["KSEM"] > 0
+    assert [t for t, _ in _split(v4)] == [b"SEQH", b"KEYS", b"SEMS"]
+    assert sum(a.sizes.values()) == len(v4) and a.sizes["SEMS"] == a.sizes["KEYS"] == 12 and a.sizes["KSEM"] > 0
+    assert rate_of(a).key_picture_bpf == rate_of(b).key_picture_bpf      # the same pictures, counted alike
     # the rate accounting's per-frame bits follow the stream: within a few bytes of what it holds
     assert abs(sum(np.sum(x) for x in container.frame_bits(a)) / 8 - a.sizes["FSEM"]) < 2 * len(a.gops) + 8
     assert rate_of(a).bytes == len(v4)
-    # a stream cut short, or a group's section with semantics left over in it, is refused by name
+    assert container._varint(300) == b"\xac\x02" and container._varint(5) == b"\x05"
+    # a stream cut short, bytes left over after the last picture, a picture's length running past the
+    # section, or no stream at all: refused by name
     sections = _split(v4)
     with pytest.raises(BitstreamError, match="SEMS"):
         container.from_bytes(_join(v4[:5], sections[:-1] + [(b"SEMS", sections[-1][1][:len(sections[-1][1]) // 3])]))
-    with pytest.raises(BitstreamError, match="GRUP.*trailing"):
-        container.from_bytes(_join(v4[:5], sections[:1] + [(b"GRUP", sections[1][1] + b"x")] + sections[2:]))
+    with pytest.raises(BitstreamError, match="KEYS.*trailing"):
+        container.from_bytes(_join(v4[:5], sections[:1] + [(b"KEYS", sections[1][1] + b"x")] + sections[2:]))
+    keys = sections[1][1]
+    with pytest.raises(BitstreamError, match="KEYS.*more bytes"):
+        container.from_bytes(_join(v4[:5], sections[:1] + [(b"KEYS", keys[:2] + b"\xff\xff\x7f" + keys[4:])] + sections[2:]))
+    with pytest.raises(BitstreamError, match="longer than 4 bytes"):
+        container.from_bytes(_join(v4[:5], sections[:1] + [(b"KEYS", keys[:2] + b"\xff" * 5 + keys[4:])] + sections[2:]))
     with pytest.raises(BitstreamError, match="missing SEMS"):
         container.from_bytes(_join(v4[:5], sections[:-1]))
     # one group: one stream, no larger than version 3's two

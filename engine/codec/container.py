@@ -3,7 +3,7 @@
     file     = "IHVC" version:u8 section*
     section  = tag:4s length:u32 payload crc32(tag + payload):u32
     sections = SEQH, then per group of pictures KPIC KSEM FSEM (version 3: one GRUP), then END_;
-               version 4: SEQH, one GRUP per group, then SEMS (the last section, no END_)
+               version 4: SEQH KEYS SEMS (SEMS is the last: no END_)
 
     SEQH  width:u16 height:u16 fps_num:u32 fps_den:u32 frames:u32 gops:u16
           body_model:u8 flags:u8 (bit 0: camera group present)
@@ -19,6 +19,8 @@
           unit holds a sequence parameter set (keypicture.encode_key_chain, chain_segments);
           after the reference structure shared_len:u16 shared:shared_len bytes (the bytes every key
           picture's payload begins with, stored once: the intra codec's parameter sets; none for one group)
+          version 4: group_starts are gops - 1 varints (LEB128), each group's start less the one before's
+          (the first starts at 0), and key_offset is a varint
     KPIC  codec:u8 qp:u8 width:u16 height:u16 payload (the intra codec's elementary stream)
     KSEM  n_betas:u8 betas:n_betas x f32 focal:2 x f32 coded:... (arithmetic-coded integers
           of body_pose 21x3, rot, trans, loc on the quantization grid, predicted from 0 in
@@ -31,7 +33,9 @@
           picture is the sequence's size)  shape:u8 (0: n_betas, betas and focal follow as in KSEM;
           1: the previous group's key's, never on the first group)  n_key:u16 key coded:n_key bytes
           (as KSEM's)  frames coded:... (as FSEM's, the group's frame count from SEQH)
-    GRUP  (version 4) as version 3's, up to and with the shape: the semantics are in SEMS
+    KEYS  (version 4) per group, in order: codec:u8 qp:u8 n:varint (LEB128, at most 4 bytes) payload:n bytes
+          (as GRUP's) shape:u8 (as GRUP's, and betas and focal after a 0): one section framing and a
+          2-byte length a group instead of a framing, a 4-byte length and two lengths and flushes
     SEMS  (version 4) one arithmetic-coded stream (entropy.StreamEncoder): per group in order, its key's
           row (as KSEM's) then its frames' rows (as FSEM's); the key rows' contexts carry from one group's
           key to the next, the frame rows' likewise, so that a group is coded with what the groups before
@@ -40,9 +44,9 @@
 Version 3 stores once what every group repeated: about 120 bytes per group with VVC key pictures
 (the parameter sets, the body shape, two section framings, the frame count, the standard reference
 list) and 40 per file (the default steps). The writer writes version 4, whose one semantics stream
-makes files with keys by content 1.9 to 4.1 % smaller than version 3 with the same content (13 people,
-100 frames each; docs/BENCHMARKS.md "Semantics in one stream"). The reader reads all four; ``to_bytes(bs,
-version=2)`` or ``version=3`` still writes those (tests read them back).
+and one key-picture section make files with keys by content 4.2 to 7.9 % smaller than version 3 with
+the same content (13 people, 100 frames each; docs/BENCHMARKS.md "Format version 4"). The reader reads
+all four; ``to_bytes(bs, version=2)`` or ``version=3`` still writes those (tests read them back).
 
 All integers are little-endian. Every length is checked against what is left
 before anything is allocated, and every failure of a malformed file becomes
@@ -225,6 +229,8 @@ def _writable_problem(bs: Bitstream) -> str | None:
             return f"group at frame {g.start}: references {list(g.refs)[:8]} invalid (at most {bs.max_refs - 1} others)"
     if not 1 <= bs.max_refs <= MAX_REFS:
         return f"{bs.max_refs} references per frame (1..{MAX_REFS})"
+    if any(len(g.key_picture.payload) >= 1 << 28 for g in bs.gops):
+        return "a key picture of 256 MiB or more"
     if bs.chained and any(g.key_picture.codec_name != "vvc" for g in bs.gops):
         return "chained key pictures must all be VVC"
     return None
@@ -281,11 +287,14 @@ def _to_bytes(bs: Bitstream, version: int) -> bytes:
                        bs.n_frames, n, bs.body_model, flags)
     if version < 3 or steps_listed:
         head += struct.pack("<5d", *bs.quant.as_tuple())
-    head += struct.pack(f"<{n}I", *(g.start for g in bs.gops))
+    if version >= 4:                        # the first group starts at 0; the others' distances, as varints
+        head += b"".join(_varint(b.start - a.start) for a, b in zip(bs.gops, bs.gops[1:]))
+    else:
+        head += struct.pack(f"<{n}I", *(g.start for g in bs.gops))
     if version >= 2:
         head += struct.pack("<B", bs.max_refs)
         for g in bs.gops:
-            head += struct.pack("<I", g.key_offset)
+            head += _varint(g.key_offset) if version >= 4 else struct.pack("<I", g.key_offset)
             if version < 3 or refs_listed:
                 head += struct.pack(f"<B{len(g.refs)}H", len(g.refs), *g.refs)
     shared = shared_prefix([g.key_picture.payload for g in bs.gops]) if version >= 3 else b""
@@ -293,7 +302,7 @@ def _to_bytes(bs: Bitstream, version: int) -> bytes:
         head += struct.pack("<H", len(shared)) + shared
     out = [MAGIC, bytes([version]), _section(b"SEQH", head)]
     prev_key = np.zeros(_KEY_DIMS, np.int64)
-    stream = []                             # version 4: every group's semantics, in one stream at the end
+    keys, stream = [], []                   # version 4: every group's picture and shape, every group's semantics
     for j, g in enumerate(bs.gops):
         kp = g.key_picture
         betas = np.asarray(g.key.betas, np.float32).reshape(-1)
@@ -307,8 +316,8 @@ def _to_bytes(bs: Bitstream, version: int) -> bytes:
         if version >= 4:
             repeat = j > 0 and same_shape(g.key, bs.gops[j - 1].key)
             picture = kp.payload[len(shared):]
-            out.append(_section(b"GRUP", struct.pack("<BBI", kp.codec, kp.qp, len(picture)) + picture
-                                + (struct.pack("<B", 1) if repeat else struct.pack("<B", 0) + shape)))
+            keys.append(struct.pack("<BB", kp.codec, kp.qp) + _varint(len(picture)) + picture
+                        + (struct.pack("<B", 1) if repeat else struct.pack("<B", 0) + shape))
             stream += [("key", key_res), ("frames", frames_res)]
             continue
         key_coded = encode_residuals(key_res)
@@ -326,10 +335,21 @@ def _to_bytes(bs: Bitstream, version: int) -> bytes:
         out.append(_section(b"KSEM", shape + key_coded))
         out.append(_section(b"FSEM", struct.pack("<I", g.n_frames) + frames_coded))
     if version >= 4:
+        out.append(_section(b"KEYS", b"".join(keys)))
         out.append(_section(b"SEMS", encode_stream(stream)))      # the last section: no END_ needed after it
     else:
         out.append(_section(b"END_", b""))
     return b"".join(out)
+
+
+def _varint(n: int) -> bytes:
+    """``n`` (0 <= n < 2^28) in LEB128: 7 bits a byte, low first, the high bit set on all but the last."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
 
 
 def _group_residuals(bs: Bitstream, g: GroupOfPictures) -> np.ndarray:
@@ -399,6 +419,16 @@ class _Reader:
     def rest(self) -> bytes:
         return self.take(len(self.data) - self.pos)
 
+    def varint(self) -> int:
+        """A LEB128 length (container._varint), at most 4 bytes."""
+        n = 0
+        for i in range(4):
+            (b,) = self.unpack("B")
+            n |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                return n
+        self.fail("length longer than 4 bytes")
+
 
 def _sections(data: bytes):
     """Yield (tag, payload, offset of payload) after checking framing and checksums."""
@@ -453,7 +483,12 @@ def from_bytes(data: bytes) -> Bitstream:
     if not all(np.isfinite(s) and 1e-9 < s < 1e3 for s in steps):
         r.fail(f"invalid quantization steps {steps}")
     quant = QuantSpec.from_tuple(steps)
-    key_frames = list(r.unpack(f"{n_gops}I"))
+    if version >= 4:
+        key_frames = [0]
+        for _ in range(n_gops - 1):
+            key_frames.append(key_frames[-1] + r.varint())
+    else:
+        key_frames = list(r.unpack(f"{n_gops}I"))
     if key_frames[0] != 0 or any(b <= a for a, b in zip(key_frames, key_frames[1:])) or key_frames[-1] >= n_frames:
         r.fail(f"group starts {key_frames[:8]} are not increasing within 0..{n_frames - 1}")
     ends = key_frames[1:] + [n_frames]
@@ -464,7 +499,7 @@ def from_bytes(data: bytes) -> Bitstream:
             r.fail(f"{max_refs} references per frame (1..{MAX_REFS})")
         standard = reference_lists(n_gops, max_refs)
         for j in range(n_gops):
-            (off,) = r.unpack("I")
+            off = r.varint() if version >= 4 else r.unpack("I")[0]
             if off >= ends[j] - key_frames[j]:
                 r.fail(f"key offset {off} outside the {ends[j] - key_frames[j]} frames of group {j}")
             if version >= 3 and not flags & FLAG_REFS:
@@ -492,7 +527,23 @@ def from_bytes(data: bytes) -> Bitstream:
     key_steps = _key_steps(quant)
     prev_key = np.zeros(_KEY_DIMS, np.int64)
     parts = []                     # per group: picture, shape, and where its semantics are coded
+    if version >= 4:
+        keys_r = expect("KEYS")
+        sizes["KEYS"] -= len(keys_r.data)             # the framing; the bytes go to KPIC and KSEM below
     for j, (start, end) in enumerate(zip(key_frames, ends)):
+        if version >= 4:
+            # Version 4: every group's picture and shape in one section, the lengths as varints.
+            at = keys_r.pos
+            codec, qp = keys_r.unpack("BB")
+            n_pic = keys_r.varint()
+            pic = _Reader(keys_r.take(n_pic), "KEYS", keys_r.base + keys_r.pos - n_pic)
+            kp = _read_picture(pic, codec, qp, w, h, shared)
+            sizes["KPIC"] = sizes.get("KPIC", 0) + keys_r.pos - at
+            at = keys_r.pos
+            betas, focal = _read_shape(keys_r, True, parts[-1][1] if parts else None)
+            sizes["KSEM"] = sizes.get("KSEM", 0) + keys_r.pos - at
+            parts.append((kp, (betas, focal), None, None))
+            continue
         if version >= 3:
             grp = expect("GRUP")
             codec, qp, n_pic = grp.unpack("BBI")
@@ -502,12 +553,6 @@ def from_bytes(data: bytes) -> Bitstream:
             betas, focal = _read_shape(grp, True, parts[-1][1] if parts else None)
             sizes["KPIC"] = sizes.get("KPIC", 0) + 6 + n_pic
             sizes["GRUP"] -= len(grp.data)            # what is left: the section's framing
-            if version >= 4:
-                sizes["KSEM"] = sizes.get("KSEM", 0) + grp.pos - at
-                if grp.pos != len(grp.data):
-                    grp.fail("trailing bytes")
-                parts.append((kp, (betas, focal), None, None))
-                continue
             (n_key,) = grp.unpack("H")
             sizes["KSEM"] = sizes.get("KSEM", 0) + grp.pos - at + n_key
             key_r = _Reader(grp.take(n_key), "GRUP", grp.base + grp.pos - n_key)
@@ -528,6 +573,8 @@ def from_bytes(data: bytes) -> Bitstream:
         parts.append((kp, (betas, focal), key_r, frames_r))
     stream = None
     if version >= 4:
+        if keys_r.pos != len(keys_r.data):
+            keys_r.fail("trailing bytes")
         # Version 4: every group's key row and frame rows in one stream, contexts carried (entropy.StreamEncoder).
         sems = expect("SEMS")
         stream = StreamDecoder(sems.data)

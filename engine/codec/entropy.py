@@ -212,7 +212,7 @@ class StreamEncoder:
     rows) keeps its contexts from one array to the next, so that a group's semantics are coded with
     what the groups before it taught the model, not from even odds. Against each group coded from
     fresh contexts with its own flush and length (version 3), the semantics of 13 files with keys by
-    content take 12 to 34 % fewer bytes (docs/BENCHMARKS.md "Semantics in one stream")."""
+    content take 12 to 34 % fewer bytes (docs/BENCHMARKS.md "Format version 4")."""
 
     def __init__(self):
         self.enc = RangeEncoder()
