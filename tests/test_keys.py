@@ -439,8 +439,9 @@ def test_encode_says_when_the_rate_target_was_not_reached():
 
 
 def test_the_encoder_fills_the_rate_and_keeps_back_what_the_closed_loop_may_add():
-    """encoder._fill_rate: the finest QP (at most four below) whose whole file fits the rate; with the
-    closed loop to come, the bytes it may add (semantics up to MAX_SEMANTIC_BPF) are kept back."""
+    """encoder._fill_rate: the finest QP (at most four below) whose whole file fits the rate, or the first
+    coarser one that fits when the chosen one's does not; with the closed loop to come, the bytes it may add
+    (semantics up to MAX_SEMANTIC_BPF) are kept back."""
     from engine.analysis.closed_loop import MAX_SEMANTIC_BPF
     from engine.analysis.encoder import _fill_rate
     from engine.codec.bitstream import KeyPicture
@@ -464,6 +465,14 @@ def test_the_encoder_fills_the_rate_and_keeps_back_what_the_closed_loop_may_add(
     expected = min(q for q in range(36, 41) if size[q] <= size[35] / 2 + size[36] / 2 - reserve)
     assert _fill_rate(builder, 40, [0, 25], rate, 0, True, None) == expected > 36
     assert _fill_rate(builder, 40, [0, 25], 1e6, 38, False, None) == 38          # not under the codec's minimum
+    # the chosen QP's real file over the rate (the search's estimate of the key pictures was short):
+    # coarser until it fits, never past the codec's maximum
+    size = {q: len(container.to_bytes(builder(q)([0, 25]))) for q in range(40, 50)}
+    rate = (size[44] + size[43]) / 2 * 8 / 1000 * REFERENCE_FPS / 50
+    said = []
+    assert _fill_rate(builder, 40, [0, 25], rate, 0, False, said.append) == 44
+    assert "40 -> 44" in said[0]
+    assert _fill_rate(builder, 40, [0, 25], 1e-3, 0, False, None, max_qp=46) == 46
 
 
 def test_the_encode_summary_names_the_key_pictures_codec_and_qp():

@@ -499,7 +499,7 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
                 coder.submit([k], key_qp_of(key_qp, k, offsets))
             if len(qps) > 1:
                 key_qp = _fill_rate(lambda q: builder(q, starts, offsets), key_qp, chosen, rate_kbps, lo,
-                                    effort_spec.side > 0, log)
+                                    effort_spec.side > 0, log, max_qp=hi)
             bs = builder(key_qp, starts, offsets)(chosen)
             gops = bs.gops
             timings["keys"] = time.perf_counter() - t
@@ -650,10 +650,12 @@ def _join_parts(results, starts: list[int], max_refs: int, t0: float) -> EncodeR
         timings=timings, closed_loop=report)
 
 
-def _fill_rate(builder, qp: int, keys: list[int], rate_kbps: float, min_qp: int, closed_loop: bool, log) -> int:
+def _fill_rate(builder, qp: int, keys: list[int], rate_kbps: float, min_qp: int, closed_loop: bool, log,
+               max_qp: int = 63) -> int:
     """The key QP that ``choose_key_qp`` chose, made finer while the file still fits the rate
-    (``keys.finer_key_qp``). The closed loop may raise the semantics to MAX_SEMANTIC_BPF bits per frame
-    after this: that much is kept back, so the rate target still holds once it has."""
+    (``keys.finer_key_qp``), or coarser until it does. The closed loop may raise the semantics to
+    MAX_SEMANTIC_BPF bits per frame after this: that much is kept back, so the rate target still holds
+    once it has."""
     from engine.analysis.closed_loop import MAX_SEMANTIC_BPF
     from engine.analysis.keys import finer_key_qp
     from engine.codec import container
@@ -662,7 +664,19 @@ def _fill_rate(builder, qp: int, keys: list[int], rate_kbps: float, min_qp: int,
     n = bs.n_frames
     budget = budget_bytes(rate_kbps, n)
     reserve = max(0.0, MAX_SEMANTIC_BPF * n / 8.0 - with_sizes(bs).sizes.get("FSEM", 0)) if closed_loop else 0.0
-    finer = finer_key_qp(lambda q: len(container.to_bytes(builder(q)(keys))), qp, budget - reserve, min_qp=min_qp)
+    def size(q):
+        return len(container.to_bytes(builder(q)(keys)))
+    if size(qp) > budget - reserve:
+        # The key search prices the pictures by a few coded samples and a sampled chain (engine.analysis.keys),
+        # and the real chain can come out larger: ted_e at 5 kbps, two keys at QP 42, 2,552 bytes for a
+        # budget of 2,500 (2026-12-07). Coarser until the file fits, as the rate target promises.
+        coarser = qp
+        while coarser < max_qp and size(coarser) > budget - reserve:
+            coarser += 1
+        if log is not None:
+            log(f"key QP {qp} -> {coarser}: the coded key pictures took more than the search expected")
+        return coarser
+    finer = finer_key_qp(size, qp, budget - reserve, min_qp=min_qp)
     if log is not None and finer != qp:
         log(f"key QP {qp} -> {finer}: the file still fits the rate ({reserve:.0f} B kept for the closed loop)")
     return finer
