@@ -43,8 +43,9 @@ def sources() -> list[bytes]:
     """Small real bitstreams built from the shipped sample (real key picture, real semantics):
     12 frames with the camera group in one group of pictures (version 1: the sample's first group
     without its references, its key picture opening it), and 2 x 6 frames without it (written as
-    version 3, whose two groups share their key pictures' first bytes and body shape, and as version 2),
-    the same with its two key pictures coded as one chain (the second predicted from the first)."""
+    version 4, the default, whose semantics are one stream, as version 3, whose two groups share their key
+    pictures' first bytes and body shape, and as version 2), the same with its two key pictures coded as
+    one chain (the second predicted from the first)."""
     bs = container.read(SAMPLE)
     g = replace(bs.gops[0], refs=(), key_offset=0)
     # The sample's first key picture alone: the first of a chain is an intra picture with its parameter sets.
@@ -57,7 +58,7 @@ def sources() -> list[bytes]:
     chain = encode_key_chain([pic, np.ascontiguousarray(np.roll(pic, 8, axis=1))], "vvc", 45)
     c = replace(b, gops=[replace(x, key_picture=k) for x, k in zip(b.gops, chain)], chained=True, sizes={})
     return [container.to_bytes(a, version=1), container.to_bytes(b), container.to_bytes(b, version=2),
-            container.to_bytes(c)]
+            container.to_bytes(c), container.to_bytes(b, version=3)]
 
 
 def split(data: bytes) -> list[tuple[bytes, bytes]]:

@@ -163,7 +163,7 @@ def read_parts(path, lengths: list[int], size: int | None = None, max_frames: in
 
 
 def _fill(frames_in: Iterable[np.ndarray], expect: int, path) -> np.ndarray | None:
-    """The frames into one array sized from the ``expect``\ ed count (None if there are none): a list of frames
+    r"""The frames into one array sized from the ``expect``\ ed count (None if there are none): a list of frames
     stacked at the end would hold them twice at the peak."""
     from engine.workers import available_memory
     frames, n = None, 0
