@@ -582,7 +582,7 @@ def from_bytes(data: bytes) -> Bitstream:
         key_bytes = 0
 
     def decoded(rd: _Reader | None, n: int, d: int, kind: str) -> np.ndarray:
-        at = (rd.section, rd.base + rd.pos) if rd is not None else ("SEMS", sems.base + stream.used)
+        at = where(rd)
         try:
             if rd is not None:
                 return decode_residuals(rd.rest(), n, d)
@@ -590,9 +590,11 @@ def from_bytes(data: bytes) -> Bitstream:
         except EntropyError as exc:
             raise BitstreamError(str(exc), *at) from None
 
+    def where(rd: _Reader | None) -> tuple[str, int]:
+        """The section and byte offset of what is read next from ``rd``, or from the stream."""
+        return (rd.section, rd.base + rd.pos) if rd is not None else ("SEMS", sems.base + min(stream.used, len(sems.data)))
+
     for j, ((kp, (betas, focal), key_r, frames_r), start, end) in enumerate(zip(parts, key_frames, ends)):
-        def where(rd):
-            return (rd.section, rd.base + rd.pos) if rd is not None else ("SEMS", sems.base + min(stream.used, len(sems.data)))
         at = where(key_r)
         before = stream.used if stream is not None else 0
         key_ints = decoded(key_r, 1, _KEY_DIMS, "key")[0] + prev_key
