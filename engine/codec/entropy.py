@@ -207,6 +207,13 @@ def encode_residuals(res: np.ndarray) -> bytes:
     return encode_stream([("", res)])
 
 
+def _contexts_of(table: dict, kind: str, d: int) -> _Contexts:
+    """The contexts a stream keeps for arrays of ``kind`` and width ``d``, made on first use."""
+    if (kind, d) not in table:
+        table[kind, d] = _Contexts(d * CTX_PER_DIM)
+    return table[kind, d]
+
+
 class StreamEncoder:
     """Several arrays in one range-coded stream (format version 4): each kind of array (key rows, frame
     rows) keeps its contexts from one array to the next, so that a group's semantics are coded with
@@ -222,8 +229,7 @@ class StreamEncoder:
         res = np.asarray(res, dtype=np.int64)
         if res.size and np.abs(res).max() >= MAX_VALUE:
             raise ValueError(f"residual {np.abs(res).max()} too large to code (limit {MAX_VALUE})")
-        d = res.shape[1]
-        ctx = self.ctx.setdefault((kind, d), _Contexts(d * CTX_PER_DIM))
+        ctx = _contexts_of(self.ctx, kind, res.shape[1])
         for row in res.tolist():
             for j, v in enumerate(row):
                 _encode_value(self.enc, ctx, j * CTX_PER_DIM, v)
@@ -265,7 +271,8 @@ class StreamDecoder:
 
     def rows(self, kind: str, n: int, d: int) -> np.ndarray:
         """The next ``n`` x ``d`` array of ``kind`` (raises EntropyError on malformed data)."""
-        ctx = self.ctx.setdefault((kind, d), _Contexts(d * CTX_PER_DIM))
+        ctx = _contexts_of(self.ctx, kind, d)
+        # Rows grow as data is consumed (no up-front allocation from a header count).
         rows = [[_decode_value(self.dec, ctx, j * CTX_PER_DIM) for j in range(d)] for _ in range(n)]
         return np.array(rows, dtype=np.int64).reshape(n, d)
 
@@ -327,13 +334,7 @@ def bits_per_row(res: np.ndarray) -> np.ndarray:
 
 def decode_residuals(data: bytes, n: int, d: int) -> np.ndarray:
     """bytes -> integer residuals N x D (raises EntropyError on malformed data)."""
-    ctx = _Contexts(d * CTX_PER_DIM)
-    dec = RangeDecoder(data)
-    # Rows grow as data is consumed (no up-front allocation from a header count).
-    rows = []
-    for _ in range(n):
-        rows.append([_decode_value(dec, ctx, j * CTX_PER_DIM) for j in range(d)])
-    return np.array(rows, dtype=np.int64).reshape(n, d)
+    return StreamDecoder(data).rows("", n, d)
 
 
 def predict_residuals(q: np.ndarray, first_prediction: np.ndarray) -> np.ndarray:
