@@ -321,26 +321,24 @@ def test_inspect_cli(tmp_path, capsys):
     assert err.startswith("error: corrupt bitstream") and err.count("\n") == 1
 
 
-def test_bits_per_dimension_adds_up_to_the_coded_size():
-    from engine.codec.entropy import bits_per_dimension
+def test_code_lengths_add_up_to_the_coded_size():
+    from engine.codec.entropy import code_lengths
     steps = QuantSpec().steps(True)
     q = quantize(smooth_semantics(120, True, 5), steps)
     r = predict_residuals(q, q[0])
-    bits = bits_per_dimension(r)
-    assert bits.shape == (34,) and np.all(bits > 0)
+    lengths = code_lengths(r)
+    bits = lengths.sum(0)
+    assert lengths.shape == (120, 34) and np.all(bits > 0)
     coded = 8 * len(encode_residuals(r))
     assert abs(bits.sum() - coded) < 48       # the range coder's flush: a few bytes
     # A still dimension costs far less than a moving one.
     r2 = r.copy()
     r2[:, 31:] = 0
-    assert bits_per_dimension(r2)[31:].sum() < bits[31:].sum() / 3
-    # per row, the same model: the rows add up to the same total, and a still row is the cheap one
-    from engine.codec.entropy import bits_per_row
-    rows = bits_per_row(r)
-    assert rows.shape == (120,) and abs(rows.sum() - bits.sum()) < 1e-6
+    assert code_lengths(r2).sum(0)[31:].sum() < bits[31:].sum() / 3
+    # per row, the same model: a still row is the cheap one
     r3 = r.copy()
     r3[60] = 0
-    assert bits_per_row(r3)[60] < rows[60]
+    assert code_lengths(r3).sum(1)[60] < lengths.sum(1)[60]
 
 
 def test_frame_bits_follow_the_coding_order():

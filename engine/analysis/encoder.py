@@ -666,7 +666,7 @@ def _fill_rate(builder, qp: int, keys: list[int], rate_kbps: float, min_qp: int,
     reserve = max(0.0, MAX_SEMANTIC_BPF * n / 8.0 - with_sizes(bs).sizes.get("FSEM", 0)) if closed_loop else 0.0
     def size(q):
         return len(container.to_bytes(builder(q)(keys)))
-    if size(qp) > budget - reserve:
+    if len(container.to_bytes(bs)) > budget - reserve:
         # The key search prices the pictures by a few coded samples and a sampled chain (engine.analysis.keys),
         # and the real chain can come out larger: ted_e at 5 kbps, two keys at QP 42, 2,552 bytes for a
         # budget of 2,500 (2026-12-07). Coarser until the file fits, as the rate target promises.

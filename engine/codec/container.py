@@ -313,22 +313,20 @@ def _to_bytes(bs: Bitstream, version: int) -> bytes:
         if version >= 2:
             prev_key = key_ints             # version 2: a key's semantics are coded from the previous key's
         frames_res = _coded_residuals(quantize(g.frames, steps), key_ints, bs.dims, g.key_offset)
-        if version >= 4:
-            repeat = j > 0 and same_shape(g.key, bs.gops[j - 1].key)
+        if version >= 3:
+            # The picture without the shared bytes, then the shape or "the previous key's"; the picture's
+            # size and the group's frame count are the header's.
             picture = kp.payload[len(shared):]
-            keys.append(struct.pack("<BB", kp.codec, kp.qp) + _varint(len(picture)) + picture
-                        + (struct.pack("<B", 1) if repeat else struct.pack("<B", 0) + shape))
+            own = struct.pack("<B", 1) if j > 0 and same_shape(g.key, bs.gops[j - 1].key) else struct.pack("<B", 0) + shape
+        if version >= 4:
+            keys.append(struct.pack("<BB", kp.codec, kp.qp) + _varint(len(picture)) + picture + own)
             stream += [("key", key_res), ("frames", frames_res)]
             continue
         key_coded = encode_residuals(key_res)
         frames_coded = encode_residuals(frames_res)
         if version >= 3:
-            # One section: the picture (without the shared bytes), the shape (or "the previous key's"),
-            # the key's semantics, the frames' semantics; the picture's size and frame count are the header's.
-            repeat = j > 0 and same_shape(g.key, bs.gops[j - 1].key)
-            picture = kp.payload[len(shared):]
-            out.append(_section(b"GRUP", struct.pack("<BBI", kp.codec, kp.qp, len(picture)) + picture
-                                + (struct.pack("<B", 1) if repeat else struct.pack("<B", 0) + shape)
+            # One section: the picture and shape, the key's semantics, the frames' semantics.
+            out.append(_section(b"GRUP", struct.pack("<BBI", kp.codec, kp.qp, len(picture)) + picture + own
                                 + struct.pack("<H", len(key_coded)) + key_coded + frames_coded))
             continue
         out.append(_section(b"KPIC", struct.pack("<BBHH", kp.codec, kp.qp, kp.width, kp.height) + kp.payload))
@@ -531,30 +529,25 @@ def from_bytes(data: bytes) -> Bitstream:
         keys_r = expect("KEYS")
         sizes["KEYS"] -= len(keys_r.data)             # the framing; the bytes go to KPIC and KSEM below
     for j, (start, end) in enumerate(zip(key_frames, ends)):
-        if version >= 4:
-            # Version 4: every group's picture and shape in one section, the lengths as varints.
-            at = keys_r.pos
-            codec, qp = keys_r.unpack("BB")
-            n_pic = keys_r.varint()
-            pic = _Reader(keys_r.take(n_pic), "KEYS", keys_r.base + keys_r.pos - n_pic)
-            kp = _read_picture(pic, codec, qp, w, h, shared)
-            sizes["KPIC"] = sizes.get("KPIC", 0) + keys_r.pos - at
-            at = keys_r.pos
-            betas, focal = _read_shape(keys_r, True, parts[-1][1] if parts else None)
-            sizes["KSEM"] = sizes.get("KSEM", 0) + keys_r.pos - at
-            parts.append((kp, (betas, focal), None, None))
-            continue
         if version >= 3:
-            grp = expect("GRUP")
-            codec, qp, n_pic = grp.unpack("BBI")
-            pic = _Reader(grp.take(n_pic), "GRUP", grp.base + grp.pos - n_pic)
+            # The picture and the shape: in the group's own section (version 3), or the next in the one
+            # KEYS section, the picture's length a varint (version 4).
+            grp = keys_r if version >= 4 else expect("GRUP")
+            at = grp.pos
+            codec, qp = grp.unpack("BB")
+            n_pic = grp.varint() if version >= 4 else grp.unpack("I")[0]
+            pic = _Reader(grp.take(n_pic), grp.section, grp.base + grp.pos - n_pic)
             kp = _read_picture(pic, codec, qp, w, h, shared)
+            sizes["KPIC"] = sizes.get("KPIC", 0) + grp.pos - at
             at = grp.pos
             betas, focal = _read_shape(grp, True, parts[-1][1] if parts else None)
-            sizes["KPIC"] = sizes.get("KPIC", 0) + 6 + n_pic
+            sizes["KSEM"] = sizes.get("KSEM", 0) + grp.pos - at
+            if version >= 4:
+                parts.append((kp, (betas, focal), None, None))       # the semantics: in SEMS, below
+                continue
             sizes["GRUP"] -= len(grp.data)            # what is left: the section's framing
             (n_key,) = grp.unpack("H")
-            sizes["KSEM"] = sizes.get("KSEM", 0) + grp.pos - at + n_key
+            sizes["KSEM"] += 2 + n_key
             key_r = _Reader(grp.take(n_key), "GRUP", grp.base + grp.pos - n_key)
             frames_r = grp
             sizes["FSEM"] = sizes.get("FSEM", 0) + len(grp.data) - grp.pos

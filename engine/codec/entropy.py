@@ -290,7 +290,9 @@ class _CostMeter:
 
 
 def code_lengths(res: np.ndarray, ctx: _Contexts | None = None) -> np.ndarray:
-    """Ideal code length (bits) of every value of ``res`` (N x D) under the coder's own adaptive model:
+    """Ideal code length (bits) of every value of ``res`` (N x D) under the coder's own adaptive model (it sums
+    to the coded size within the range coder's few bytes of flush; container.frame_bits and the rate split
+    add it up by row and by dimension):
     from fresh contexts, or from ``ctx``, which it updates (the contexts an earlier array left, as a
     stream carries them: :func:`stream_code_lengths`)."""
     res = np.asarray(res, dtype=np.int64)
@@ -316,20 +318,6 @@ def stream_code_lengths(arrays: list[np.ndarray]) -> list[np.ndarray]:
             ctx = _Contexts(np.shape(res)[1] * CTX_PER_DIM)
         out.append(code_lengths(res, ctx))
     return out
-
-
-def bits_per_dimension(res: np.ndarray) -> np.ndarray:
-    """Ideal code length (bits) each dimension costs, (D,).
-
-    Sums to the coded size within the range coder's few bytes of overhead; used to
-    split a file's semantic bits into groups (core semantics, camera).
-    """
-    return code_lengths(res).sum(0)
-
-
-def bits_per_row(res: np.ndarray) -> np.ndarray:
-    """Ideal code length (bits) of each row of ``res``, (N,)."""
-    return code_lengths(res).sum(1)
 
 
 def decode_residuals(data: bytes, n: int, d: int) -> np.ndarray:
