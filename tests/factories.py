@@ -54,6 +54,8 @@ def make_bitstream(n_frames: int = 30, gop: int | None = None, camera: bool = Tr
     rng = np.random.default_rng(seed + 1)
     for start in range(0, n_frames, gop):
         frames = values[start:start + gop]
+        if camera:
+            frames[0, 31:] = 0.0        # camera rows are relative to the group's key, as the encoder writes them
         pose = np.zeros((21, 3))
         pose[:14] = rng.normal(0, 0.1, (14, 3))
         pose[14:] = frames[0, :21].reshape(7, 3)

@@ -80,6 +80,32 @@ def test_key_frame_is_the_decoded_key_picture(stream):
     assert np.abs(same.astype(int) - key.astype(int)).max() <= 1
 
 
+def test_an_edited_key_frame_is_drawn_from_its_row(stream):
+    """A key frame whose row an edit changed is drawn from that row, in decode_frame and decode_all alike,
+    and through a written file: shown as the key picture, the edited video jumped back to the original
+    pose at every key frame. The key's own row still gives the key picture as coded."""
+    from engine.codec import container
+    from engine.synthesis.decoder import Decoder
+    key = decode_key_picture(stream.gops[0].key_picture).astype(int)
+    own = stream.gops[0].frames[0]
+    assert stream.is_key_row(stream.gops[0], own) and stream.is_key_row(stream.gops[0], own + 0.2 * stream.steps)
+    rows = stream.semantics().copy()
+    rows[0, 27] += 0.125                                 # the key frame's box 8 px right
+    edited = container.from_bytes(container.to_bytes(stream.with_semantics(rows)))
+    assert not edited.is_key_row(edited.gops[0], edited.gops[0].frames[0])
+    assert edited.gops[0].key_picture.payload == stream.gops[0].key_picture.payload
+    dec = Decoder(edited, device="cpu", body_model=BoxBody())
+    out = dec.decode_frame(0)
+    assert np.abs(out[32, 36:44].astype(int) - key[32, 28:36]).max() <= 2
+    assert np.array_equal(dec.decode_all(frames=[0, 1])[0], out)
+    assert np.array_equal(dec.decode_frame(0, semantics=own), key)
+    # A camera edit of a key frame shows too.
+    cam = make_stream(n=3, camera=True)
+    moved = cam.gops[0].frames[0].copy()
+    moved[31] = 4 / SIZE
+    assert cam.is_key_row(cam.gops[0], cam.gops[0].frames[0]) and not cam.is_key_row(cam.gops[0], moved)
+
+
 def test_body_motion_moves_pixels(stream):
     from engine.synthesis.decoder import Decoder
     dec = Decoder(stream, device="cpu", body_model=BoxBody())

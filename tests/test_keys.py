@@ -191,6 +191,7 @@ def test_decoder_draws_from_every_reference_and_shows_each_key_picture():
         # The person walks up to 13 px away from where the key saw her: a disocclusion wider than the
         # thin ones the decoder leaves unfilled, which the other key's background fills.
         f[:, 27] += 0.2 * np.abs(np.arange(len(f)) - o) / len(f)
+        f[o] = g.key.frame(camera=bs.has_camera).to_array()   # the key frame's row is its key's own, as encoded
         gops.append(replace(g, refs=r, key_offset=o, frames=f))
     multi = replace(bs, gops=gops, max_refs=3, sizes={})
     dec = Decoder(multi, device="cpu", body_model=BoxBody())

@@ -28,7 +28,11 @@ REFERENCE = Path(__file__).resolve().parent / "data" / "reference_v1.ihvc"
 # Then a pixel beside the body whose key sample shows a part of the key's person that went elsewhere in the
 # frame (the forward-backward check, motion.key_forward) is a disocclusion: 85 pixels of the last three
 # frames (up to 5 levels). Before: e12df972...
-FRAMES_SHA256 = "9beadbbb86b0a523467d5b04ee7d3ca05f34608359c93b3cf5def052722b589b"
+# Then a key frame whose row is not the key's own (an edit; here the synthetic semantics' camera motion at
+# the key frames, about 1 % of the frame, which no encoder writes) is drawn from its row instead of shown
+# as the key picture: frames 0 and 6 only (8,127 and 7,234 pixels, up to 185 levels on the generated
+# picture's edges). Before: 9beadbbb...
+FRAMES_SHA256 = "17d20a57910472f15ccd8dee0cb60f1a4756341509f7851e867dec8284bc3cf2"
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,16 @@ class Bitstream:
                 return g, frame - g.start
         raise AssertionError("unreachable")
 
+    def is_key_row(self, gop: GroupOfPictures, row: np.ndarray) -> bool:
+        """Whether ``row`` (a frame's D values) is the key picture's own state: the key's body (its
+        joints, rotation, translation and box) and no camera motion, on the quantization grid. The
+        encoder writes every key frame so; an edit of a key frame changes it, and the frame is then
+        drawn from its semantics like any other, not shown as the key picture (else the edited video
+        jumps back to the original pose at every key frame)."""
+        own = gop.key.frame(camera=self.has_camera).to_array()
+        row = np.asarray(row, float)
+        return row.shape == own.shape and np.array_equal(np.rint(row / self.steps), np.rint(own / self.steps))
+
     def frame(self, i: int) -> FrameSemantics:
         g, j = self.gop_of(i)
         return FrameSemantics.from_array(g.frames[j])

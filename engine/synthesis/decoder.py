@@ -589,13 +589,10 @@ class Decoder:
             gop, j = self.bs.gop_of(int(index))
         except IndexError as exc:
             raise InputError(str(exc)) from None
-        if semantics is None:
-            if j == gop.key_offset:
-                rgb = self.key_state(gop).rgb.copy()
-                return (rgb, np.zeros(rgb.shape[:2], bool)) if with_invented else rgb
-            row = gop.frames[j]
-        else:
-            row = self._check_semantics(semantics)
+        row = gop.frames[j] if semantics is None else self._check_semantics(semantics)
+        if j == gop.key_offset and self.bs.is_key_row(gop, row):
+            rgb = self.key_state(gop).rgb.copy()
+            return (rgb, np.zeros(rgb.shape[:2], bool)) if with_invented else rgb
         if not with_invented:
             return self._synthesize(gop, row[None], [int(index)])[0]
         fa = self.analyse(gop, row[None], [int(index)])
@@ -612,14 +609,16 @@ class Decoder:
         k = 0
         while k < len(idx):
             gop, j = self.bs.gop_of(idx[k])
-            if j == gop.key_offset:
+            # A key frame is the key picture as coded, unless an edit moved it (Bitstream.is_key_row).
+            shown = gop.key_offset if self.bs.is_key_row(gop, gop.frames[gop.key_offset]) else -1
+            if j == shown:
                 yield idx[k], self.key_state(gop).rgb.copy()
                 k += 1
                 continue
             chunk = [idx[k]]
             while (k + len(chunk) < len(idx) and len(chunk) < self.batch
                    and gop.start <= idx[k + len(chunk)] < gop.start + gop.n_frames
-                   and idx[k + len(chunk)] != gop.key_frame):
+                   and idx[k + len(chunk)] != gop.start + shown):
                 chunk.append(idx[k + len(chunk)])
             rows = np.stack([gop.frames[i - gop.start] for i in chunk])
             for i, rgb in zip(chunk, self._synthesize(gop, rows, chunk)):
