@@ -319,3 +319,25 @@ def test_the_decoder_says_which_pixels_no_key_picture_saw(stream):
                                                                           step=1))[0].numpy()
     assert left.sum() > 40 and guess[left].all()
     assert not guess[:, :16].any() and not guess[:12].any() and not guess[-12:].any()   # background both saw
+
+
+def test_bench_edit_measures_jumps_and_invented_pixels(stream):
+    """``bench --edit``'s figures: the step into a group's first frame apart from the others, and an edited
+    key frame drawn, not shown as its key picture (the jump the edited video made at every key frame)."""
+    from engine.benchmarks.edit import frame_steps, measure
+    from engine.synthesis.decoder import Decoder
+    video = np.zeros((5, 2, 2, 3), np.uint8)
+    video[3:] = 30                                       # a jump into frame 3, nothing else moves
+    assert frame_steps(video, [0, 3]) == (30.0, 0.0)
+    assert np.isnan(frame_steps(video[:3], [0])[0])
+    rows = stream.semantics().copy()
+    rows[:, 27] += 0.125                                 # every frame 8 px right, the key frame too
+    edited = stream.with_semantics(rows)
+    m = measure(edited, lambda b: Decoder(b, device="cpu", body_model=BoxBody()))
+    plain = measure(stream, lambda b: Decoder(b, device="cpu", body_model=BoxBody()))
+    assert m["video"].shape == plain["video"].shape == (stream.n_frames, SIZE, SIZE, 3)
+    assert not np.array_equal(m["video"][0], plain["video"][0])
+    jumpy = m["video"].copy()
+    jumpy[0] = plain["video"][0]                         # the key frame shown as coded: a jump the steps see
+    assert frame_steps(jumpy, [0])[1] > m["step_off"] + 0.5
+    assert plain["invented_mean"] < m["invented_mean"] <= m["invented_max"] <= 1.0   # the move uncovers background

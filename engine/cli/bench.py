@@ -18,6 +18,7 @@ BENCHES = {
     "regions": ("engine.benchmarks.error_regions", "run", "where the analytic decoder's error lies (body, band, disocclusions)"),
     "memory": ("engine.benchmarks.memory", "run", "an encode's peak memory, all its processes together, long clips"),
     "preview": ("app.bench_preview", "run", "studio edit-to-preview latency and scrubbing memory"),
+    "edit": ("engine.benchmarks.edit", "run", "a large arm edit decoded: jumps between frames, invented pixels"),
 }
 
 
@@ -30,7 +31,7 @@ def add_arguments(p):
     p.add_argument("--key-qp", type=int, default=None, help="--closed-loop, --keys: key-picture QP (default 42)")
     p.add_argument("--grids", default=None, metavar="DIR",
                    help="--learned: write DIR/grid_<clip>.png (key | target | analytic | learned)")
-    p.add_argument("--file", default=None, help="--preview: bitstream to open (default assets/sample.ihvc)")
+    p.add_argument("--file", default=None, help="--preview, --edit: bitstream to open (default assets/sample.ihvc)")
     p.add_argument("--edits", type=int, default=None, help="--preview: number of slider edits (default 30)")
     p.add_argument("--preview-decoders", default=None,
                    help="--preview: decoders to measure, comma-separated (default analytic,learned)")
