@@ -175,7 +175,7 @@ def test_saved_edit_list_replays_to_studio_semantics(studio, qtbot, tmp_path):
     assert not np.array_equal(doc.edited, doc.original)
     assert np.array_equal(container.read(out).semantics(), doc.edited)
     # The engine path the CLI uses, straight from the log, agrees as well.
-    from engine.cli.edit import apply_to_bitstream
+    from engine.studio.edits import apply_to_bitstream
     assert np.array_equal(apply_to_bitstream(container.read(src), E.load(saved)).semantics(), doc.edited)
 
 

@@ -221,7 +221,7 @@ def test_edit_list_json_that_python_cannot_hold_is_an_input_error():
 
 
 def test_edits_beyond_the_hard_limits_are_refused():
-    from engine.cli.edit import apply_to_bitstream
+    from engine.studio.edits import apply_to_bitstream
     bs = container.read(SAMPLE)
     worst = [{"semantic": n, "frames": [1, bs.n_frames - 1], "value": v} for n, v in
              (("rot.y", -2.756), ("trans.z", 0.0229), ("loc.cx", 1.28), ("loc.cy", -0.92),

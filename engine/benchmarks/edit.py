@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from engine.studio.edits import loads
+from engine.studio.edits import apply_to_bitstream, loads
 
 # The sample's large arm edit: left shoulder out 50 degrees, right elbow 40 degrees in, on every frame.
 EDITS = ('{"edits": [{"semantic": "left_shoulder.z", "offset": 50, "unit": "deg", "frames": [0, %(last)d]},'
@@ -51,7 +51,6 @@ def measure(bs, decoder_factory) -> dict:
 
 
 def run(args) -> int:
-    from engine.cli.edit import apply_to_bitstream
     from engine.codec import container
     from engine.fileio import ASSETS
     from engine.synthesis.decoder import Decoder

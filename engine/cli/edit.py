@@ -9,21 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.studio import edits as E
+from engine.studio.edits import apply_to_bitstream
 
 
 def add_arguments(p):
     p.add_argument("input", help="input .ihvc bitstream")
     p.add_argument("--edits", required=True, help="JSON edit list (see engine/studio/edits.py)")
     p.add_argument("-o", "--output", required=True, help="output .ihvc bitstream")
-
-
-def apply_to_bitstream(bs, edit_list, source: str = "edit list"):
-    """Bitstream -> edited Bitstream (the same computation the studio's Document does)."""
-    original = bs.semantics()
-    E.check_all(edit_list, bs.names, bs.n_frames)
-    values = E.apply_edits(original, original, bs.names, bs.steps, edit_list)
-    E.check_limits(original, values, bs.names, source)
-    return bs.with_semantics(values)
 
 
 def run(args) -> int:

@@ -168,6 +168,16 @@ def apply_edits(values: np.ndarray, original: np.ndarray, names, steps, edits) -
     return values
 
 
+def apply_to_bitstream(bs, edit_list, source: str = "edit list"):
+    """Bitstream -> edited Bitstream (the same computation the studio's Document does; ``main.py edit``,
+    ``bench --edit``)."""
+    original = bs.semantics()
+    check_all(edit_list, bs.names, bs.n_frames)
+    values = apply_edits(original, original, bs.names, bs.steps, edit_list)
+    check_limits(original, values, bs.names, source)
+    return bs.with_semantics(values)
+
+
 def check_edit(edit: Edit, names, n_frames: int, where: str = "") -> None:
     """Raise InputError (one line) if the edit names an unknown semantic or frames off the clip."""
     if edit.op not in OPS:
