@@ -22,7 +22,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from engine.codec.semantics import FrameSemantics, KeySemantics, QuantSpec, semantic_names, snap
+from engine.codec.semantics import FrameSemantics, KeySemantics, QuantSpec, quantize, semantic_names, snap
 
 # Fixed numeric ids: never renumber (old files must keep decoding).
 CODEC_IDS = {"vvc": 1, "hevc": 2, "av1": 3}
@@ -134,8 +134,7 @@ class Bitstream:
         drawn from its semantics like any other, not shown as the key picture (else the edited video
         jumps back to the original pose at every key frame)."""
         own = gop.key.frame(camera=self.has_camera).to_array()
-        row = np.asarray(row, float)
-        return row.shape == own.shape and np.array_equal(np.rint(row / self.steps), np.rint(own / self.steps))
+        return np.shape(row) == own.shape and np.array_equal(quantize(row, self.steps), quantize(own, self.steps))
 
     def frame(self, i: int) -> FrameSemantics:
         g, j = self.gop_of(i)

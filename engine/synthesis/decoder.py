@@ -609,16 +609,17 @@ class Decoder:
         k = 0
         while k < len(idx):
             gop, j = self.bs.gop_of(idx[k])
-            # A key frame is the key picture as coded, unless an edit moved it (Bitstream.is_key_row).
-            shown = gop.key_offset if self.bs.is_key_row(gop, gop.frames[gop.key_offset]) else -1
-            if j == shown:
+            # A key frame is the key picture as coded, unless an edit moved it (Bitstream.is_key_row):
+            # then it is drawn with the group's other frames.
+            as_coded = self.bs.is_key_row(gop, gop.frames[gop.key_offset])
+            if as_coded and j == gop.key_offset:
                 yield idx[k], self.key_state(gop).rgb.copy()
                 k += 1
                 continue
             chunk = [idx[k]]
             while (k + len(chunk) < len(idx) and len(chunk) < self.batch
                    and gop.start <= idx[k + len(chunk)] < gop.start + gop.n_frames
-                   and idx[k + len(chunk)] != gop.start + shown):
+                   and not (as_coded and idx[k + len(chunk)] == gop.key_frame)):
                 chunk.append(idx[k + len(chunk)])
             rows = np.stack([gop.frames[i - gop.start] for i in chunk])
             for i, rgb in zip(chunk, self._synthesize(gop, rows, chunk)):
