@@ -410,3 +410,37 @@ def test_beside_the_body_where_a_moved_arm_hung_is_a_hole():
             assert not (mo.hole[0] & fras.mask[0]).any()
         else:
             assert torch.equal(mo.hole, plain.hole)
+
+
+def test_body_surface_no_key_saw_is_filled_from_the_body_around_it():
+    """``fill_unseen_body``: body surface the own key did not see, which the warp drew with the occluder's
+    colour (a hand over a chest), takes the colour of the body around it, not the hand's and not the
+    background's; a sliver too thin to hold a square (an arm's edge), what another key saw and everything off
+    the body keep their pixels."""
+    from engine.synthesis.motion import Motion, ReferenceSample, fill_unseen_body
+    B, h, w = 1, 48, 48
+    body = torch.zeros(B, h, w, dtype=torch.bool)
+    body[0, 8:40, 8:40] = True                                  # a torso
+    visible = torch.ones(B, h, w, dtype=torch.bool)
+    visible[0, 16:32, 16:32] = False                            # where a hand covered it in the key
+    visible[0, 36:38, 10:30] = False                            # a sliver two pixels thin
+    frames = torch.zeros(B, 3, h, w)
+    frames[:, 0] = 200.0                                        # red background
+    frames[:, 0][body] = 0.0
+    frames[:, 2][body] = 180.0                                  # a blue torso
+    frames[:, 1][~visible] = 220.0                              # the hand's colour, drawn by the warp
+    mo = Motion(grid=identity_grid(h, w).expand(B, -1, -1, -1), visible=visible, body=body, weight=body.float())
+    out = fill_unseen_body(frames, mo, None, radius=2)
+    region = out[0, :, 16:32, 16:32]
+    assert float(region[1].max()) < 1 and float(region[0].max()) < 1 and float(region[2].min()) > 179
+    changed = (out != frames).any(1)[0]
+    assert bool(changed[16:32, 16:32].all()) and int(changed.sum()) == 16 * 16
+    assert torch.equal(out[0, :, 36:38, 10:30], frames[0, :, 36:38, 10:30])
+    # a pixel another key saw keeps what the fusion drew there; one it did not see (weight 0) is filled
+    seen_px, unseen_px = 24 * w + 24, 24 * w + 20
+    refs = [ReferenceSample(idx=torch.tensor([seen_px, unseen_px]), colour=torch.zeros(2, 3),
+                            weight=torch.tensor([1.0, 0.0]))]
+    out2 = fill_unseen_body(frames, mo, refs, radius=2)
+    assert torch.equal(out2[0, :, 24, 24], frames[0, :, 24, 24]) and float(out2[0, 1, 24, 20]) < 40
+    whole = Motion(grid=mo.grid, visible=torch.ones_like(visible), body=body, weight=mo.weight)
+    assert fill_unseen_body(frames, whole, None, radius=2) is frames

@@ -32,7 +32,10 @@ REFERENCE = Path(__file__).resolve().parent / "data" / "reference_v1.ihvc"
 # the key frames, about 1 % of the frame, which no encoder writes) is drawn from its row instead of shown
 # as the key picture: frames 0 and 6 only (8,127 and 7,234 pixels, up to 185 levels on the generated
 # picture's edges). Before: 9beadbbb...
-FRAMES_SHA256 = "17d20a57910472f15ccd8dee0cb60f1a4756341509f7851e867dec8284bc3cf2"
+# Then body surface that no key saw (the inside of what the own key did not see, its rim included) is filled
+# from the body around it instead of drawn with what covered it in the key: 20 pixels of the last two
+# frames (up to 10 levels). Before: 17d20a57...
+FRAMES_SHA256 = "aa56a3e18333e43cf8711e14f18e6b3e962be555f5e23312d2e75e4a8c47837c"
 
 
 @pytest.fixture(scope="module")

@@ -43,9 +43,9 @@ from engine.synthesis.camera import project, to_world
 from engine.errors import IHVCError, InputError
 from engine.synthesis.device import resolve_device
 from engine.synthesis.motion import (BACKGROUND_MARGIN, Motion, ReferenceSample, analytic_frame, analytic_motion,
-                                     background_sample, compose_cameras, fuse_references, hole_of, invented,
-                                     invert_camera, key_forward, key_surface, outline_distance, person_margin,
-                                     person_mask, reference_sample, unseen_interior)
+                                     background_sample, compose_cameras, fill_unseen_body, fuse_references, hole_of,
+                                     invented, invert_camera, key_forward, key_surface, outline_distance,
+                                     person_margin, person_mask, reference_sample, unseen_interior)
 from engine.synthesis.raster import Raster, rasterize
 from engine.codec.semantics import FrameSemantics
 
@@ -574,6 +574,9 @@ class Decoder:
             else:
                 out = analytic_frame(fa.key.image, fa.motion, fa.background)
             out = fuse_references(out, fa.references)
+            if self.refiner is None:
+                radius = max(1, round(UNSEEN_EROSION * max(self.height, self.width)))
+                out = fill_unseen_body(out, fa.motion, fa.references, radius)
             out = out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return out.cpu().numpy()
 
