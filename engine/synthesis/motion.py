@@ -633,7 +633,8 @@ def invented(mo: Motion, background: list[ReferenceSample] | None = None,
     colour is a guess: background disocclusions (``Motion.hole``) that no other key's ``background``
     sample saw (filled smoothly), background beyond the edge of the key picture (its edge repeated: a
     camera pan), and body surface the frame's own key did not see that no other key's ``references``
-    sample saw either (drawn with what covered the point in the key: often an arm or a hand). The key
+    sample saw either (filled from the body around it, :func:`fill_unseen_body`; a sliver along an occluder
+    drawn with what covered the point in the key). The key
     picture is the frames' size. The studio shows them after an edit ("Invented pixels" compare mode)."""
     shape = tuple(mo.body.shape)
     H, W = shape[1:]
