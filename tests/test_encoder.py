@@ -263,8 +263,8 @@ def test_encode_synthetic_video_end_to_end(model, synthetic_video, tmp_path):
     dec = read(out)
     sem = dec.semantics()
     assert np.allclose(sem, bs.semantics())
-    key = dec.gops[0].key
-    assert np.allclose(key.body_pose[14:], sem[0, :21].reshape(7, 3))
+    key, k = dec.gops[0].key, dec.gops[0].key_offset        # the one key, where the draft decoder put it
+    assert np.allclose(key.body_pose[14:], sem[k, :21].reshape(7, 3))
     # The landmark fit puts the model where the truth is (keypoints within a few pixels); the closed
     # loop then trades landmark accuracy for the decoded frame, within its trust region.
     want = project_landmarks(model, pose, np.zeros(6), rot, trans, loc, (5.0, 5.0), S, S)
@@ -284,9 +284,10 @@ def test_encode_synthetic_video_end_to_end(model, synthetic_video, tmp_path):
     full[:, 14:] = sem[:, :21].reshape(8, 7, 3)
     ang = _bone_angles(model, pose, rot, full, sem[:, 21:24], key.betas)
     assert np.median(ang) < 15.0
-    # the background pans left 1 px per frame: the camera group says so
+    # the background pans left 1 px per frame: the camera group says so, relative to the key frame (within
+    # a pixel: the estimate's error at the key adds to each frame's, and the closed loop may move it)
     cam = sem[:, 31:34]
-    assert np.abs(cam[:, 0] * S - (-np.arange(8))).max() < 0.6
+    assert np.abs(cam[:, 0] * S - (k - np.arange(8))).max() < 1.0 and np.abs(np.diff(cam[:, 0]) * S + 1).mean() < 0.5
     assert np.abs(cam[:, 1] * S).max() < 0.6 and np.abs(cam[:, 2]).max() < 0.005
 
 

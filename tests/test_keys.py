@@ -143,6 +143,20 @@ def test_the_count_search_finds_the_least_cost_count_in_fewer_drafts(monkeypatch
     assert max(wants) >= 8
 
 
+@pytest.mark.parametrize("best", [3, 22, 47, 58])
+def test_one_key_goes_where_the_draft_decoder_draws_the_clip_best(monkeypatch, best):
+    """``count=1`` (``encode --keys one``): the one key is not the first frame but the frame whose pose
+    serves the clip best, found among ONE_KEY_CANDIDATES frames and then moved, whatever the rate."""
+    frames, build, picture = _fake_clip(monkeypatch, best=best)
+    n = len(frames)
+    for kw in (dict(lam=1e-3), dict(rate_kbps=1e3)):           # many keys would be cheap: still one
+        keys, trials = K.choose_keys(frames, build, picture, count=1, **kw)
+        assert len(keys) == 1 and abs(keys[0] - best) <= 3
+        assert all(len(t.keys) == 1 for t in trials)
+        first = K._score(build([0]), None).sum()
+        assert next(t.sse for t in trials if t.kept) < first
+
+
 def test_the_count_search_looks_past_a_plateau(monkeypatch):
     # ubc_2: the draft error stays high until enough keys catch a person turning; trying every count to
     # three past the best stopped at one key there. Here the error is flat up to four keys, then falls.

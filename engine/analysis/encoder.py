@@ -152,7 +152,8 @@ def encode_video(path, key_codec: str = "vvc", key_qp: int | str = DEFAULT_KEY_Q
 
     Key pictures: ``gop`` N puts one every N frames; otherwise ``keys="auto"`` chooses them by
     rate-distortion with the decoder (engine.analysis.keys: ``rate_kbps`` target at 25 fps, or ``lam``)
-    and ``keys="one"`` keeps one for the clip. ``analysis``: the EncodeAnalysis of an earlier one-fit
+    and ``keys="one"`` keeps one for the clip, at the frame the draft decoder draws the clip best from
+    (keys.choose_keys ``count=1``). ``analysis``: the EncodeAnalysis of an earlier one-fit
     encode of the same clip (``keep_analysis=True``, no ``gop``): landmarks and fit are reused, only key
     pictures and their placement are done again (benchmarks and ``eval`` sweep those). ``max_refs`` > 1 lets each frame draw from that many
     key pictures (its own, the next one and the previous ones: format version 2 and later); 1: its own key only.
@@ -307,7 +308,8 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
 
     gop = gop or N
     starts = list(range(0, N, gop))
-    auto = gop == N and keys == "auto" and N > 1        # the key search places the key pictures
+    auto = gop == N and N > 1                           # the key search places the key pictures (or the one)
+    one = keys == "one"
     # Key pictures code on a thread pool while the fit works on one core (engine.codec.keypicture).
     qps = sorted({min(hi, key_qp + d) for d in QP_STEPS}) if auto and qp_search else [key_qp]
     coder = PictureCoder(frames, key_codec, key_qp, preset=effort_spec.key_preset)
@@ -319,7 +321,7 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
     for q in qps:
         if auto:
             coder.submit(cost_samples(N), q)
-            if chain:                          # what a key costs after the first one
+            if chain and not one:              # what a key costs after the first one
                 coder.submit(chain_samples(N, rate_kbps is None), q)
                 coder.submit_chain(chain_samples(N, rate_kbps is None), q)
         elif chain and len(starts) > 1:
@@ -456,7 +458,7 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
             else:
                 # Under a lambda, a clip longer than KEY_SEARCH_WINDOW frames is searched window by window
                 # (``search_windows``): each window's frames alone, its own count and placement.
-                windows = search_windows(N) if rate_kbps is None else [(0, N)]
+                windows = search_windows(N) if rate_kbps is None and not one else [(0, N)]
                 chosen = []
                 for a, b in windows:
                     if len(windows) > 1 and log is not None:
@@ -464,7 +466,7 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
                     found, _ = choose_keys(frames[a:b], builder(key_qp, span=(a, b) if len(windows) > 1 else None),
                                            lambda k, a=a: coder.get(a + k), rate_kbps=rate_kbps, lam=lam,
                                            key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
-                                           log=log)
+                                           log=log, count=1 if one else None)
                     chosen += [a + k for k in found]
                 if rate_kbps is not None and chain and len(chosen) > 2:
                     # Under a rate target the chain is priced by the spread cost samples, a third of the clip

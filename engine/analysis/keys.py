@@ -31,6 +31,7 @@ from engine.codec.rate import budget_bytes
 DRAFT_SIDE = 128          # the draft decode that scores key placements (about 10x cheaper than 384)
 DRAFT_STRIDE = 2          # ... on every second frame (neighbouring frames say nearly the same)
 MIN_SPACING = 4           # frames between two keys at least
+ONE_KEY_CANDIDATES = 6    # frames tried for a clip's one key (choose_keys ``count=1``), before moving it
 # The default lambda: HEVC's at the key QP, scaled to this distortion (squared error of R, G and B
 # averaged, all pixels) and to what a key buys (a whole stretch of frames). Chosen on ted_e only (the
 # one clip kept for it): see docs/BENCHMARKS.md "Key pictures chosen by content".
@@ -258,7 +259,7 @@ def chain_stand_in(placeholder: Callable[[int], bytes], ratio: float) -> Callabl
 def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_kbps: float | None = None,
                 lam: float | None = None, key_qp: int = 37, max_refs: int = 4, body_model=None, device="cpu",
                 log: Callable[[str], None] | None = None, reuse: bool = True,
-                cache=None, pool=None) -> tuple[list[int], list[KeyTrial]]:
+                cache=None, pool=None, count: int | None = None) -> tuple[list[int], list[KeyTrial]]:
     """Key positions for ``frames`` (N x H x W x 3 uint8) by rate-distortion.
 
     build(keys, placeholder=None) -> the Bitstream with key pictures at ``keys`` (sorted); with
@@ -272,6 +273,8 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
        by trying every second count, then the best one's neighbours.
     2. Where: each key moves to the nearby frame (a quarter, then an eighth of the spacing either way)
        that the draft decoder finds best for the frames it serves.
+    ``count``: that many keys instead of step 1 (``encode --keys one``: 1). One key is first tried at the
+    centres of ONE_KEY_CANDIDATES equal stretches of the clip, then moved as in step 2 from the best.
     Returns (keys, trials): every placement scored, with its estimated bytes and draft error.
     ``reuse``: the draft decoders share a DecodeCache (what a trial leaves unchanged is not computed again;
     the same keys either way). ``cache``: a DecodeCache to share with other searches of the same frames
@@ -284,7 +287,7 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
             cache = DecodeCache() if reuse else None
         with search_pool(frames, body_model, device, cache) as own:
             return choose_keys(frames, build, picture, rate_kbps=rate_kbps, lam=lam, key_qp=key_qp,
-                               max_refs=max_refs, log=log, pool=own)
+                               max_refs=max_refs, log=log, pool=own, count=count)
     N, H, W = frames.shape[:3]
     side = pool.state.side
     scale = (H * W) / float(side * side)
@@ -308,7 +311,19 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
         return size, err
 
     # 1. how many
-    if budget is not None:               # as many as fit: only sizes to compute
+    spacing = None
+    if count is not None:
+        if count == 1:
+            # Which frame: with one key every frame is drawn from it, and its pose decides what the others
+            # can show (arms crossed over the chest hide what every other frame shows).
+            spacing = N / min(ONE_KEY_CANDIDATES, N)
+            tried = [(evaluate([k]), [k]) for k in uniform_keys(min(ONE_KEY_CANDIDATES, N), N)]
+            (size, err), keys = min(tried, key=lambda t: float(t[0][1].sum()))
+            say(f"one key: frame {keys[0]}, squared error {err.sum():.4g} (of {len(tried)} frames tried)")
+        else:
+            keys = uniform_keys(count, N)
+            size, err = evaluate(keys)
+    elif budget is not None:             # as many as fit: only sizes to compute
         count = 1
         while count < N // MIN_SPACING and len(container.to_bytes(
                 build(uniform_keys(count + 1, N), placeholder=stand_in))) <= budget:
@@ -344,7 +359,7 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
                 best = min(best, trial(c), key=lambda t: t[0])
         _, _, keys, size, err = best
     # 2. where
-    spacing = N / len(keys)
+    spacing = spacing or N / len(keys)
     for j in range(len(keys)):
         for step in sorted({max(1, int(spacing / 4)), max(1, int(spacing / 8))}, reverse=True):
             best = None

@@ -26,7 +26,8 @@ def add_arguments(p):
                         "with the keys so that the file meets the rate")
     p.add_argument("--keys", default="auto", choices=("auto", "one"),
                    help="auto (default): key pictures where the decoder needs them, by rate-distortion; one: a "
-                        "single key (for each part of a clip longer than 1,024 frames, which is encoded part by part)")
+                        "single key, at the frame the decoder draws the clip best from (for each part of a clip "
+                        "longer than 1,024 frames, which is encoded part by part)")
     p.add_argument("--rate", type=float, default=None, metavar="KBPS",
                    help="with --keys auto: total rate target in kbps at 25 fps (default: a lambda from the key QP)")
     p.add_argument("--lambda", dest="lam", type=float, default=None, metavar="L",
