@@ -155,6 +155,8 @@ def test_one_key_goes_where_the_draft_decoder_draws_the_clip_best(monkeypatch, b
         assert all(len(t.keys) == 1 for t in trials)
         first = K._score(build([0]), None).sum()
         assert next(t.sse for t in trials if t.kept) < first
+    three, _ = K.choose_keys(frames, build, picture, count=3, lam=1e6)      # a count given: that many, moved
+    assert len(three) == 3 and min(abs(k - best) for k in three) <= 3
 
 
 def test_the_count_search_looks_past_a_plateau(monkeypatch):
