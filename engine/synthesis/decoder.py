@@ -483,14 +483,18 @@ class Decoder:
                                  if fill and st.surface is not None else None)
         return r, verts, rot, trans, mo
 
+    @property
+    def _unseen_radius(self) -> int:
+        """UNSEEN_EROSION in pixels of this decoder's frames."""
+        return max(1, round(UNSEEN_EROSION * max(self.height, self.width)))
+
     def _references(self, gop: GroupOfPictures, r: Raster, mo: Motion, frames) -> list[ReferenceSample]:
         """Samples of the other key pictures the GOP's frames may draw from (DESIGN.md "Decoder" step 1),
         at the body pixels the frame's own key did not see, but for thin slivers (UNSEEN_EROSION); []
         when there are none (the single-key decoder, unchanged)."""
         if not gop.refs:
             return []
-        radius = max(1, round(UNSEEN_EROSION * max(self.height, self.width)))
-        unseen = unseen_interior(r.mask & ~mo.visible, radius).reshape(-1).nonzero().squeeze(1)
+        unseen = unseen_interior(r.mask & ~mo.visible, self._unseen_radius).reshape(-1).nonzero().squeeze(1)
         if unseen.numel() == 0:
             return []
         t = torch.as_tensor(np.asarray(frames, float), dtype=self.dtype, device=self.device)
@@ -575,8 +579,7 @@ class Decoder:
                 out = analytic_frame(fa.key.image, fa.motion, fa.background)
             out = fuse_references(out, fa.references)
             if self.refiner is None:
-                radius = max(1, round(UNSEEN_EROSION * max(self.height, self.width)))
-                out = fill_unseen_body(out, fa.motion, fa.references, radius)
+                out = fill_unseen_body(out, fa.motion, fa.references, self._unseen_radius)
             out = out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return out.cpu().numpy()
 
