@@ -817,3 +817,35 @@ def test_one_offscreen_renderer_per_thread_survives_sizes_and_views(model):
     view = shared_renderer(96, 80).render_view(v, model.faces, pose, yfov=math.radians(40))
     assert view.shape == (80, 96, 3)
     assert np.array_equal(render_mesh(*args, 64, 48), first)
+
+
+def test_the_group_boundaries_draw_on_the_key_search_pool_and_choose_as_on_their_own(synthetic_video, monkeypatch):
+    """The key search's worker processes choose the group boundaries too (each keeps the drafts it drew for
+    the same frames): one pool forked, not two, and the same file as boundaries drawn on a pool of their own."""
+    from engine.analysis import keys
+    from engine.codec.container import to_bytes
+    path, _, S = synthetic_video
+    real_pool, real_starts = keys.search_pool, keys.choose_group_starts
+    made, seen, own = [], [], []
+
+    def pool(*a, **kw):
+        made.append(real_pool(*a, **kw))
+        return made[-1]
+
+    def starts(frames, build, chosen, log=None, pool=None):
+        seen.append(pool)
+        if not own:
+            return real_starts(frames, build, chosen, log=log, pool=pool)
+        from engine.synthesis.decoder import DecodeCache
+        with real_pool(frames, pool.state.body_model, pool.state.device, DecodeCache()) as fresh:  # as before
+            return real_starts(frames, build, chosen, log=log, pool=fresh)
+    monkeypatch.setattr(keys, "search_pool", pool)
+    monkeypatch.setattr(keys, "choose_group_starts", starts)
+    kw = dict(size=S, key_codec="hevc", effort="fast", lam=0.0, fit_options=dict(key_iters=60, iters=30))
+    res = encode_video(path, **kw)
+    assert len(res.bitstream.gops) >= 2                           # boundaries to choose
+    assert len(made) == 1 and len(seen) == 1 and seen[0] is made[0]
+    own.append(True)
+    separate = encode_video(path, **kw)
+    assert len(made) == 2 and seen[1] is made[1]                  # the second encode's search pool
+    assert to_bytes(separate.bitstream) == to_bytes(res.bitstream)

@@ -328,6 +328,7 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
             coder.submit_chain(starts, q)
         else:
             coder.submit(starts, q)
+    shared = None                                      # the key search's worker pool (below)
     try:
         gops, fits, cams = [], [], []
         betas = init_betas
@@ -448,6 +449,12 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
                     out = _auto_bitstream(bs, fit, cam, key_frames, pic, quant, hold, max_refs, starts)
                     return replace(out, chained=chain and many)
                 return build
+            # One search over the whole clip decodes its drafts on the pool the group boundaries use after it:
+            # the workers keep what they drew (each is always asked for the same frames, keys._score), and
+            # the boundaries' drafts find most of it there (ted_c's key stage 14.9 -> 13.8 s, the same file).
+            windows = search_windows(N) if rate_kbps is None and not one else [(0, N)]
+            if len(qps) == 1 and len(windows) == 1:
+                shared = search_pool(frames, model, device, DecodeCache())
             if len(qps) > 1:
                 from engine.codec.keypicture import decode_key_chain
                 key_qp, chosen = choose_key_qp(frames, builder, lambda q: (lambda k: coder.get(k, q)), qps,
@@ -458,7 +465,6 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
             else:
                 # Under a lambda, a clip longer than KEY_SEARCH_WINDOW frames is searched window by window
                 # (``search_windows``): each window's frames alone, its own count and placement.
-                windows = search_windows(N) if rate_kbps is None and not one else [(0, N)]
                 chosen = []
                 for a, b in windows:
                     if len(windows) > 1 and log is not None:
@@ -466,7 +472,7 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
                     found, _ = choose_keys(frames[a:b], builder(key_qp, span=(a, b) if len(windows) > 1 else None),
                                            lambda k, a=a: coder.get(a + k), rate_kbps=rate_kbps, lam=lam,
                                            key_qp=key_qp, max_refs=max_refs, body_model=model, device=device,
-                                           log=log, count=1 if one else None)
+                                           log=log, count=1 if one else None, pool=shared)
                     chosen += [a + k for k in found]
                 if rate_kbps is not None and chain and len(chosen) > 2:
                     # Under a rate target the chain is priced by the spread cost samples, a third of the clip
@@ -484,12 +490,13 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
                         measured[key_qp] = real
                         chosen, _ = choose_keys(frames, builder(key_qp), lambda k: coder.get(k, key_qp),
                                                 rate_kbps=rate_kbps, key_qp=key_qp, max_refs=max_refs,
-                                                body_model=model, device=device, log=log)
+                                                body_model=model, device=device, log=log, pool=shared)
             chained = chain and len(chosen) > 1
-            # The boundaries' draft workers fork first: a fork waits for every running subprocess to end
-            # (engine.workers), and the chain's encoders would then finish before the boundaries begin.
-            # One key has no boundaries to choose: no workers.
-            with search_pool(frames, model, device, DecodeCache()) if len(chosen) > 1 else nullcontext() as pool:
+            # The boundaries' draft workers fork first (or already did, for the search): a fork waits for every
+            # running subprocess to end (engine.workers), and the chain's encoders would then finish before the
+            # boundaries begin. One key has no boundaries to choose: no workers of their own.
+            with shared or (search_pool(frames, model, device, DecodeCache()) if len(chosen) > 1 else
+                            nullcontext()) as pool:
                 if chained:
                     # The chain does not depend on the group boundaries: it codes while they are chosen
                     # (ted_c's 17 keys at QP 37: 6.4 s, two pictures at a time; keypicture._encode_segment).
@@ -534,6 +541,8 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
             fit_error_px=_error_summary(e),
             timings=timings, analysis=analysis, closed_loop=report), e, fits[-1]
     finally:
+        if shared is not None:
+            shared.close()
         coder.close()
 
 
