@@ -513,3 +513,26 @@ def test_the_chain_is_sampled_where_keys_go_under_a_lambda():
     for n in (2, 3, 9, 17, 1024):
         got = K.chain_samples(n)
         assert got == sorted(set(got)) and len(got) >= 2 and 0 <= got[0] and got[-1] < n
+
+
+def test_the_count_search_starts_near_a_key_every_eight_frames_and_walks_down_when_fewer_do_better(monkeypatch):
+    """The count search starts at a key about every COUNT_START_SPACING frames: where the best count lies
+    above, no draft is spent on one to nine keys; where it lies below, it walks down to it."""
+    frames, build, picture = _fake_clip(monkeypatch, best=-100, n=100)
+    n = len(frames)
+    start = 11                                           # int(100 / 8), odd
+    score = K._score
+    for lam in (1.0, 30.0, 3000.0, 1e6):
+        def cost(c):
+            keys = K.uniform_keys(c, n)
+            return score(build(keys), None).sum() + lam * 8 * (100 * len(keys) + 50)
+        want = 1 + int(np.argmin([cost(c) for c in range(1, n // K.MIN_SPACING + 1)]))
+        keys, trials = K.choose_keys(frames, build, picture, lam=lam)
+        counted = {len(t.keys) for t in trials if list(t.keys) == K.uniform_keys(len(t.keys), n)}
+        assert len(keys) == want
+        if want > start:
+            assert min(counted) == start - 2             # one step down, found worse, then up
+        else:
+            assert min(counted) <= want
+    assert len(K.choose_keys(frames, build, picture, lam=1.0)[0]) > start   # both sides were tried
+    assert len(K.choose_keys(frames, build, picture, lam=1e6)[0]) < start

@@ -31,6 +31,7 @@ from engine.codec.rate import budget_bytes
 DRAFT_SIDE = 128          # the draft decode that scores key placements (about 10x cheaper than 384)
 DRAFT_STRIDE = 2          # ... on every second frame (neighbouring frames say nearly the same)
 MIN_SPACING = 4           # frames between two keys at least
+COUNT_START_SPACING = 8   # choose_keys' count search starts at a key about every this many frames
 ONE_KEY_CANDIDATES = 6    # frames tried for a clip's one key (choose_keys ``count=1``), before moving it
 # The default lambda: HEVC's at the key QP, scaled to this distortion (squared error of R, G and B
 # averaged, all pixels) and to what a key buys (a whole stretch of frames). Chosen on ted_e only (the
@@ -343,14 +344,26 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
                 say(f"{count} keys: about {size_c} B, squared error {err_c.sum():.4g}, D + lambda R "
                     f"{tried[count][0]:.4g}")
             return tried[count]
-        # Every second count from one up, to four past the best, then the best one's two neighbours. A
-        # chain makes later keys cheap, so the best count is often past 15, and trying every count (to
-        # three past the best) was about 40 % of the key stage; it also stopped at the first bump of a
-        # bumpy curve. On 14 clips (docs/BENCHMARKS.md "The key count in steps of two"): the same count
-        # on 10, a lower D + lambda R on 3 (ubc_2: 4 keys at 4.12e9 -> 21 at 1.83e9), 1 % higher on one
-        # (ubc_1, an even count missed); 15 or 16 drafts instead of 23 to 25 on the dancers.
-        count, top = 1, N // MIN_SPACING
-        best = trial(1)
+        # Every second count, to four past the best, then the best one's two neighbours. A chain makes
+        # later keys cheap, so the best count is often past 15, and trying every count (to three past the
+        # best) was about 40 % of the key stage; it also stopped at the first bump of a bumpy curve. On 14
+        # clips (docs/BENCHMARKS.md "The key count in steps of two"): the same count on 10, a lower D +
+        # lambda R on 3 (ubc_2: 4 keys at 4.12e9 -> 21 at 1.83e9), 1 % higher on one (ubc_1, an even count
+        # missed); 15 or 16 drafts instead of 23 to 25 on the dancers.
+        # The scan starts at a key about every COUNT_START_SPACING frames and first walks down while fewer
+        # keys do better: on 11 clips of people (TED, dancers, fashion; 100 frames) the best count was 12 to
+        # 25 and D + lambda R fell all the way from one key to 9 (docs/BENCHMARKS.md "Encode speed again"),
+        # so the drafts of 1 to 9 keys were spent on counts 1.1 to 6 times the best. Where the curve falls
+        # so down to the start (11 keys for 100 frames), the search takes the old path from there, with 4
+        # to 6 drafts fewer; where it does not, it walks down as far as fewer keys keep doing better.
+        top = N // MIN_SPACING
+        count = max(1, min(top, int(N / COUNT_START_SPACING)))
+        count -= 1 - count % 2                     # odd, as the scan from one keys would have tried it
+        best = trial(count)
+        down = count
+        while down - 2 >= 1 and trial(down - 2)[0] < trial(down)[0]:
+            down -= 2
+            best = min(best, trial(down), key=lambda t: t[0])
         while count + 2 <= top and count < best[1] + 4:
             count += 2
             best = min(best, trial(count), key=lambda t: t[0])
