@@ -353,12 +353,13 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
         # The scan starts at a key about every COUNT_START_SPACING frames and first walks down while fewer
         # keys do better: on 11 clips of people (TED, dancers, fashion; 100 frames) the best count was 12 to
         # 25 and D + lambda R fell all the way from one key to 9 (docs/BENCHMARKS.md "Encode speed again"),
-        # so the drafts of 1 to 9 keys were spent on counts 1.1 to 6 times the best. Where the curve falls
-        # so down to the start (11 keys for 100 frames), the search takes the old path from there, with 4
-        # to 6 drafts fewer; where it does not, it walks down as far as fewer keys keep doing better.
+        # so the drafts of 1 to 9 keys were spent on counts 1.1 to 6 times the best. Where the cost falls
+        # all the way down to the start (11 keys for 100 frames), the search takes the old path from there
+        # (the same files on those eleven, 4 drafts fewer each; more on longer clips); where it does not, it
+        # walks down as long as fewer keys do better.
         top = N // MIN_SPACING
         count = max(1, min(top, int(N / COUNT_START_SPACING)))
-        count -= 1 - count % 2                     # odd, as the scan from one keys would have tried it
+        count -= 1 - count % 2                     # odd: a count the scan from one would have tried
         best = trial(count)
         down = count
         while down - 2 >= 1 and trial(down - 2)[0] < trial(down)[0]:
