@@ -353,7 +353,7 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
         # The scan starts at a key about every COUNT_START_SPACING frames and first walks down while fewer
         # keys do better: on 11 clips of people (TED, dancers, fashion; 100 frames) the best count was 12 to
         # 25 and D + lambda R fell all the way from one key to 9 (docs/BENCHMARKS.md "Encode speed again"),
-        # so the drafts of 1 to 9 keys were spent on counts 1.1 to 6 times the best. Where the cost falls
+        # so the drafts of 1 to 9 keys were spent on counts 1.01 to 6.3 times the best. Where the cost falls
         # all the way down to the start (11 keys for 100 frames), the search takes the old path from there
         # (the same files on those eleven, 4 drafts fewer each; more on longer clips); where it does not, it
         # walks down as long as fewer keys do better.
