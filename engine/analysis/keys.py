@@ -360,11 +360,10 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
         top = N // MIN_SPACING
         count = max(1, min(top, int(N / COUNT_START_SPACING)))
         count -= 1 - count % 2                     # odd: a count the scan from one would have tried
-        best = trial(count)
         down = count
         while down - 2 >= 1 and trial(down - 2)[0] < trial(down)[0]:
             down -= 2
-            best = min(best, trial(down), key=lambda t: t[0])
+        best = trial(down)                         # each step down was better: the best so far
         while count + 2 <= top and count < best[1] + 4:
             count += 2
             best = min(best, trial(count), key=lambda t: t[0])
