@@ -128,9 +128,11 @@ class torch_threads:
         torch.set_num_threads(self.prev)
 
 
-def _start_worker():
+def _start_worker(nice: int = 0):
     import torch
     torch.set_num_threads(1)
+    if nice:
+        os.nice(nice)
 
 
 def _noop():
@@ -144,7 +146,9 @@ def _call(fn: Callable, item):
 class ForkPool:
     """``map(fn, items)`` -> fn(state, item) for each, in order, over ``workers`` forked processes (see the module)."""
 
-    def __init__(self, state, workers: int = 1, device=None):
+    def __init__(self, state, workers: int = 1, device=None, nice: int = 0):
+        """``nice``: the workers' niceness above this process's (work that should yield the cores to other
+        work of this process's, a subprocess's; in this process, with one worker, none)."""
         self.state = state
         self.pool = None
         cuda = device is not None and str(device).startswith("cuda")
@@ -157,7 +161,7 @@ class ForkPool:
             with GATE.alone():
                 _STATE = state
                 self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                                initializer=_start_worker)
+                                                initializer=_start_worker, initargs=(nice,))
                 self.pool.submit(_noop).result()
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:

@@ -279,3 +279,34 @@ def test_landmark_rows_over_the_budget_are_held_when_that_fits(truth):
     out, report = refine_bitstream(off, frames, effort, max_bpf=budget)
     assert report.fit_hold == FIT_HOLD and report.bpf <= budget and report.bpf_fit == _bpf(off)
     assert "landmark rows held" in report.line()
+
+
+def test_the_first_steps_run_before_the_keys_are_coded_give_the_same_file_as_run_in_the_loop(truth):
+    """The default effort's first steps are against stand-ins for the key pictures (the working frames,
+    blurred), so the encoder runs them while the keys code (``draft_rows``); ``refine_bitstream`` runs
+    them itself when not given them, or given ones made from other rows, with the same result."""
+    from engine.analysis.closed_loop import draft_rows
+    from engine.codec.container import to_bytes
+    bs, frames = truth
+    gop = bs.gops[0]
+    wrong = gop.frames.copy()
+    wrong[1:, 27] += 0.04
+    wrong[1:, 15:18] += 0.12
+    off = replace(bs, gops=[replace(gop, frames=snap(wrong, bs.steps))])
+    effort = Effort("test", side=96, iters=8, lr=0.8, polish=2)
+    started = []
+    drafted = draft_rows(off, frames, effort, while_drafting=lambda: started.append(True))
+    assert started == [True]
+    assert not np.array_equal(drafted.rows[0][1:], off.gops[0].frames[1:])      # the first steps moved the rows
+    given, r_given = refine_bitstream(off, frames, effort, drafted=drafted)
+    here, r_here = refine_bitstream(off, frames, effort)
+    assert r_given.drafted_before and not r_here.drafted_before
+    assert to_bytes(given) == to_bytes(here)
+    assert _mse(given, frames)[1:].mean() < 0.5 * _mse(off, frames)[1:].mean()
+    # First steps made from other rows are not used: the loop runs its own.
+    other = draft_rows(bs, frames, effort)
+    again, r_again = refine_bitstream(off, frames, effort, drafted=other)
+    assert not r_again.drafted_before and to_bytes(again) == to_bytes(here)
+    # An effort without them runs no first steps, but still starts what waits for them.
+    assert draft_rows(off, frames, replace(effort, polish=0), while_drafting=lambda: started.append(1)) is None
+    assert started == [True, 1]

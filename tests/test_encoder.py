@@ -248,8 +248,10 @@ def test_encode_synthetic_video_end_to_end(model, synthetic_video, tmp_path):
     bs = summary.bitstream
     assert bs.n_frames == 8 and bs.width == S and bs.has_camera and bs.dims == 34
     assert summary.undetected == 0 and len(summary.bitstream.gops) == 1
-    assert [c[0] for c in calls if c[0] != "fit"][-2:] == ["key picture", "closed loop"]
-    assert {c[0] for c in calls} == {"landmarks", "fit", "key picture", "closed loop"}
+    # The closed loop's first steps run while the key picture codes, and the loop starts from them.
+    assert [c[0] for c in calls if c[0] != "fit"][-2:] == ["closed loop, first steps", "closed loop"]
+    assert {c[0] for c in calls} == {"landmarks", "fit", "key picture", "closed loop, first steps", "closed loop"}
+    assert summary.closed_loop.drafted_before and summary.timings["draft"] > 0
     fit_done = [c[1] for c in calls if c[0] == "fit"]
     assert len(fit_done) > 5 and fit_done == sorted(fit_done) and fit_done[-1] == 100
     assert {c[2] for c in calls if c[0] == "fit"} == {100}

@@ -22,6 +22,24 @@ def test_pool_maps_in_order_on_one_or_two_processes(monkeypatch):
         assert pool.workers == 1 and list(pool.map(_scaled, [5])) == [5]
 
 
+def _niceness(state, x):
+    import os
+    return os.nice(0)
+
+
+def test_a_pool_s_workers_can_yield_the_cores_and_this_process_keeps_its_priority(monkeypatch):
+    """The closed loop's first steps run on workers that yield to the key pictures' encoder beside them."""
+    import os
+    own = os.nice(0)
+    monkeypatch.setenv("IHVC_WORKERS", "2")
+    with workers.ForkPool({}, 2, nice=5) as pool:
+        assert set(pool.map(_niceness, range(4))) == {min(own + 5, 19)}
+    monkeypatch.setenv("IHVC_WORKERS", "1")
+    with workers.ForkPool({}, 1, nice=5) as pool:                  # one worker: this process, left as it is
+        assert list(pool.map(_niceness, [0])) == [own]
+    assert os.nice(0) == own
+
+
 def _die(state, x):
     import os
     os._exit(3)

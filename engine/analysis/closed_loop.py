@@ -26,6 +26,13 @@ encoder searches motion vectors (analysis by synthesis):
 Effort levels (``encode --effort``), like a video encoder's presets: ``fast`` is the landmark fit
 alone; ``default`` refines at 128 px with a few iterations; ``slow`` at full size with more, and
 codes the key pictures at libvvenc's slow preset instead of medium.
+
+The default effort takes its first steps before the key pictures are coded (``draft_rows``): against
+stand-ins for them, the working frames blurred as a coded picture is (STAND_IN_BLUR), while the key
+pictures' encoder runs on the other core; then a few steps against the decoded keys themselves
+(``Effort.polish``), from where the first ones stopped. The encoder runs the first steps beside the
+key pictures' chain; ``refine_bitstream`` runs them itself when it is given none, so that the result
+does not depend on who ran them.
 """
 from __future__ import annotations
 
@@ -53,6 +60,10 @@ class Effort:
     raster_every: int = 4     # optimiser steps that share one triangle assignment
     score_side: int = 0       # the real decoder's size when it scores the rows (0: the bitstream's)
     key_preset: str = "medium"  # the key-picture encoder's preset (engine.codec.keypicture.PRESETS)
+    # Steps against the decoded key pictures after ``iters`` against stand-ins for them (STAND_IN_BLUR),
+    # at the learning rate ``polish_lr`` (0: all ``iters`` against the decoded keys, none before them).
+    polish: int = 0
+    polish_lr: float = 0.2
 
 
 # Measured on ted_f (its first 58 inter frames, auto keys, ``RATE_WEIGHT`` 0, loaded 2-core machine):
@@ -68,9 +79,18 @@ class Effort:
 # fast preset is not worth its loss for the fast effort: a chain 3.3 times as fast, but the whole encode
 # only 9 % faster (the chain codes beside the key search), for 0.19 dB and 1.9 VMAF less at the same rate
 # (docs/BENCHMARKS.md, "The slow effort's key pictures at libvvenc's slow preset").
+# The default effort's first steps against stand-ins for the key pictures, then three against the decoded
+# keys (2026-12-07, the same fast bitstreams of eight people; docs/BENCHMARKS.md "The closed loop's first
+# steps beside the key pictures' chain"): against the working frames unblurred and no
+# steps after, ted_c lost 0.29 dB and 1.5 VMAF (the refinement has to see the coded key's blur); blurred
+# with sigma 1.5 px and three steps at a learning rate of 0.2 after, -0.06 to +0.10 dB, -0.3 to +1.0
+# VMAF and 0 to 0.7 % fewer bytes (mean +0.03 dB, +0.31 VMAF). At the default rate of 0.6 the three
+# steps after changed nothing: Adam's first steps are a whole rate long and overshot every time.
+STAND_IN_BLUR = 1.5       # px at the working size: the Gaussian that stands in for the key pictures' coding
+DRAFT_NICE = 10           # the first steps' workers' niceness beside the key pictures' encoder (draft_rows)
 EFFORTS = {
     "fast": Effort("fast", 0, 0),
-    "default": Effort("default", 128, 10, score_side=192),
+    "default": Effort("default", 128, 10, score_side=192, polish=3),
     "slow": Effort("slow", 384, 24, key_preset="slow"),
 }
 
@@ -115,6 +135,7 @@ class RefineReport:
     reverted_for_rate: int = 0  # refined frames given back to the landmark rows to hold MAX_SEMANTIC_BPF
     hold: float = 0.0          # the snapping hold the budget asked for (0: the encoder's own)
     fit_hold: float = 0.0      # the hold the landmark rows were snapped again with to fit the budget (0: none)
+    drafted_before: bool = False  # the first steps (Effort.polish) came from ``draft_rows``, not run here
 
     def line(self) -> str:
         if not self.frames:
@@ -207,10 +228,11 @@ class _Anatomy:
 
 def optimise_rows(warp: Callable, rows: np.ndarray, targets: torch.Tensor,
                   steps: np.ndarray, effort: Effort, anchor_prev: np.ndarray | None = None,
-                  body_model: int = 1, runs: list | None = None) -> np.ndarray:
+                  body_model: int = 1, runs: list | None = None, start: np.ndarray | None = None) -> np.ndarray:
     """Refine B frames' semantics ``rows`` (B x D, float) so that the frames of
     ``warp(rows, tri) -> (frames, tri)`` (as :class:`_Warp`) match ``targets`` (B x 3 x H x W, 0..255);
-    returns the refined rows (float, not yet snapped).
+    returns the refined rows (float, not yet snapped). ``start``: where the steps start (B x D; default
+    ``rows``); the priors still hold the rows near ``rows``, the landmark fit.
 
     ``runs``: the rows as runs of consecutive frames, each ``(start, stop, anchor)`` (``anchor`` the
     already decided row before the run's first frame, or None), optimised side by side but each as if
@@ -241,7 +263,10 @@ def optimise_rows(warp: Callable, rows: np.ndarray, targets: torch.Tensor,
             prev_at[lo] = B + len(anchors)
             anchors.append(torch.as_tensor(anchor, dtype=dtype, device=dev))
     anchors = torch.stack(anchors) if anchors else x0[:0]
-    u = torch.zeros_like(x0, requires_grad=True)            # change in quantization steps
+    u = torch.zeros_like(x0)                                # change in quantization steps
+    if start is not None:
+        u += (torch.as_tensor(start, dtype=dtype, device=dev) - x0) / step
+    u.requires_grad_(True)
     opt = torch.optim.Adam([u], lr=effort.lr)
     best_u = torch.zeros_like(x0)
     best_loss = torch.full((len(runs),), float("inf"), dtype=torch.float64)
@@ -288,37 +313,132 @@ def _runs_finite(grad: torch.Tensor, run_of: torch.Tensor, alive: torch.Tensor) 
     return out
 
 
+@dataclass
+class Drafted:
+    """The closed loop's first steps (``draft_rows``): each group's rows after ``Effort.iters`` steps
+    against stand-ins for its key picture, and what they were refined from."""
+    rows: list[np.ndarray]       # per group, n_frames x D (the frames not refined as they were)
+    basis: list[tuple]           # per group (start, key offset, rows it started from, frames refined)
+
+    def fits(self, bs: Bitstream, todo: list[list[int]]) -> bool:
+        """Whether these were made from ``bs``'s groups and rows, for the frames ``todo`` (per group)."""
+        return len(self.basis) == len(bs.gops) and all(
+            (g.start, g.key_offset) == (start, off) and list(idx) == list(was) and
+            np.array_equal(np.asarray(g.frames, float), rows)
+            for g, idx, (start, off, rows, was) in zip(bs.gops, todo, self.basis))
+
+
+def stand_in_pictures(frames: np.ndarray, sigma: float = STAND_IN_BLUR) -> Callable:
+    """gop -> a stand-in for its decoded key picture: the working frame, blurred as coding blurs it."""
+    import cv2
+    return lambda gop: cv2.GaussianBlur(frames[gop.key_frame], (0, 0), sigma)
+
+
+def _decoders(bs: Bitstream, effort: Effort, body_model, device, frames: np.ndarray):
+    """(side, the decoder at the loss's size, the real decoder at the scoring size, the decoder of the
+    stand-in keys at the loss's size or None)."""
+    from engine.synthesis.decoder import Decoder
+    longest = max(bs.width, bs.height)
+    side = min(effort.side, longest)
+    size = None if side == longest else (side, side)
+    score_side = min(effort.score_side or longest, longest)
+    small = Decoder(bs, device=device, body_model=body_model, size=size)
+    scorer = small if score_side == side else Decoder(
+        bs, device=device, body_model=small.body, size=None if score_side == longest else (score_side, score_side))
+    stand = Decoder(bs, device=device, body_model=small.body, size=size,
+                    pictures=stand_in_pictures(frames)) if effort.polish else None
+    return side, small, scorer, stand
+
+
+def _check_frames(bs: Bitstream, frames: np.ndarray) -> None:
+    if frames.shape[0] != bs.n_frames or frames.shape[1:3] != (bs.height, bs.width):
+        raise InputError(f"closed loop: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} do not "
+                         f"match the bitstream's {bs.n_frames} of {bs.width}x{bs.height}")
+
+
+def draft_rows(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
+               device=None, batch: int = 8, frozen: np.ndarray | None = None,
+               while_drafting: Callable[[], None] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Drafted | None:
+    """The closed loop's first steps, against stand-ins for the key pictures (``stand_in_pictures``):
+    they need none of them coded, so the encoder runs them while the key pictures code. ``bs``: the
+    groups and rows as they will be coded (its key pictures are not read); ``while_drafting()`` is
+    called once the worker processes have forked and before the steps start (the encoder starts the key
+    pictures' encoder there: a fork waits for a running subprocess, engine.workers). None for an effort
+    without such steps (``Effort.polish`` 0). Pass the result to ``refine_bitstream``."""
+    from engine.workers import ForkPool, cpu_workers
+    effort = effort_of(effort) if isinstance(effort, str) else effort
+    if effort.side <= 0 or effort.iters <= 0 or not effort.polish:
+        if while_drafting is not None:
+            while_drafting()
+        return None
+    _check_frames(bs, frames)
+    side, _, _, stand = _decoders(bs, effort, body_model, device, frames)
+    state = _LoopState(bs, frames, None, None, side, bs.quant.steps(bs.has_camera), effort, batch, stand)
+    todo, jobs = _jobs(bs, frozen)
+    for gi, _ in jobs:
+        stand.key_state(bs.gops[gi])
+    # The workers yield to what ``while_drafting`` starts: the key pictures' encoder, which the rest of the
+    # closed loop waits for, should finish first, and the steps take whatever core it leaves.
+    with ForkPool(state, cpu_workers(len(jobs)), device=stand.device, nice=DRAFT_NICE) as pool:
+        if while_drafting is not None:
+            while_drafting()
+        return _drafted(bs, todo, jobs, pool.map(_draft_group, jobs), progress)
+
+
+def _drafted(bs: Bitstream, todo, jobs, outs, progress) -> Drafted:
+    rows = [np.asarray(g.frames, float).copy() for g in bs.gops]
+    done, total = 0, sum(map(len, todo))
+    for (gi, orders), got in zip(jobs, outs):
+        for order, r in zip(orders, got):
+            rows[gi][order] = r
+            done += len(order)
+        if progress is not None:
+            progress(done, total)
+    return Drafted(rows, [(g.start, g.key_offset, np.asarray(g.frames, float).copy(), list(idx))
+                          for g, idx in zip(bs.gops, todo)])
+
+
+def _jobs(bs: Bitstream, frozen: np.ndarray | None) -> tuple[list, list]:
+    """Per group, the frames to refine (all but the key and the frozen ones), and the jobs: per group
+    with any, its chains outwards from the key (after it, before it), the longest first."""
+    todo = [[j for j in range(g.n_frames) if j != g.key_offset and not (frozen is not None and frozen[g.start + j])]
+            for g in bs.gops]
+    # Outwards from each key, in batches, so that each batch's smoothness anchors on decided rows: the
+    # frames after a key and those before it are two independent chains, refined side by side in one
+    # optimiser (``_refine_group``). The groups run in forked processes (engine.workers), which inherit
+    # the decoders with every key state computed here first.
+    jobs = [(gi, orders) for gi, (gop, idx) in enumerate(zip(bs.gops, todo))
+            if (orders := [o for o in ([j for j in idx if j > gop.key_offset],
+                                       [j for j in reversed(idx) if j < gop.key_offset]) if o])]
+    jobs.sort(key=lambda job: -max(map(len, job[1])))      # longest first: the workers finish together
+    return todo, jobs
+
+
 def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
                      device=None, hold=None, batch: int = 8, frozen: np.ndarray | None = None,
-                     max_bpf: float | None = MAX_SEMANTIC_BPF,
+                     max_bpf: float | None = MAX_SEMANTIC_BPF, drafted: Drafted | None = None,
                      progress: Callable[[int, int], None] | None = None) -> tuple[Bitstream, RefineReport]:
     """``bs`` with each frame's semantics refined against ``frames`` (N x H x W x 3 uint8, the
     working frames the bitstream was coded from), see the module docstring. Key pictures, key
     semantics and group structure are unchanged; ``frozen`` (N bools) frames keep their rows (the
     encoder freezes frames with no person, which hold the last state, and that state). ``max_bpf``:
-    the per-frame semantics' budget (None: none; see :data:`MAX_SEMANTIC_BPF`). Returns the new
-    bitstream and a report."""
-    from engine.synthesis.decoder import Decoder
+    the per-frame semantics' budget (None: none; see :data:`MAX_SEMANTIC_BPF`). ``drafted``: the first
+    steps, run before (``draft_rows``, the same ``bs`` rows, ``frozen`` and effort); they are run here
+    when not given or made from other rows, with the same result. Returns the new bitstream and a report."""
     effort = effort_of(effort) if isinstance(effort, str) else effort
     report = RefineReport()
     if effort.side <= 0 or effort.iters <= 0:
         return bs, report
-    if frames.shape[0] != bs.n_frames or frames.shape[1:3] != (bs.height, bs.width):
-        raise InputError(f"closed loop: {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]} do not "
-                         f"match the bitstream's {bs.n_frames} of {bs.width}x{bs.height}")
+    _check_frames(bs, frames)
     t0 = time.perf_counter()
-    longest = max(bs.width, bs.height)
-    side = min(effort.side, longest)
-    score_side = min(effort.score_side or longest, longest)
-    small = Decoder(bs, device=device, body_model=body_model, size=None if side == longest else (side, side))
-    scorer = small if score_side == side else Decoder(
-        bs, device=device, body_model=small.body, size=None if score_side == longest else (score_side, score_side))
+    side, small, scorer, stand = _decoders(bs, effort, body_model, device, frames)
     from engine.analysis.encoder import hold_vector
     steps = bs.quant.steps(bs.has_camera)
     hold = hold_vector(hold, len(steps))
     bpf_fit = _bpf(bs)
-    state = _LoopState(bs, frames, small, scorer, side, steps, effort, batch)
-    out, report = _loop(state, hold, frozen, max_bpf, progress)
+    state = _LoopState(bs, frames, small, scorer, side, steps, effort, batch, stand)
+    out, report = _loop(state, hold, frozen, max_bpf, progress, drafted)
     if max_bpf is not None and report.bpf > max_bpf:
         # The landmark rows alone cost more than the budget, and so did the rows chosen from them: the
         # loop runs again from those rows held harder, when that brings them under it (``_fit_within``).
@@ -335,29 +455,30 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
 
 
 def _loop(state: _LoopState, hold: np.ndarray, frozen: np.ndarray | None, max_bpf: float | None,
-          progress) -> tuple[Bitstream, RefineReport]:
-    """One pass of the closed loop over ``state.bs``: every frame's rows refined, then chosen."""
+          progress, drafted: Drafted | None = None) -> tuple[Bitstream, RefineReport]:
+    """One pass of the closed loop over ``state.bs``: every frame's rows refined (from ``drafted``, the
+    first steps, when the effort has them), then chosen."""
     from engine.workers import ForkPool, cpu_workers
     bs = state.bs
-    # Per group, the frames to refine: all but the key and the frozen ones.
-    todo = [[j for j in range(g.n_frames) if j != g.key_offset and not (frozen is not None and frozen[g.start + j])]
-            for g in bs.gops]
+    todo, jobs = _jobs(bs, frozen)
     total = sum(len(idx) for idx in todo)
-    # Outwards from each key, in batches, so that each batch's smoothness anchors on decided rows: the
-    # frames after a key and those before it are two independent chains, refined side by side in one
-    # optimiser (``_refine_group``). The groups run in forked processes (engine.workers), which inherit
-    # the decoders with every key state computed here first.
-    jobs = [(gi, orders) for gi, (gop, idx) in enumerate(zip(bs.gops, todo))
-            if (orders := [o for o in ([j for j in idx if j > gop.key_offset],
-                                       [j for j in reversed(idx) if j < gop.key_offset]) if o])]
+    if not state.effort.polish:
+        drafted = None
+    elif drafted is not None and not drafted.fits(bs, todo):
+        drafted = None                   # made from other rows (``_fit_within``'s): the first steps run here
+    draft_here = bool(state.effort.polish) and drafted is None
     for gi, _ in jobs:
         state.small.key_state(bs.gops[gi])
         state.scorer.key_state(bs.gops[gi])
-    jobs.sort(key=lambda job: -max(map(len, job[1])))      # longest first: the workers finish together
+        if draft_here:
+            state.stand.key_state(bs.gops[gi])
     refined_all = [np.asarray(g.frames, float).copy() for g in bs.gops]
     done = 0
     with ForkPool(state, cpu_workers(len(jobs)), device=state.small.device) as pool:
-        for (gi, orders), outs in zip(jobs, pool.map(_refine_group, jobs)):
+        if draft_here:
+            drafted = _drafted(bs, todo, jobs, pool.map(_draft_group, jobs), None)
+        starts = [None if drafted is None else [drafted.rows[gi][order] for order in orders] for gi, orders in jobs]
+        for (gi, orders), outs in zip(jobs, pool.map(_refine_group, [job + (st,) for job, st in zip(jobs, starts)])):
             for order, rows in zip(orders, outs):
                 refined_all[gi][order] = rows
                 done += len(order)
@@ -365,7 +486,8 @@ def _loop(state: _LoopState, hold: np.ndarray, frozen: np.ndarray | None, max_bp
                 progress(done, total)
         work = [(gop, idx, np.asarray(gop.frames, float), refined_all[gi])
                 for gi, (gop, idx) in enumerate(zip(bs.gops, todo))]
-        return _choose_rows(bs, work, state.steps, hold, max_bpf, RefineReport(), pool, state.batch)
+        report = RefineReport(drafted_before=bool(state.effort.polish) and not draft_here)
+        return _choose_rows(bs, work, state.steps, hold, max_bpf, report, pool, state.batch)
 
 
 def _fit_within(bs: Bitstream, steps: np.ndarray, hold: np.ndarray, max_bpf: float,
@@ -526,18 +648,34 @@ class _LoopState:
     steps: np.ndarray
     effort: Effort
     batch: int
+    stand: object = None         # the decoder of the stand-in keys at the loss's size (``Effort.polish``)
+
+
+def _draft_group(state: _LoopState, job) -> list[np.ndarray]:
+    """The first steps (``draft_rows``) of one group's chains, against its stand-in key."""
+    gi, orders = job
+    return _chains(state, state.stand, state.effort, gi, orders, None)
 
 
 def _refine_group(state: _LoopState, job) -> list[np.ndarray]:
-    """One group's chains of frames (each outwards from its key, in order) -> each chain's refined rows.
-    A chain is refined batch by batch, each batch anchored on the row before it; the chains' batches
-    share one optimiser call (``optimise_rows``'s runs: each still as if alone)."""
-    gi, orders = job
+    """One group's chains, refined against its decoded key: ``Effort.polish`` steps from the first
+    steps' rows ``start`` (one array per chain), or, without them, all ``Effort.iters``."""
+    gi, orders, start = job
+    effort = state.effort if start is None else replace(state.effort, iters=state.effort.polish,
+                                                        lr=state.effort.polish_lr)
+    return _chains(state, state.small, effort, gi, orders, start)
+
+
+def _chains(state: _LoopState, dec, effort: Effort, gi: int, orders: list, start: list | None) -> list[np.ndarray]:
+    """One group's chains of frames (each outwards from its key, in order) -> each chain's refined rows,
+    drawn by ``dec`` from the group's key. A chain is refined batch by batch, each batch anchored on the
+    row before it; the chains' batches share one optimiser call (``optimise_rows``'s runs: each still as
+    if alone). ``start``: per chain, the rows the steps start from (default: the group's rows)."""
     bs, gop = state.bs, state.bs.gops[gi]
-    warp = _Warp(state.small, gop)
+    warp = _Warp(dec, gop)
     rows = np.asarray(gop.frames, float)
     outs = [rows[order].copy() for order in orders]
-    targets = [_resize(state.frames[[gop.start + j for j in order]], state.side, state.small.device)
+    targets = [_resize(state.frames[[gop.start + j for j in order]], dec.height, dec.device)
                for order in orders]
     anchors = [rows[gop.key_offset]] * len(orders)
     for a in range(0, max(len(o) for o in orders), state.batch):
@@ -549,8 +687,9 @@ def _refine_group(state: _LoopState, job) -> list[np.ndarray]:
             runs.append((at, at + n, anchors[c]))
             at += n
         got = optimise_rows(warp, np.concatenate([outs[c][sl] for c in live]),
-                            torch.cat([targets[c][sl] for c in live]), state.steps, state.effort,
-                            body_model=bs.body_model, runs=runs)
+                            torch.cat([targets[c][sl] for c in live]), state.steps, effort,
+                            body_model=bs.body_model, runs=runs,
+                            start=None if start is None else np.concatenate([start[c][sl] for c in live]))
         for c, (lo, hi, _) in zip(live, runs):
             outs[c][sl] = got[lo:hi]
             anchors[c] = got[hi - 1]

@@ -26,8 +26,8 @@ from engine.errors import InputError
 from engine.codec.semantics import KeySemantics, QuantSpec, snap
 
 # progress(stage, done, total): stage is "landmarks" (frames), "fit" (percent x groups of
-# pictures), "key picture" (groups of pictures) or "closed loop" (frames); it may raise to cancel
-# the encode.
+# pictures), "key picture" (groups of pictures), "closed loop, first steps" or "closed loop" (frames);
+# it may raise to cancel the encode.
 Progress = Callable[[str, int, int], None]
 
 
@@ -282,7 +282,7 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
     from engine.analysis.keys import (QP_STEPS, chain_samples, chain_stand_in, choose_group_starts, choose_key_qp,
                                       choose_keys, cost_samples, key_qp_offsets, search_pool)
     from engine.synthesis.decoder import DecodeCache
-    from engine.analysis.closed_loop import refine_bitstream
+    from engine.analysis.closed_loop import draft_rows, refine_bitstream
     from engine.workers import torch_threads
 
     lo, hi = QP_RANGE[key_codec]
@@ -389,6 +389,10 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
         coder.limit(None)
         if not keep_analysis:
             lm = replace(lm, masks=None)          # the person masks served the camera motion only (0.15 MB a frame)
+        # Frames with no person hold the last state a person was seen in: the closed loop leaves both as they are.
+        frozen = ~lm.detected
+        frozen[:-1] |= lm.detected[:-1] & ~lm.detected[1:]
+        drafted = None                            # the closed loop's first steps, when they ran early
         chained = chain and len(gops) > 1
         if chained and not auto:
             t = time.perf_counter()
@@ -492,20 +496,39 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
                                                 rate_kbps=rate_kbps, key_qp=key_qp, max_refs=max_refs,
                                                 body_model=model, device=device, log=log, pool=shared)
             chained = chain and len(chosen) > 1
+            # With one key QP the closed loop's first steps (closed_loop.draft_rows) run while the key
+            # pictures code: they need the groups, not the pictures.
+            early = effort_spec.side > 0 and effort_spec.polish > 0 and len(qps) == 1
             # The boundaries' draft workers fork first (or already did, for the search): a fork waits for every
             # running subprocess to end (engine.workers), and the chain's encoders would then finish before the
             # boundaries begin. One key has no boundaries to choose: no workers of their own.
             with shared or (search_pool(frames, model, device, DecodeCache()) if len(chosen) > 1 else
                             nullcontext()) as pool:
-                if chained:
+                if chained and not early:
                     # The chain does not depend on the group boundaries: it codes while they are chosen
                     # (ted_c's 17 keys at QP 37: 6.4 s, two pictures at a time; keypicture._encode_segment).
                     coder.submit_chain(chosen, key_qp)
                 starts = choose_group_starts(frames, lambda st: builder(key_qp, st)(chosen, placeholder=lambda k: b"\0"),
                                              chosen, log=log, pool=pool)
             offsets = {} if chain else dict(zip(chosen, key_qp_offsets(starts, N)))
-            for k in [] if chained else chosen:           # they code while the rest runs
-                coder.submit([k], key_qp_of(key_qp, k, offsets))
+
+            def code_keys():
+                """The key pictures start coding (they code while the rest runs)."""
+                if chained:
+                    # Beside the first steps one thread: the same bytes (keypicture._encode_segment), and
+                    # libvvenc's second thread would only wait busily on a core the steps need.
+                    coder.submit_chain(chosen, key_qp, threads=1 if early else None)
+                for k in [] if chained else chosen:
+                    coder.submit([k], key_qp_of(key_qp, k, offsets))
+            if early:
+                t_draft = time.perf_counter()
+                drafted = draft_rows(builder(key_qp, starts, offsets)(chosen, placeholder=lambda k: b"\0"), frames,
+                                     effort_spec, body_model=model, device=device, frozen=frozen,
+                                     while_drafting=code_keys, progress=None if progress is None else (
+                                         lambda done, total: progress("closed loop, first steps", done, total)))
+                timings["draft"] = time.perf_counter() - t_draft
+            else:
+                code_keys()
             if len(qps) > 1:
                 key_qp = _fill_rate(lambda q: builder(q, starts, offsets), key_qp, chosen, rate_kbps, lo,
                                     effort_spec.side > 0, log, max_qp=hi)
@@ -519,11 +542,8 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
             def loop_progress(done, total):
                 if progress is not None:
                     progress("closed loop", done, total)
-            # Frames with no person hold the last state a person was seen in: both stay as they are.
-            frozen = ~lm.detected
-            frozen[:-1] |= lm.detected[:-1] & ~lm.detected[1:]
             bs, report = refine_bitstream(bs, frames, effort_spec, body_model=model, device=device, hold=hold,
-                                          progress=loop_progress, frozen=frozen)
+                                          progress=loop_progress, frozen=frozen, drafted=drafted)
             timings["closed_loop"] = time.perf_counter() - t
         # The landmark error of the semantics as coded, once, at the end (each stage above changes them).
         errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())] if len(fits) == 1 else [

@@ -3,7 +3,8 @@
 Per TED clip (every TED clip under --data, ../shared/data/more included; the first --max-frames frames,
 default 100), the real ``encode_video`` call at each effort level (fast, then default) with the default
 settings otherwise (key pictures chosen by content, key QP 37): its wall seconds and frames per second,
-where the time went (landmarks, fit, key search, closed loop), then the analytic decoder's frames
+where the time went (landmarks, fit, key stage, of it the closed loop's first steps beside the key
+pictures' encoder, the rest of the closed loop), then the analytic decoder's frames
 scored against the working frames (PSNR, SSIM, MS-SSIM, VMAF), the rate, and the step error into the
 first frame of a group and into the others (``metrics.boundary_steps``: a key's group giving way to the
 next key's shows as a jump no frame-by-frame metric sees). Wall-clock figures: run it
@@ -17,7 +18,9 @@ import numpy as np
 
 EFFORTS = ("fast", "default")
 DEFAULT_FRAMES = 100
-STAGES = ("landmarks", "fit", "keys", "closed_loop")
+# "draft": the closed loop's first steps, which run inside the key stage, beside the key pictures' encoder
+# (engine.analysis.closed_loop.draft_rows): part of "keys", not of "closed_loop".
+STAGES = ("landmarks", "fit", "keys", "draft", "closed_loop")
 
 
 def measure(path, effort: str, max_frames: int, device=None) -> dict:
@@ -44,7 +47,7 @@ def run(args) -> int:
         raise InputError(f"no TED clips under {args.data}")
     mf = getattr(args, "max_frames", None) or DEFAULT_FRAMES
     device = getattr(args, "device", None)
-    head = ("| clip | effort | encode s | frames/s | landmarks / fit / keys / closed loop s | keys | kbps "
+    head = ("| clip | effort | encode s | frames/s | landmarks / fit / keys (of it first steps) / closed loop s | keys | kbps "
             "| sem bits/frame | PSNR | SSIM | MS-SSIM | VMAF | step error at / off a boundary |")
     lines = [head, "|" + "---|" * 13]
     print(head, flush=True)
@@ -54,8 +57,7 @@ def run(args) -> int:
             s = measure(path, effort, mf, device)
             s.update(clip=path.stem, effort=effort)
             rows.append(s)
-            line = (f"| {path.stem} | {effort} | {s['seconds']:.1f} | {s['fps']:.2f} | "
-                    + " / ".join(f"{s['t_' + k]:.1f}" for k in STAGES)
+            line = (f"| {path.stem} | {effort} | {s['seconds']:.1f} | {s['fps']:.2f} | " + _stages(s)
                     + f" | {s['keys']} | {s['kbps']:.2f} | {s['sem_bpf']:.1f} | {s['psnr']:.2f} | {s['ssim']:.4f} "
                     f"| {s['ms_ssim']:.4f} | {s.get('vmaf', float('nan')):.1f} "
                     f"| {s['step_at']:.2f} / {s['step_inside']:.2f} |")
@@ -66,9 +68,14 @@ def run(args) -> int:
         m = {k: float(np.nanmean([r[k] for r in sel])) for k in ("kbps", "sem_bpf", "psnr", "ssim", "ms_ssim", "vmaf",
                                                                  "step_at", "step_inside", *("t_" + s for s in STAGES))}
         secs = sum(r["seconds"] for r in sel)
-        lines.append(f"| **all** | {effort} | {secs:.1f} | {sum(r['frames'] for r in sel) / secs:.2f} | "
-                     + " / ".join(f"{m['t_' + k]:.1f}" for k in STAGES)
+        lines.append(f"| **all** | {effort} | {secs:.1f} | {sum(r['frames'] for r in sel) / secs:.2f} | " + _stages(m)
                      + f" | | {m['kbps']:.2f} | {m['sem_bpf']:.1f} | {m['psnr']:.2f} | {m['ssim']:.4f} "
                      f"| {m['ms_ssim']:.4f} | {m['vmaf']:.1f} | {m['step_at']:.2f} / {m['step_inside']:.2f} |")
     print("\n".join(lines))
     return 0
+
+
+def _stages(s: dict) -> str:
+    """landmarks / fit / keys (first steps) / closed loop, in seconds."""
+    t = {k: s["t_" + k] for k in STAGES}
+    return f"{t['landmarks']:.1f} / {t['fit']:.1f} / {t['keys']:.1f} ({t['draft']:.1f}) / {t['closed_loop']:.1f}"

@@ -172,12 +172,14 @@ def _opens_sequence(payload: bytes) -> bool:
     return False
 
 
-def encode_key_chain(pictures, codec: str = "vvc", qp: int = 37, preset: str = "medium") -> list[KeyPicture]:
+def encode_key_chain(pictures, codec: str = "vvc", qp: int = 37, preset: str = "medium",
+                     threads: int | None = None) -> list[KeyPicture]:
     """Code RGB pictures (each uint8 H x W x 3, one size) as one chain: low-delay VVC in which each picture
     is predicted from the ones before it, every picture at ``qp``. Returns one KeyPicture per picture, its
     payload the picture's access unit; the first of every CHAIN_SEGMENT is intra, with the parameter sets,
     and only its segment up to a picture decodes that picture (``decode_key_chain``, ``chain_segments``).
-    Segments are coded side by side."""
+    Segments are coded side by side. ``threads``: libvvenc's threads a segment (default: two at the medium
+    and faster presets, one at slow); the bytes are the same."""
     if codec != "vvc":
         raise InputError(f"chained key pictures are VVC only, not {codec}")
     pics = [_check(p, codec, qp, preset) for p in pictures]
@@ -187,13 +189,15 @@ def encode_key_chain(pictures, codec: str = "vvc", qp: int = 37, preset: str = "
         raise InputError("the pictures of a key chain must all have one size")
     parts = [pics[a:a + CHAIN_SEGMENT] for a in range(0, len(pics), CHAIN_SEGMENT)]
     if len(parts) == 1:
-        return _encode_segment(parts[0], codec, qp, preset)
+        return _encode_segment(parts[0], codec, qp, preset, threads)
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(2) as pool:
-        return [kp for seg in pool.map(lambda part: _encode_segment(part, codec, qp, preset), parts) for kp in seg]
+        return [kp for seg in pool.map(lambda part: _encode_segment(part, codec, qp, preset, threads), parts)
+                for kp in seg]
 
 
-def _encode_segment(pics: list[np.ndarray], codec: str, qp: int, preset: str) -> list[KeyPicture]:
+def _encode_segment(pics: list[np.ndarray], codec: str, qp: int, preset: str,
+                    threads: int | None = None) -> list[KeyPicture]:
     if len(pics) == 1:
         return [encode_key_picture(pics[0], codec, qp, preset)]
     h, w = pics[0].shape[:2]
@@ -208,7 +212,7 @@ def _encode_segment(pics: list[np.ndarray], codec: str, qp: int, preset: str) ->
     # Should the fast or slow preset still fail so on other pictures, the chain is coded at medium, which has
     # coded every chain so far: a valid file rather than a long encode lost at its end.
     def code(preset):
-        n = 1 if preset == "slow" else 2
+        n = 1 if preset == "slow" else (threads or 2)
         return _vvenc(pics, qp, _CHAIN_INTRA_PERIOD, ":" + _CHAIN_PARAMS + f":MaxParallelFrames={n}", threads=n,
                       preset=preset)
     try:
@@ -263,14 +267,15 @@ class PictureCoder:
             self._limit = self.workers if n is None else max(1, int(n))
             self._turns.notify_all()
 
-    def _code(self, k, qp: int):
-        """Frame k's picture at ``qp``; k a tuple of frames: their chain (``encode_key_chain``)."""
+    def _code(self, k, qp: int, threads: int | None = None):
+        """Frame k's picture at ``qp``; k a tuple of frames: their chain (``encode_key_chain``, on
+        ``threads``)."""
         with self._turns:
             self._turns.wait_for(lambda: self._running < self._limit)
             self._running += 1
         try:
             if isinstance(k, tuple):
-                return encode_key_chain([self.frames[i] for i in k], self.codec, qp, self.preset)
+                return encode_key_chain([self.frames[i] for i in k], self.codec, qp, self.preset, threads)
             return encode_key_picture(self.frames[k], self.codec, qp, self.preset)
         finally:
             with self._turns:
@@ -291,12 +296,12 @@ class PictureCoder:
         self.submit([k], qp)
         return self._jobs[int(k), qp].result()
 
-    def submit_chain(self, frames, qp: int | None = None) -> None:
-        """Start coding the chain of these frames' pictures (``encode_key_chain``) at ``qp``."""
+    def submit_chain(self, frames, qp: int | None = None, threads: int | None = None) -> None:
+        """Start coding the chain of these frames' pictures (``encode_key_chain``, on ``threads``) at ``qp``."""
         qp = self.qp if qp is None else int(qp)
         key = (tuple(int(k) for k in frames), qp)
         if key not in self._jobs:
-            self._jobs[key] = self.pool.submit(self._code, key[0], qp)
+            self._jobs[key] = self.pool.submit(self._code, key[0], qp, threads)
 
     def chain(self, frames, qp: int | None = None) -> list[KeyPicture]:
         """The chain of these frames' pictures at ``qp`` (started now if it was not), one per frame."""
