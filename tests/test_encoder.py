@@ -491,6 +491,9 @@ def test_encode_groups_of_pictures_and_no_camera(synthetic_video, tmp_path):
     bs = s.bitstream
     assert [g.start for g in bs.gops] == [0, 3, 6] and [g.n_frames for g in bs.gops] == [3, 3, 1]
     assert not bs.has_camera and bs.dims == 31 and len(bs.gops) == 3 and s.rate.camera_bpf == 0
+    # A fixed period's keys code beside the fit: the closed loop's steps all run against the decoded keys,
+    # none before them against stand-ins.
+    assert s.closed_loop.frames > 0 and not s.closed_loop.drafted_before and "draft" not in s.timings
     back = from_bytes(to_bytes(bs))
     for g, h in zip(bs.gops, back.gops):
         assert np.allclose(g.frames, h.frames)

@@ -542,7 +542,12 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
             def loop_progress(done, total):
                 if progress is not None:
                     progress("closed loop", done, total)
-            bs, report = refine_bitstream(bs, frames, effort_spec, body_model=model, device=device, hold=hold,
+            # Where the first steps could not run beside the key pictures' encoder (a rate target's key QP
+            # search codes chain after chain; a fixed period's chain codes beside the fit, long before),
+            # all the steps run against the decoded keys, as before them: three more steps would only cost
+            # time there (docs/BENCHMARKS.md "The closed loop's first steps beside the key pictures' chain").
+            loop_effort = effort_spec if drafted is not None else replace(effort_spec, polish=0)
+            bs, report = refine_bitstream(bs, frames, loop_effort, body_model=model, device=device, hold=hold,
                                           progress=loop_progress, frozen=frozen, drafted=drafted)
             timings["closed_loop"] = time.perf_counter() - t
         # The landmark error of the semantics as coded, once, at the end (each stage above changes them).

@@ -71,7 +71,8 @@ def run(args) -> int:
         def progress(stage, done, total):
             b = bars.get(stage)
             if b is None:
-                unit = {"landmarks": "frame", "fit": "%", "closed loop": "frame"}.get(stage.split(": ")[-1], "gop")
+                unit = {"landmarks": "frame", "fit": "%", "closed loop": "frame",
+                        "closed loop, first steps": "frame"}.get(stage.split(": ")[-1], "gop")
                 b = bars[stage] = tqdm(total=total, desc=stage, unit=unit, leave=False, file=sys.stderr)
             b.n = done
             b.refresh()
