@@ -310,3 +310,21 @@ def test_the_first_steps_run_before_the_keys_are_coded_give_the_same_file_as_run
     # An effort without them runs no first steps, but still starts what waits for them.
     assert draft_rows(off, frames, replace(effort, polish=0), while_drafting=lambda: started.append(1)) is None
     assert started == [True, 1]
+
+
+def test_the_loop_makes_each_key_state_once(monkeypatch):
+    """Eight groups, more than a decoder keeps by default: each of the loop's decoders makes each group's key
+    state once (they were made again in the workers, ted_c: 100 for 51)."""
+    import engine.synthesis.decoder as decoder
+    from engine.analysis.encoder import with_references
+    monkeypatch.setenv("IHVC_WORKERS", "1")
+    bs = with_references(make_bitstream(n_frames=16, gop=2, camera=False, size=48, seed=5), 4)
+    frames = decoder.Decoder(bs, device="cpu").decode_all()
+    made = []
+    new = decoder.Decoder._new_key_state
+    monkeypatch.setattr(decoder.Decoder, "_new_key_state", lambda self, gop: made.append((id(self), gop.start))
+                        or new(self, gop))
+    effort = Effort("test", side=48, iters=2, polish=1, score_side=32)
+    refine_bitstream(bs, frames, effort)
+    assert len(bs.gops) == 8 and len(set(made)) == len(made)          # none made twice by one decoder
+    assert len({d for d, _ in made}) == 3                              # stand-ins, the loss's, the scorer's

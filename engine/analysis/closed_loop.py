@@ -334,6 +334,13 @@ def stand_in_pictures(frames: np.ndarray, sigma: float = STAND_IN_BLUR) -> Calla
     return lambda gop: cv2.GaussianBlur(frames[gop.key_frame], (0, 0), sigma)
 
 
+# Key states each of the loop's decoders keeps (0.6 to 1 MB each at 128 and 192 px): a clip's groups all,
+# up to this many. With the decoder's default of six, the scoring decoder's states computed before the
+# workers fork were mostly gone by then, and the workers made them again: ted_c's loop in one process
+# computed 100 key states for its 17 groups' 51.
+KEY_STATES_KEPT = 32
+
+
 def _decoders(bs: Bitstream, effort: Effort, body_model, device, frames: np.ndarray):
     """(side, the decoder at the loss's size, the real decoder at the scoring size, the decoder of the
     stand-in keys at the loss's size or None)."""
@@ -342,10 +349,12 @@ def _decoders(bs: Bitstream, effort: Effort, body_model, device, frames: np.ndar
     side = min(effort.side, longest)
     size = None if side == longest else (side, side)
     score_side = min(effort.score_side or longest, longest)
-    small = Decoder(bs, device=device, body_model=body_model, size=size)
+    kept = min(len(bs.gops), KEY_STATES_KEPT)
+    small = Decoder(bs, device=device, body_model=body_model, size=size, cache_gops=kept)
     scorer = small if score_side == side else Decoder(
-        bs, device=device, body_model=small.body, size=None if score_side == longest else (score_side, score_side))
-    stand = Decoder(bs, device=device, body_model=small.body, size=size,
+        bs, device=device, body_model=small.body, size=None if score_side == longest else (score_side, score_side),
+        cache_gops=kept)
+    stand = Decoder(bs, device=device, body_model=small.body, size=size, cache_gops=kept,
                     pictures=stand_in_pictures(frames)) if effort.polish else None
     return side, small, scorer, stand
 
@@ -376,8 +385,8 @@ def draft_rows(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "defaul
     side, _, _, stand = _decoders(bs, effort, body_model, device, frames)
     state = _LoopState(bs, frames, None, None, side, bs.quant.steps(bs.has_camera), effort, batch, stand)
     todo, jobs = _jobs(bs, frozen)
-    for gi, _ in jobs:
-        stand.key_state(bs.gops[gi])
+    # Each group's steps draw from its own key only: the workers make its state, each once (made here
+    # first, they would hold up the key pictures' encoder, which starts after the fork).
     # The workers yield to what ``while_drafting`` starts: the key pictures' encoder, which the rest of the
     # closed loop waits for, should finish first, and the steps take whatever core it leaves.
     with ForkPool(state, cpu_workers(len(jobs)), device=stand.device, nice=DRAFT_NICE) as pool:
@@ -406,8 +415,7 @@ def _jobs(bs: Bitstream, frozen: np.ndarray | None) -> tuple[list, list]:
             for g in bs.gops]
     # Outwards from each key, in batches, so that each batch's smoothness anchors on decided rows: the
     # frames after a key and those before it are two independent chains, refined side by side in one
-    # optimiser (``_refine_group``). The groups run in forked processes (engine.workers), which inherit
-    # the decoders with every key state computed here first.
+    # optimiser (``_refine_group``). The groups run in forked processes (engine.workers).
     jobs = [(gi, orders) for gi, (gop, idx) in enumerate(zip(bs.gops, todo))
             if (orders := [o for o in ([j for j in idx if j > gop.key_offset],
                                        [j for j in reversed(idx) if j < gop.key_offset]) if o])]
@@ -467,11 +475,11 @@ def _loop(state: _LoopState, hold: np.ndarray, frozen: np.ndarray | None, max_bp
     elif drafted is not None and not drafted.fits(bs, todo):
         drafted = None                   # made from other rows (``_fit_within``'s): the first steps run here
     draft_here = bool(state.effort.polish) and drafted is None
-    for gi, _ in jobs:
-        state.small.key_state(bs.gops[gi])
+    # The scoring decoder draws from the other keys too: its key states are made here, once, and the
+    # workers inherit them. Each group's steps draw from its own key only: the worker that takes the group
+    # makes that state (the loss's decoder, the stand-ins').
+    for gi in sorted({k for gi, _ in jobs for k in (gi, *bs.gops[gi].refs)}):
         state.scorer.key_state(bs.gops[gi])
-        if draft_here:
-            state.stand.key_state(bs.gops[gi])
     refined_all = [np.asarray(g.frames, float).copy() for g in bs.gops]
     done = 0
     with ForkPool(state, cpu_workers(len(jobs)), device=state.small.device) as pool:
