@@ -66,14 +66,16 @@ def main(argv=None) -> int:
     import warnings
 
     from engine.errors import IHVCError, printable
-    from engine.fileio import Stopped, stop_on_signals
+    from engine.fileio import Stopped, check_stopped, stop_on_signals
     # Every bad value is checked explicitly and reported in one line; a stray numpy RuntimeWarning
     # (overflow, invalid value) on the way would only split that one line into several.
     warnings.simplefilter("ignore", RuntimeWarning)
     if args._module != COMMANDS["studio"][0]:
         stop_on_signals()          # SIGTERM / SIGHUP clean up temporaries as Ctrl-C does (not in the Qt loop)
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        rc = int(importlib.import_module(args._module).run(args) or 0)
+        check_stopped()            # a stop whose exception something swallowed on the way
+        return rc
     except IHVCError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

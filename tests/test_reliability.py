@@ -339,6 +339,26 @@ def test_sigkill_leaves_a_temporary_that_the_next_run_removes(tmp_path):
     assert remove_stale_temporaries(tmp_path) == []
 
 
+def test_a_stop_whose_exception_was_swallowed_still_writes_nothing(tmp_path, monkeypatch):
+    """A signal handler's exception raised inside a callback from C is dropped there; the stop still holds:
+    the output is not renamed into place, and the command ends as stopped."""
+    from engine import fileio
+    monkeypatch.setattr(fileio, "_STOP", [])
+    out = tmp_path / "out.bin"
+    with pytest.raises(fileio.Stopped):
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"half")
+            try:
+                fileio._raise_stopped(signal.SIGTERM, None)      # as if inside a callback that swallows it
+            except fileio.Stopped:
+                pass
+    assert not out.exists() and _temporaries(tmp_path) == []
+    with pytest.raises(fileio.Stopped, match="SIGTERM"):
+        fileio.check_stopped()
+    monkeypatch.setattr(fileio, "_STOP", [])
+    fileio.check_stopped()                                          # no stop asked: nothing
+
+
 def test_decode_stopped_by_sigterm_leaves_nothing(tmp_path):
     out = tmp_path / "out.mp4"
     p = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "decode", str(SAMPLE), "-o", str(out),
