@@ -791,15 +791,22 @@ def test_encode_with_smplx_backend(synthetic_video, tmp_path):
     assert back.body_model == 2 and np.isfinite(back.semantics()).all()
 
 
-def test_progress_can_cancel_during_the_fit(synthetic_video):
+@pytest.mark.parametrize("when", ["fit", "closed loop, first steps"])
+def test_progress_can_cancel_during_the_fit_and_the_first_steps(synthetic_video, when):
+    """Cancelled in the fit, or in the closed loop's first steps while the key pictures code beside them."""
     class Stop(Exception):
         pass
 
+    seen = []
+
     def progress(stage, done, total):
-        if stage == "fit" and done >= 30:
+        seen.append(stage)
+        if stage == when and done >= (30 if when == "fit" else 1):
             raise Stop()
     with pytest.raises(Stop):
-        encode_video(synthetic_video[0], size=synthetic_video[2], max_frames=2, progress=progress)
+        encode_video(synthetic_video[0], size=synthetic_video[2], max_frames=2 if when == "fit" else 8,
+                     progress=progress, fit_options=dict(key_iters=60, iters=30))
+    assert seen[-1] == when and "closed loop" not in seen
 
 
 def test_one_offscreen_renderer_per_thread_survives_sizes_and_views(model):
