@@ -103,8 +103,13 @@ def _fake_clip(monkeypatch, best: int, n: int = 60):
         for i in idx:
             err[i] = min(abs(i - k) * (0.1 + 0.9 * min(1.0, abs(k - best) / 10)) for k in bs.keys) * 1e4 + 1
         return err
-    monkeypatch.setattr(K, "_score", score)
+    _stub_score(monkeypatch, score)
     return frames, build, (lambda k: type("P", (), {"payload": b"p" * 100})())
+
+
+def _stub_score(monkeypatch, score):
+    """The draft decoder replaced by ``score(bs, pool, frames)``, for one placement or several at once."""
+    monkeypatch.setattr(K, "_score_many", lambda items, pool: [score(bs, pool, frames) for bs, frames in items])
 
 
 def test_rate_target_takes_as_many_keys_as_fit_and_moves_them_to_the_content(monkeypatch):
@@ -112,7 +117,9 @@ def test_rate_target_takes_as_many_keys_as_fit_and_moves_them_to_the_content(mon
     budget_bytes = 3 * 100 + 50                       # three keys fit, not four
     rate = budget_bytes * 8 / 1000 * 25 / len(frames)
     keys, trials = K.choose_keys(frames, build, picture, rate_kbps=rate)
-    assert len(keys) == 3 and all(t.bytes <= budget_bytes for t in trials if t.kept)
+    assert len(keys) == 3 and len(container.to_bytes(build(keys))) <= budget_bytes
+    assert all(t.bytes is not None for t in trials if list(t.keys) == K.uniform_keys(len(t.keys), len(frames)))
+    assert any(t.bytes is None for t in trials)                # the moves: judged by their error alone
     assert min(abs(k - 14) for k in keys) <= 1       # moved from the even spread (10, 30, 50) to the good frame
     assert keys == sorted(keys) and min(np.diff(keys)) >= K.MIN_SPACING
 
@@ -170,7 +177,7 @@ def test_the_count_search_looks_past_a_plateau(monkeypatch):
         err = np.zeros(n)
         err[list(idx)] = 1e6 if len(bs.keys) < 5 else 1e3
         return err
-    monkeypatch.setattr(K, "_score", score)
+    _stub_score(monkeypatch, score)
     keys, _ = K.choose_keys(frames, build, picture, lam=10.0)
     assert len(keys) == 5                         # the first count past the plateau: bits cost the rest
 
@@ -388,7 +395,7 @@ def test_under_a_rate_the_key_qp_is_chosen_with_the_keys(monkeypatch):
         for i in idx:
             err[i] = min(abs(i - k) for k in bs.keys) * 200.0
         return err
-    monkeypatch.setattr(K, "_score", score)
+    _stub_score(monkeypatch, score)
     tried = []
 
     def build(qp):
@@ -536,3 +543,33 @@ def test_the_count_search_starts_near_a_key_every_eight_frames_and_walks_down_wh
             assert min(counted) <= want
     assert len(K.choose_keys(frames, build, picture, lam=1.0)[0]) > start   # both sides were tried
     assert len(K.choose_keys(frames, build, picture, lam=1e6)[0]) < start
+
+
+def test_placements_drawn_together_score_as_each_alone(monkeypatch):
+    """``_score_many`` (the key moves' two places in one round of the pool) gives each placement the
+    errors ``_score`` gives it alone: every frame on the draft grid from the worker that drew it, the
+    frames off the grid and outside ``frames`` 0."""
+    class Bs:
+        def __init__(self, seed, n=23):
+            self.seed, self.n_frames = seed, n
+
+    class Pool:
+        workers = 3
+
+        def map(self, fn, jobs):
+            return [fn(None, job) for job in reversed(jobs)][::-1]     # in order, as ForkPool.map yields
+    drawn = []
+
+    def draft(state, job):
+        bs, idx = job
+        drawn.append(tuple(idx))
+        return np.array([1000.0 * bs.seed + i for i in idx])
+    monkeypatch.setattr(K, "_draft_errors", draft)
+    a, b = Bs(1), Bs(2)
+    together = K._score_many([(a, range(4, 17)), (b, None)], Pool())
+    alone = [K._score(a, Pool(), range(4, 17)), K._score(b, Pool())]
+    for got, want in zip(together, alone):
+        assert np.array_equal(got, want)
+    assert together[0][4] == 1004 and together[0][5] == 0 and together[0][2] == 0 and together[0][16] == 1016
+    assert together[1][22] == 2022 and together[1][21] == 0
+    assert len(drawn) == 2 * (3 + 3)                   # each placement's grid split over the three workers

@@ -150,7 +150,7 @@ def chain_samples(n_frames: int, dense: bool = True) -> list[int]:
 @dataclass
 class KeyTrial:
     keys: tuple[int, ...]
-    bytes: int
+    bytes: int | None         # the file's estimated size; None for a move (judged by its error alone)
     sse: float                # squared error of the draft decode, scaled to the full frame size
     kept: bool
 
@@ -210,13 +210,25 @@ def _score(bs: Bitstream, pool, frames=None) -> np.ndarray:
     """Squared error (summed over pixels, mean over channels) of the draft decode of ``frames`` (default
     all) that fall on the DRAFT_STRIDE grid (0 elsewhere), the key pictures taken from the frames
     themselves (not yet coded), on ``pool`` (``search_pool``): the k-th frame of the grid on worker k mod W."""
-    idx = [i for i in (range(bs.n_frames) if frames is None else frames) if i % DRAFT_STRIDE == 0]
-    parts = [[i for i in idx if (i // DRAFT_STRIDE) % pool.workers == w] for w in range(pool.workers)]
-    parts = [p for p in parts if p]
-    err = np.zeros(bs.n_frames)
-    for p, e in zip(parts, pool.map(_draft_errors, [(bs, p) for p in parts])):
-        err[p] = e
-    return err
+    return _score_many([(bs, frames)], pool)[0]
+
+
+def _score_many(items: list, pool) -> list[np.ndarray]:
+    """:func:`_score` of several (bitstream, frames) at once, in one round of the pool: the two places a
+    key may move to are drawn side by side (each alone left a worker idle while the other finished, and
+    the main process priced the next between them: the key moves kept the two cores 70 to 80 % busy)."""
+    jobs, where = [], []
+    for n, (bs, frames) in enumerate(items):
+        idx = [i for i in (range(bs.n_frames) if frames is None else frames) if i % DRAFT_STRIDE == 0]
+        for w in range(pool.workers):
+            part = [i for i in idx if (i // DRAFT_STRIDE) % pool.workers == w]
+            if part:
+                jobs.append((bs, part))
+                where.append(n)
+    out = [np.zeros(bs.n_frames) for bs, _ in items]
+    for n, (_, part), e in zip(where, jobs, pool.map(_draft_errors, jobs)):
+        out[n][part] = e
+    return out
 
 
 def affected_frames(keys: list[int], new: int, n_frames: int, max_refs: int) -> range:
@@ -299,17 +311,26 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
     stand_in = placeholder_payloads([picture(k).payload for k in cost_samples(N)])
     trials: list[KeyTrial] = []
 
-    def evaluate(keys, old=None, moved=None):
+    def evaluate(keys):
         bs = build(keys, placeholder=stand_in)
         size = len(container.to_bytes(bs))
-        if old is None:
-            err = _score(bs, pool) * scale
-        else:
-            changed = list(affected_frames(keys, moved, N, max_refs))
-            err = old.copy()
-            err[changed] = _score(bs, pool, changed)[changed] * scale
+        err = _score(bs, pool) * scale
         trials.append(KeyTrial(tuple(keys), size, float(err.sum()), False))
         return size, err
+
+    def moves(keys, old, cands):
+        """The draft error of each placement in ``cands`` (each ``keys`` with one key moved, to ``moved``),
+        drawn together, only where the move changes the decode. Not priced: a move keeps the count, and
+        is judged by its error alone."""
+        built = [(cand, build(cand, placeholder=stand_in), list(affected_frames(cand, moved, N, max_refs)))
+                 for cand, moved in cands]
+        out = []
+        for (cand, _, changed), e in zip(built, _score_many([(bs, changed) for _, bs, changed in built], pool)):
+            err = old.copy()
+            err[changed] = e[changed] * scale
+            trials.append(KeyTrial(tuple(cand), None, float(err.sum()), False))
+            out.append((cand, err))
+        return out
 
     # 1. how many
     spacing = None
@@ -375,19 +396,16 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
     spacing = spacing or N / len(keys)
     for j in range(len(keys)):
         for step in sorted({max(1, int(spacing / 4)), max(1, int(spacing / 8))}, reverse=True):
+            lo = keys[j - 1] + MIN_SPACING if j else 0
+            hi = keys[j + 1] - MIN_SPACING if j + 1 < len(keys) else N - 1
             best = None
-            for c in (keys[j] - step, keys[j] + step):
-                lo = keys[j - 1] + MIN_SPACING if j else 0
-                hi = keys[j + 1] - MIN_SPACING if j + 1 < len(keys) else N - 1
-                if not lo <= c <= hi:
-                    continue
-                cand = keys[:j] + [c] + keys[j + 1:]
-                size_c, err_c = evaluate(cand, err, c)
-                if err_c.sum() < (err if best is None else best[2]).sum():
-                    best = (cand, size_c, err_c)
+            for cand, err_c in moves(keys, err, [(keys[:j] + [c] + keys[j + 1:], c)
+                                                 for c in (keys[j] - step, keys[j] + step) if lo <= c <= hi]):
+                if err_c.sum() < (err if best is None else best[1]).sum():
+                    best = (cand, err_c)
             if best is not None:
-                say(f"key {keys[j]} -> {best[0][j]}: squared error {err.sum():.4g} -> {best[2].sum():.4g}")
-                keys, size, err = best
+                say(f"key {keys[j]} -> {best[0][j]}: squared error {err.sum():.4g} -> {best[1].sum():.4g}")
+                keys, err = best
     # The real pictures: when they cost more than estimated, drop the key serving the fewest frames.
     while budget is not None and len(keys) > 1 and len(container.to_bytes(build(keys))) > budget:
         starts = group_starts(keys, N) + [N]
