@@ -312,32 +312,6 @@ def test_the_first_steps_run_before_the_keys_are_coded_give_the_same_file_as_run
     assert started == [True, 1]
 
 
-def test_the_loop_prepared_while_the_first_steps_run_gives_the_same_file_and_makes_no_key_state_after(monkeypatch):
-    """``prepare_loop`` (the encoder calls it while the first steps run, once the key pictures are coded)
-    makes the decoders and every key state the loop needs; ``refine_bitstream`` given them makes none
-    and writes the same file. Given another bitstream's or effort's, it makes its own."""
-    import engine.synthesis.decoder as decoder
-    from engine.analysis.closed_loop import prepare_loop
-    from engine.analysis.encoder import with_references
-    from engine.codec.container import to_bytes
-    monkeypatch.setenv("IHVC_WORKERS", "1")
-    bs = with_references(make_bitstream(n_frames=12, gop=3, camera=False, size=48, seed=7), 4)
-    frames = decoder.Decoder(bs, device="cpu").decode_all()
-    effort = Effort("test", side=48, iters=2, polish=1, score_side=32)
-    here, _ = refine_bitstream(bs, frames, effort)
-    prepared = prepare_loop(bs, frames, effort)
-    made = []
-    new = decoder.Decoder._new_key_state
-    monkeypatch.setattr(decoder.Decoder, "_new_key_state", lambda self, gop: made.append(id(self)) or new(self, gop))
-    given, _ = refine_bitstream(bs, frames, effort, prepared=prepared)
-    assert to_bytes(given) == to_bytes(here)
-    stand = id(prepared.decoders[3])
-    assert made and set(made) == {stand}            # only the stand-ins' states (the first steps ran here)
-    made.clear()
-    refine_bitstream(bs, frames, replace(effort, iters=3), prepared=prepared)
-    assert len(set(made)) == 3 and stand not in made   # another effort: decoders of its own
-
-
 def test_the_loop_makes_each_key_state_once(monkeypatch):
     """Eight groups, more than a decoder keeps by default: each of the loop's decoders makes each group's key
     state once (they were made again in the workers, ted_c: 100 for 51)."""

@@ -365,34 +365,6 @@ def _check_frames(bs: Bitstream, frames: np.ndarray) -> None:
                          f"match the bitstream's {bs.n_frames} of {bs.width}x{bs.height}")
 
 
-@dataclass
-class Prepared:
-    """The closed loop's decoders for one bitstream, with the key states the loop needs already made
-    (``prepare_loop``)."""
-    bs: Bitstream
-    effort: Effort
-    decoders: tuple              # as ``_decoders`` returns them
-
-
-def prepare_loop(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
-                 device=None, frozen: np.ndarray | None = None) -> Prepared:
-    """The decoders ``refine_bitstream`` will use on ``bs`` (its key pictures decoded), with every key state
-    they need made: the scoring decoder's of each refined group and of the keys it draws from, the loss
-    decoder's of each refined group. The encoder makes them while the first steps still run (``draft_rows``)
-    and the key pictures' chain has finished: made after the steps, they held both cores to one for about
-    half a second on ted_c, before the loop's workers could fork."""
-    effort = effort_of(effort) if isinstance(effort, str) else effort
-    _check_frames(bs, frames)
-    decoders = _decoders(bs, effort, body_model, device, frames)
-    _, small, scorer, _ = decoders
-    _, jobs = _jobs(bs, frozen)
-    for gi in sorted({k for gi, _ in jobs for k in (gi, *bs.gops[gi].refs)}):
-        scorer.key_state(bs.gops[gi])
-    for gi, _ in jobs:
-        small.key_state(bs.gops[gi])
-    return Prepared(bs, effort, decoders)
-
-
 def draft_rows(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
                device=None, batch: int = 8, frozen: np.ndarray | None = None,
                while_drafting: Callable[[], None] | None = None,
@@ -454,7 +426,6 @@ def _jobs(bs: Bitstream, frozen: np.ndarray | None) -> tuple[list, list]:
 def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "default", *, body_model=None,
                      device=None, hold=None, batch: int = 8, frozen: np.ndarray | None = None,
                      max_bpf: float | None = MAX_SEMANTIC_BPF, drafted: Drafted | None = None,
-                     prepared: Prepared | None = None,
                      progress: Callable[[int, int], None] | None = None) -> tuple[Bitstream, RefineReport]:
     """``bs`` with each frame's semantics refined against ``frames`` (N x H x W x 3 uint8, the
     working frames the bitstream was coded from), see the module docstring. Key pictures, key
@@ -462,16 +433,14 @@ def refine_bitstream(bs: Bitstream, frames: np.ndarray, effort: Effort | str = "
     encoder freezes frames with no person, which hold the last state, and that state). ``max_bpf``:
     the per-frame semantics' budget (None: none; see :data:`MAX_SEMANTIC_BPF`). ``drafted``: the first
     steps, run before (``draft_rows``, the same ``bs`` rows, ``frozen`` and effort); they are run here
-    when not given or made from other rows, with the same result. ``prepared``: ``prepare_loop``'s decoders
-    for this ``bs`` (made here otherwise, with the same result). Returns the new bitstream and a report."""
+    when not given or made from other rows, with the same result. Returns the new bitstream and a report."""
     effort = effort_of(effort) if isinstance(effort, str) else effort
     report = RefineReport()
     if effort.side <= 0 or effort.iters <= 0:
         return bs, report
     _check_frames(bs, frames)
     t0 = time.perf_counter()
-    ready = prepared is not None and prepared.bs is bs and prepared.effort == effort
-    side, small, scorer, stand = prepared.decoders if ready else _decoders(bs, effort, body_model, device, frames)
+    side, small, scorer, stand = _decoders(bs, effort, body_model, device, frames)
     from engine.analysis.encoder import hold_vector
     steps = bs.quant.steps(bs.has_camera)
     hold = hold_vector(hold, len(steps))

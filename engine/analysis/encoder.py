@@ -282,7 +282,7 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
     from engine.analysis.keys import (QP_STEPS, chain_samples, chain_stand_in, choose_group_starts, choose_key_qp,
                                       choose_keys, cost_samples, key_qp_offsets, search_pool)
     from engine.synthesis.decoder import DecodeCache
-    from engine.analysis.closed_loop import draft_rows, prepare_loop, refine_bitstream
+    from engine.analysis.closed_loop import draft_rows, refine_bitstream
     from engine.workers import torch_threads
 
     lo, hi = QP_RANGE[key_codec]
@@ -393,7 +393,6 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
         frozen = ~lm.detected
         frozen[:-1] |= lm.detected[:-1] & ~lm.detected[1:]
         drafted = None                            # the closed loop's first steps, when they ran early
-        prepared = None                           # ... and the loop's decoders, made while they ran
         chained = chain and len(gops) > 1
         if chained and not auto:
             t = time.perf_counter()
@@ -523,28 +522,17 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
                     coder.submit([k], key_qp_of(key_qp, k, offsets))
             if early:
                 t_draft = time.perf_counter()
-                # The key pictures' chain ends seconds before the first steps do. Meanwhile a thread of this
-                # process, idle, decodes it and makes the key states the rest of the loop needs
-                # (prepare_loop): made after the steps, they held the cores to one for about half a second.
-                ready = []
-
-                def code_and_prepare():
-                    code_keys()
-                    ready.append(coder.pool.submit(lambda: prepare_loop(
-                        builder(key_qp, starts, offsets)(chosen), frames, effort_spec, body_model=model,
-                        device=device, frozen=frozen)))
                 drafted = draft_rows(builder(key_qp, starts, offsets)(chosen, placeholder=lambda k: b"\0"), frames,
                                      effort_spec, body_model=model, device=device, frozen=frozen,
-                                     while_drafting=code_and_prepare, progress=None if progress is None else (
+                                     while_drafting=code_keys, progress=None if progress is None else (
                                          lambda done, total: progress("closed loop, first steps", done, total)))
-                prepared = ready[0].result()
                 timings["draft"] = time.perf_counter() - t_draft
             else:
                 code_keys()
             if len(qps) > 1:
                 key_qp = _fill_rate(lambda q: builder(q, starts, offsets), key_qp, chosen, rate_kbps, lo,
                                     effort_spec.side > 0, log, max_qp=hi)
-            bs = prepared.bs if prepared is not None else builder(key_qp, starts, offsets)(chosen)
+            bs = builder(key_qp, starts, offsets)(chosen)
             gops = bs.gops
             timings["keys"] = time.perf_counter() - t
         report = None
@@ -560,7 +548,7 @@ def _encode_clip(clip, t0: float, read_s: float, model, *, path, key_codec, key_
             # time there (docs/BENCHMARKS.md "The closed loop's first steps beside the key pictures' chain").
             loop_effort = effort_spec if drafted is not None else replace(effort_spec, polish=0)
             bs, report = refine_bitstream(bs, frames, loop_effort, body_model=model, device=device, hold=hold,
-                                          progress=loop_progress, frozen=frozen, drafted=drafted, prepared=prepared)
+                                          progress=loop_progress, frozen=frozen, drafted=drafted)
             timings["closed_loop"] = time.perf_counter() - t
         # The landmark error of the semantics as coded, once, at the end (each stage above changes them).
         errs = [fit_errors(model, fits[0], lm, semantics=bs.semantics())] if len(fits) == 1 else [
