@@ -319,9 +319,9 @@ def choose_keys(frames: np.ndarray, build: Callable, picture: Callable, *, rate_
         return size, err
 
     def moves(keys, old, cands):
-        """The draft error of each placement in ``cands`` (each ``keys`` with one key moved, to ``moved``),
-        drawn together, only where the move changes the decode. Not priced: a move keeps the count, and
-        is judged by its error alone."""
+        """[(placement, its draft error)] for each (placement, the frame a key moved to) of ``cands``: ``old``
+        (the error of ``keys``) redrawn where the move changes the decode, the placements together in one
+        round of the pool. Not priced: a move keeps the count, and is judged by its error alone."""
         built = [(cand, build(cand, placeholder=stand_in), list(affected_frames(cand, moved, N, max_refs)))
                  for cand, moved in cands]
         out = []
