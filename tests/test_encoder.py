@@ -157,7 +157,7 @@ def test_a_person_turning_past_their_back_is_fitted_turning_that_way(model):
 def test_a_torso_shorter_in_the_picture_than_the_model_is_not_leant_back(model):
     """A person whose torso looks shorter than the body model's (a phone held low, other proportions): the 2D
     points alone are met by leaning the body back, which puts arms hanging in front of the belly behind it
-    (dance_tiktok_0: 15 to 27 degrees against MediaPipe's metric pose, the key's crossed arm then painted on
+    (dance_tiktok_0: 26 degrees further back than MediaPipe's metric pose, a key's crossed arm then painted on
     the belly of later frames). The metric pose's hip -> shoulder directions hold the lean."""
     n, size = 6, 384
     pose, rot, trans, loc = _truth(n)
