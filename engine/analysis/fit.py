@@ -54,7 +54,9 @@ EVAL_LANDMARKS = ("nose", "left_shoulder", "right_shoulder", "left_elbow", "righ
 # of 11 people; dance_tiktok_0's arms then hung behind its belly, and a key's arm crossed in front of it was
 # painted on the belly of later frames). With them the arm joints' depth agrees with MediaPipe's within 2 to
 # 12 cm on average instead of 2 to 22, for at most 0.2 px more or less 2D error (0.6 px more on dance_tiktok_0),
-# and the encoder's D + lambda R is 0.9 to 2.0 % lower on average (docs/BENCHMARKS.md, session 31).
+# and the encoder's D + lambda R is 0.9 to 2.0 % lower on average over 11 people: 2.4 to 3.8 % lower on the
+# dancers and ubc_1, but 0.8 to 1.0 % higher on the TED speakers at two of three key QPs (ted_e's BD-rate
+# +2.5 to +5 % on PSNR, MS-SSIM and VMAF). Kept for the truer pose (docs/BENCHMARKS.md, session 31).
 _DIR_PAIRS = ((11, 13), (13, 15), (12, 14), (14, 16), (12, 11), (24, 23), (23, 25), (25, 27), (24, 26), (26, 28),
               (23, 11), (24, 12))
 _MP_OF = {v: k for k, v in POSE_LANDMARKS.items()}
