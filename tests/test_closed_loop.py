@@ -281,6 +281,15 @@ def test_landmark_rows_over_the_budget_are_held_when_that_fits(truth):
     assert "landmark rows held" in report.line()
 
 
+def _shifted(bs):
+    """``bs`` with its first group's rows after the key moved off the truth (the box 4 px right, a shoulder turned)."""
+    gop = bs.gops[0]
+    wrong = gop.frames.copy()
+    wrong[1:, 27] += 0.04
+    wrong[1:, 15:18] += 0.12
+    return replace(bs, gops=[replace(gop, frames=snap(wrong, bs.steps))])
+
+
 def test_the_first_steps_run_before_the_keys_are_coded_give_the_same_file_as_run_in_the_loop(truth):
     """The default effort's first steps are against stand-ins for the key pictures (the working frames,
     blurred), so the encoder runs them while the keys code (``draft_rows``); ``refine_bitstream`` runs
@@ -288,11 +297,7 @@ def test_the_first_steps_run_before_the_keys_are_coded_give_the_same_file_as_run
     from engine.analysis.closed_loop import draft_rows
     from engine.codec.container import to_bytes
     bs, frames = truth
-    gop = bs.gops[0]
-    wrong = gop.frames.copy()
-    wrong[1:, 27] += 0.04
-    wrong[1:, 15:18] += 0.12
-    off = replace(bs, gops=[replace(gop, frames=snap(wrong, bs.steps))])
+    off = _shifted(bs)
     effort = Effort("test", side=96, iters=8, lr=0.8, polish=2)
     started = []
     drafted = draft_rows(off, frames, effort, while_drafting=lambda: started.append(True))
@@ -310,6 +315,26 @@ def test_the_first_steps_run_before_the_keys_are_coded_give_the_same_file_as_run
     # An effort without them runs no first steps, but still starts what waits for them.
     assert draft_rows(off, frames, replace(effort, polish=0), while_drafting=lambda: started.append(1)) is None
     assert started == [True, 1]
+
+
+def test_the_first_steps_at_a_smaller_size_draw_smaller_and_give_the_same_file_whoever_runs_them(truth):
+    """``Effort.draft_side``: the first steps (against stand-ins) at their own size, the steps after them at
+    the loss's. The stand-ins' decoder is that size, the first steps land elsewhere than at the full loss
+    size, and the file is the same whether the encoder ran them beside its key pictures or the loop did."""
+    from engine.analysis.closed_loop import _decoders, draft_rows
+    from engine.codec.container import to_bytes
+    bs, frames = truth
+    off = _shifted(bs)
+    effort = Effort("test", side=96, iters=8, lr=0.8, polish=2, draft_side=64)
+    side, small, _, stand = _decoders(off, effort, None, "cpu", frames)
+    assert (small.height, small.width, stand.height, stand.width) == (96, 96, 64, 64)
+    drafted = draft_rows(off, frames, effort)
+    full = draft_rows(off, frames, replace(effort, draft_side=0))
+    assert not np.array_equal(drafted.rows[0][1:], full.rows[0][1:])
+    given, r_given = refine_bitstream(off, frames, effort, drafted=drafted)
+    here, r_here = refine_bitstream(off, frames, effort)
+    assert r_given.drafted_before and to_bytes(given) == to_bytes(here)
+    assert _mse(given, frames)[1:].mean() < 0.5 * _mse(off, frames)[1:].mean()
 
 
 def test_the_loop_makes_each_key_state_once(monkeypatch):

@@ -265,10 +265,14 @@ def test_encode_synthetic_video_end_to_end(model, synthetic_video, tmp_path):
     bs = summary.bitstream
     assert bs.n_frames == 8 and bs.width == S and bs.has_camera and bs.dims == 34
     assert summary.undetected == 0 and len(summary.bitstream.gops) == 1
-    # The closed loop's first steps run while the key picture codes, and the loop starts from them.
-    assert [c[0] for c in calls if c[0] != "fit"][-2:] == ["closed loop, first steps", "closed loop"]
+    # The closed loop's first steps run while the key picture codes, and the loop starts from them. (Its rows
+    # may still cost more than the semantics' budget, as the landmark rows of this clip do: then a second pass
+    # starts from the landmark rows held harder, ``fit_hold``, and runs its first steps itself.)
+    seq = [c[0] for c in calls if c[0] not in ("fit", "landmarks")]
+    report = summary.closed_loop
+    assert seq == ["key picture", "closed loop, first steps"] + ["closed loop"] * (2 if report.fit_hold else 1)
     assert {c[0] for c in calls} == {"landmarks", "fit", "key picture", "closed loop, first steps", "closed loop"}
-    assert summary.closed_loop.drafted_before and summary.timings["draft"] > 0
+    assert (report.drafted_before or report.fit_hold) and summary.timings["draft"] > 0
     fit_done = [c[1] for c in calls if c[0] == "fit"]
     assert len(fit_done) > 5 and fit_done == sorted(fit_done) and fit_done[-1] == 100
     assert {c[2] for c in calls if c[0] == "fit"} == {100}

@@ -24,7 +24,8 @@ encoder searches motion vectors (analysis by synthesis):
   is the one whose decoded frame was scored.
 
 Effort levels (``encode --effort``), like a video encoder's presets: ``fast`` is the landmark fit
-alone; ``default`` refines at 128 px with a few iterations; ``slow`` at full size with more, and
+alone; ``default`` refines at 128 px with a few iterations (its first steps, against stand-ins for the
+key pictures, at 96); ``slow`` at full size with more, and
 codes the key pictures at libvvenc's slow preset instead of medium.
 
 The default effort takes its first steps before the key pictures are coded (``draft_rows``): against
@@ -64,6 +65,7 @@ class Effort:
     # at the learning rate ``polish_lr`` (0: all ``iters`` against the decoded keys, none before them).
     polish: int = 0
     polish_lr: float = 0.2
+    draft_side: int = 0       # the square size of the steps against stand-ins (0: ``side``)
 
 
 # Measured on ted_f (its first 58 inter frames, auto keys, ``RATE_WEIGHT`` 0, loaded 2-core machine):
@@ -86,11 +88,15 @@ class Effort:
 # with sigma 1.5 px and three steps at a learning rate of 0.2 after, -0.06 to +0.10 dB, -0.3 to +1.0
 # VMAF and 0 to 0.7 % fewer bytes (mean +0.03 dB, +0.31 VMAF). At the default rate of 0.6 the three
 # steps after changed nothing: Adam's first steps are a whole rate long and overshot every time.
+# The first steps at 96 px instead of 128 (the three against the decoded keys stay at 128): the five TED clips'
+# default encodes (2026-12-07, session 32, one-off /tmp/s32/exp2.py) PSNR -0.06 to +0.03 dB (mean -0.01), VMAF
+# -0.45 to +0.47 (mean +0.02), the same bytes within 0.3 %, the first steps 13.9 -> 12.8 s on ted_a and 18.7 -> 13.1
+# on ted_f (they share the cores with the key pictures' encoder). At 64 px all three clips tried lost 0.04 to 0.08 dB.
 STAND_IN_BLUR = 1.5       # px at the working size: the Gaussian that stands in for the key pictures' coding
 DRAFT_NICE = 10           # the first steps' workers' niceness beside the key pictures' encoder (draft_rows)
 EFFORTS = {
     "fast": Effort("fast", 0, 0),
-    "default": Effort("default", 128, 10, score_side=192, polish=3),
+    "default": Effort("default", 128, 10, score_side=192, polish=3, draft_side=96),
     "slow": Effort("slow", 384, 24, key_preset="slow"),
 }
 
@@ -354,8 +360,9 @@ def _decoders(bs: Bitstream, effort: Effort, body_model, device, frames: np.ndar
     scorer = small if score_side == side else Decoder(
         bs, device=device, body_model=small.body, size=None if score_side == longest else (score_side, score_side),
         cache_gops=kept)
-    stand = Decoder(bs, device=device, body_model=small.body, size=size, cache_gops=kept,
-                    pictures=stand_in_pictures(frames)) if effort.polish else None
+    draft_side = min(effort.draft_side or side, longest)
+    stand = Decoder(bs, device=device, body_model=small.body, size=None if draft_side == longest else (
+        draft_side, draft_side), cache_gops=kept, pictures=stand_in_pictures(frames)) if effort.polish else None
     return side, small, scorer, stand
 
 
