@@ -326,7 +326,7 @@ def test_the_first_steps_at_a_smaller_size_draw_smaller_and_give_the_same_file_w
     bs, frames = truth
     off = _shifted(bs)
     effort = Effort("test", side=96, iters=8, lr=0.8, polish=2, draft_side=64)
-    side, small, _, stand = _decoders(off, effort, None, "cpu", frames)
+    _, small, _, stand = _decoders(off, effort, None, "cpu", frames)
     assert (small.height, small.width, stand.height, stand.width) == (96, 96, 64, 64)
     drafted = draft_rows(off, frames, effort)
     full = draft_rows(off, frames, replace(effort, draft_side=0))

@@ -88,10 +88,11 @@ class Effort:
 # with sigma 1.5 px and three steps at a learning rate of 0.2 after, -0.06 to +0.10 dB, -0.3 to +1.0
 # VMAF and 0 to 0.7 % fewer bytes (mean +0.03 dB, +0.31 VMAF). At the default rate of 0.6 the three
 # steps after changed nothing: Adam's first steps are a whole rate long and overshot every time.
-# The first steps at 96 px instead of 128 (the three against the decoded keys stay at 128): the five TED clips'
-# default encodes (2026-12-07, session 32, one-off /tmp/s32/exp2.py) PSNR -0.06 to +0.03 dB (mean -0.01), VMAF
-# -0.45 to +0.47 (mean +0.02), the same bytes within 0.3 %, the first steps 13.9 -> 12.8 s on ted_a and 18.7 -> 13.1
-# on ted_f (they share the cores with the key pictures' encoder). At 64 px all three clips tried lost 0.04 to 0.08 dB.
+# The first steps at 96 px instead of 128 (the three against the decoded keys stay at 128; 2026-12-07, session 32,
+# docs/BENCHMARKS.md "The closed loop's first steps at 96 px"): the five TED clips' default encodes keep their key
+# counts and bytes within 0.3 %, PSNR -0.06 to +0.03 dB, VMAF -0.45 to +0.47, and encode 5.1 % faster (the first
+# steps 2 to 5 s shorter, but they end only when the key pictures' chain has coded); six people kept aside
+# -0.003 to +0.058 dB. At 80 px ted_c lost 0.07 dB; at 64 px all three clips tried lost 0.04 to 0.08 dB.
 STAND_IN_BLUR = 1.5       # px at the working size: the Gaussian that stands in for the key pictures' coding
 DRAFT_NICE = 10           # the first steps' workers' niceness beside the key pictures' encoder (draft_rows)
 EFFORTS = {
