@@ -350,20 +350,22 @@ KEY_STATES_KEPT = 32
 
 def _decoders(bs: Bitstream, effort: Effort, body_model, device, frames: np.ndarray):
     """(side, the decoder at the loss's size, the real decoder at the scoring size, the decoder of the
-    stand-in keys at the loss's size or None)."""
+    stand-in keys at the first steps' size (``Effort.draft_side``) or None)."""
     from engine.synthesis.decoder import Decoder
     longest = max(bs.width, bs.height)
+
+    def square(n: int):
+        """A decoder's ``size`` for a square side of n px (None: the bitstream's own)."""
+        return None if n == longest else (n, n)
     side = min(effort.side, longest)
-    size = None if side == longest else (side, side)
     score_side = min(effort.score_side or longest, longest)
-    kept = min(len(bs.gops), KEY_STATES_KEPT)
-    small = Decoder(bs, device=device, body_model=body_model, size=size, cache_gops=kept)
-    scorer = small if score_side == side else Decoder(
-        bs, device=device, body_model=small.body, size=None if score_side == longest else (score_side, score_side),
-        cache_gops=kept)
     draft_side = min(effort.draft_side or side, longest)
-    stand = Decoder(bs, device=device, body_model=small.body, size=None if draft_side == longest else (
-        draft_side, draft_side), cache_gops=kept, pictures=stand_in_pictures(frames)) if effort.polish else None
+    kept = min(len(bs.gops), KEY_STATES_KEPT)
+    small = Decoder(bs, device=device, body_model=body_model, size=square(side), cache_gops=kept)
+    scorer = small if score_side == side else Decoder(bs, device=device, body_model=small.body,
+                                                      size=square(score_side), cache_gops=kept)
+    stand = Decoder(bs, device=device, body_model=small.body, size=square(draft_side), cache_gops=kept,
+                    pictures=stand_in_pictures(frames)) if effort.polish else None
     return side, small, scorer, stand
 
 
