@@ -158,17 +158,18 @@ def test_background_grid_inverts_camera_motion_convention():
     assert np.allclose(pt + 0.5, identity_grid(40, 50)[0].reshape(-1, 2).numpy(), atol=1e-4)
 
 
-def _walked():
-    """A box person in the key frame and 25 px to the right in the frame: (faces, key pose, key raster,
-    frame raster, key world vertices)."""
+def _walked(size: int = H):
+    """A box person in the key frame and 40 % of the frame to the right in the frame: (faces, key pose, key
+    raster, frame raster, key world vertices); frames ``size`` x ``size``."""
     m = box((0.4, 0.6, 0.2))
     key = ((0, 0, 0), (0, 0, 5), (0.3, 0.5, 1, 1))
     frame = ((0, 0, 0), (0, 0, 5), (0.7, 0.5, 1, 1))
     Vk = torch.as_tensor(np.asarray(m.vertices), dtype=torch.float32)[None]
     F = torch.as_tensor(np.asarray(m.faces))
-    kxy, kd = project(Vk, *(_t(x) for x in key), FOCAL, W, H)
-    fxy, fd = project(Vk, *(_t(x) for x in frame), FOCAL, W, H)
-    return F, key, rasterize(kxy, kd, F, H, W), rasterize(fxy, fd, F, H, W), to_world(Vk, _t(key[0]), _t(key[1]))
+    kxy, kd = project(Vk, *(_t(x) for x in key), FOCAL, size, size)
+    fxy, fd = project(Vk, *(_t(x) for x in frame), FOCAL, size, size)
+    return (F, key, rasterize(kxy, kd, F, size, size), rasterize(fxy, fd, F, size, size),
+            to_world(Vk, _t(key[0]), _t(key[1])))
 
 
 def test_background_disocclusion_is_a_hole_and_filled():
@@ -203,6 +204,55 @@ def test_a_disocclusion_too_thin_to_hold_a_3x3_square_is_not_a_hole():
     old = kras.mask[0] & ~person_mask(fras.mask)[0, 0].bool()   # where the key person stood, now background
     inner = old & ~torch.nn.functional.max_pool2d((~old).float()[None], 3, 1, 1)[0].bool()
     assert inner.sum() > 30 and mo.hole[0][old].float().mean() > 0.95
+
+
+def test_tidy_disocclusion_drops_specks_and_fills_the_pockets_it_encloses_within_each_frame():
+    from engine.synthesis.motion import tidy_disocclusion
+    hole = torch.zeros(2, 20, 20, dtype=torch.bool)
+    person = torch.zeros_like(hole)
+    hole[0, 1:3, 1:3] = True                    # 4 px: a speck
+    hole[0, 5:15, 5:15] = True                  # 100 px, with a 2 x 2 pocket inside
+    hole[0, 9:11, 9:11] = False
+    hole[1, 1:3, 1:3] = True                    # 4 px in the next frame, not joined to frame 0's ...
+    hole[1, 3:5, 3:5] = True                    # ... but to these 4 px at a corner: 8 px together
+    out = tidy_disocclusion(hole, person, 6)
+    assert not out[0, 1:3, 1:3].any() and out[0, 5:15, 5:15].all()
+    assert torch.equal(out[1], hole[1])
+    person[0, 9, 9] = True                      # the pocket holds a pixel of the person: it is not filled
+    out = tidy_disocclusion(hole, person, 6)
+    assert not out[0, 9:11, 9:11].any() and out[0, 5:9, 5:15].all()
+    ring = torch.zeros(1, 20, 20, dtype=torch.bool)
+    ring[0, 0:6, 0:6] = True                    # a pocket against the frame's edge is not enclosed
+    ring[0, 0:2, 0:2] = False
+    assert torch.equal(tidy_disocclusion(ring, torch.zeros_like(ring), 6), ring)
+    assert not tidy_disocclusion(torch.zeros_like(ring), ring, 6).any()
+
+
+def test_specks_of_disocclusion_and_pockets_inside_one_are_not_left():
+    """Beside a person's edge the sampled key mask flips: islands of disocclusion too small to be one (grey
+    specks in a sweater after a large edit) are drawn as the pixels around them, and a small pocket inside a
+    disocclusion (a fragment of sleeve in the filled background) is filled with it."""
+    from engine.synthesis.motion import HOLE_MIN_AREA, person_mask
+    n = 128
+    F, key, kras, fras, kw = _walked(n)
+    assert 4 * 4 < HOLE_MIN_AREA * n * n
+    km = person_mask(kras.mask).clone()
+    clean = analytic_motion(fras, F, kw, _t(key[1]), _t(key[2]), FOCAL, kras.depth, key_mask=km).hole[0]
+    old = kras.mask[0] & ~person_mask(fras.mask)[0, 0].bool()   # where the key person stood, now background
+    ys, xs = old.nonzero(as_tuple=True)
+    cy, cx = int(ys.float().mean()), int(xs.float().mean())
+    assert old[cy - 4:cy + 5, cx - 4:cx + 5].all() and clean[cy - 4:cy + 5, cx - 4:cx + 5].all()
+    km[0, 0, 4:8, 4:8] = 1.0                                   # a 4 x 4 speck of key person in the background
+    mo = analytic_motion(fras, F, kw, _t(key[1]), _t(key[2]), FOCAL, kras.depth, key_mask=km)
+    assert torch.equal(mo.hole[0], clean)
+    pocket = km.clone()
+    pocket[0, :, cy - 1:cy + 3, cx - 1:cx + 3] = 0.0           # a 4 x 4 pocket inside where the person stood
+    mo = analytic_motion(fras, F, kw, _t(key[1]), _t(key[2]), FOCAL, kras.depth, key_mask=pocket)
+    assert mo.hole[0, cy - 1:cy + 3, cx - 1:cx + 3].all()
+    km[0, 0, 4:12, 4:12] = 1.0                                  # 8 x 8 = 64 px: a region the person left
+    assert 8 * 8 > HOLE_MIN_AREA * n * n
+    mo = analytic_motion(fras, F, kw, _t(key[1]), _t(key[2]), FOCAL, kras.depth, key_mask=km)
+    assert mo.hole[0, 5:11, 5:11].all()
 
 
 def test_a_pinhole_or_notch_in_the_frame_mesh_is_body_not_a_hole():
