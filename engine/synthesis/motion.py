@@ -570,7 +570,9 @@ def tidy_disocclusion(hole: torch.Tensor, person: torch.Tensor, min_area: float)
 
 
 def _grow(m: np.ndarray) -> np.ndarray:
-    """H x W bool -> grown by one pixel into its 8 neighbours (a 3 x 3 dilation, by shifted ORs)."""
+    """H x W bool -> grown by one pixel into its 8 neighbours (a 3 x 3 dilation, by shifted ORs). The same
+    pixels as ``_box_any(m, 1)``, on the numpy box ``tidy_disocclusion`` works in: ``_box_any`` over the
+    whole batch, then cropped, took the step from 1.9 to 2.5 ms a decoded frame to 3.1 to 4.0 (one-off timing)."""
     rows = m.copy()
     rows[1:] |= m[:-1]
     rows[:-1] |= m[1:]
